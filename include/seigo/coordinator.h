@@ -1,0 +1,96 @@
+// Coordinator: the entry point of the seigo library. Start reading here.
+//
+//   auto c = seigo::Coordinator::Open({.shards = "mysql://u:p@127.0.0.1:3306/game,..."});
+//   if (!c.ok()) { fprintf(stderr, "%s\n", c.status().ToString().c_str()); return 1; }
+//   seigo::TxResult r = (*c)->Run([&](seigo::Tx& tx) { ... return seigo::Status::OK(); });
+//
+// A Coordinator holds the shard map, a connection pool per shard, a few phase-2 threads and one
+// background resolver thread. It keeps no state of its own that matters after a crash: every
+// decision lives in a shard (doc/protocol.md), so coordinators are disposable — kill one at any
+// moment and any other coordinator's resolver (or `seigo recover`) finishes its transactions.
+//
+// Thread-safety: all methods may be called from any number of threads at once.
+#ifndef SEIGO_COORDINATOR_H_
+#define SEIGO_COORDINATOR_H_
+
+#include <memory>
+#include <string>
+
+#include "seigo/env.h"
+#include "seigo/options.h"
+#include "seigo/resolver.h"
+#include "seigo/shard_map.h"
+#include "seigo/status.h"
+#include "seigo/transaction.h"
+
+namespace seigo {
+
+struct CoordinatorOptions {
+  // Comma-separated shard URLs (ShardMap::Parse). Required.
+  std::string shards;
+  ProtocolOptions protocol;
+  ResolverOptions resolver;
+  // innodb_lock_wait_timeout of seigo's connections, whole seconds (>= 1). Cross-shard
+  // deadlocks cannot be seen by any one server; this turns them into quick retries.
+  int lock_wait_timeout_s = 2;
+  int connect_timeout_s = 3;
+  int read_timeout_s = 30;
+  // Create seigo's tables on each shard if missing, and claim each shard's index.
+  bool prepare_schema = true;
+  // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
+  // background (0 = neither; then call Recover() yourself or run `seigo recover`).
+  int64_t resolver_interval_ms = 1'000;
+  // Threads that run phase 2 (XA COMMIT of prepared branches) off the callers' path.
+  int phase2_threads = 2;
+  // Time, randomness and crash points; nullptr = DefaultEnv(). Must outlive the Coordinator.
+  Env* env = nullptr;
+};
+
+class Coordinator {
+ public:
+  // Parses the shard list, connects to every shard, checks server versions (kUnsupported for
+  // servers that lose prepared branches on disconnect), prepares the schema, runs a first
+  // resolver pass. Fails with a clear Status on any bad input or unreachable shard.
+  static Result<std::unique_ptr<Coordinator>> Open(const CoordinatorOptions& options);
+
+  // Waits for queued phase-2 work (bounded by the phase-2 retries), stops the threads.
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Runs `fn` as one atomic transaction across the shards it touches (transaction.h).
+  TxResult Run(const TxFn& fn);
+
+  // One resolver pass now (also what `seigo recover` runs).
+  ResolveReport Recover();
+
+  // What is in doubt right now, changing nothing (what `seigo status` prints).
+  InDoubtReport InDoubt();
+
+  // Blocks until every phase-2 item queued so far has been attempted.
+  void DrainPhase2();
+
+  const ShardMap& shard_map() const;
+
+  // Runs one statement outside any transaction on shard `shard` (autocommit). For tools and
+  // tests: schema setup, audits. Not atomic with anything.
+  Result<QueryResult> QueryShard(uint32_t shard, std::string_view sql,
+                                 std::initializer_list<Value> params = {});
+
+  struct Counters {
+    uint64_t committed = 0, aborted = 0, gave_up = 0, unknown = 0;
+    uint64_t attempts = 0;        // closure runs
+    uint64_t phase2_done = 0;     // branches committed by phase 2
+    uint64_t phase2_left = 0;     // branches left to the resolver
+  };
+  Counters counters() const;
+
+ private:
+  class Impl;
+  explicit Coordinator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace seigo
+
+#endif  // SEIGO_COORDINATOR_H_

@@ -1,0 +1,193 @@
+// The participant interface: the only way seigo's protocol code talks to a store.
+//
+// A Participant is one shard (one MariaDB database today; Redis and RabbitMQ participants plug in
+// behind the same interface). The protocol code in src/core/ calls nothing else, which is why
+// the deterministic simulator (sim/) can run the very same protocol code against simulated
+// participants.
+//
+// Two levels:
+//   * Session: one connection, used by one transaction at a time. It runs the transaction's
+//     statements and the commit-protocol steps of that branch. A session that prepared an XA
+//     branch owns it: on MariaDB no other connection can commit or roll it back until this one
+//     disconnects (doc/protocol.md, "the owning connection"), so phase 2 runs here.
+//   * Participant: the shard itself, for recovery. Its calls are idempotent by XID and safe from
+//     any process at any time: RecoverPrepared, CommitXid, RollbackXid, and the decision table
+//     (ReadDecision, FenceAbort, ListExpiredDecisions, ForgetDecisions) that lives on every shard that
+//     can act as a decider.
+//
+// Error contract (every call): kConflict = deadlock / lock-wait timeout, the server rolled the
+// statement or the transaction back; kUnavailable = connection refused or lost, the effect of the
+// call is unknown (the Session is then Broken()); kQueryFailed = the server rejected it;
+// kNotFound = XAER_NOTA (no such XID visible to this connection — which on MariaDB ALSO happens
+// while another live connection owns the branch, so it never means "done" by itself);
+// kBusy = cannot be decided now, nothing changed.
+//
+// Thread-safety: Participant methods may be called from many threads at once. A Session is used
+// by one thread at a time.
+#ifndef SEIGO_PARTICIPANT_H_
+#define SEIGO_PARTICIPANT_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "seigo/status.h"
+
+namespace seigo {
+
+// The identity of one XA branch: which global transaction, who decides it, until when it may
+// commit, and which shard this branch is on. Wire format in doc/xid.md.
+struct Xid {
+  static constexpr int32_t kFormatId = 0x73656967;  // "seig"
+  std::string gid;          // 32 lowercase hex digits, unique per attempt
+  uint32_t decider = 0;     // shard index whose local commit is the commit point
+  int64_t deadline_ms = 0;  // unix ms; no commit after it, no resolver abort before it
+  uint32_t branch = 0;      // shard index of this branch
+
+  std::string Gtrid() const;  // "sg1-<gid>-<decider>-<deadline_ms>"
+  std::string Bqual() const;  // "<branch>"
+  // Parses XA RECOVER's columns. kNotFound if the XID is not seigo's (other formatID or
+  // prefix); kCorruption if it claims to be seigo's but does not parse.
+  static Result<Xid> Parse(int64_t format_id, std::string_view gtrid, std::string_view bqual);
+
+  bool operator==(const Xid&) const = default;
+};
+
+enum class Outcome : char { kCommit = 'C', kAbort = 'A' };
+const char* OutcomeName(Outcome o);  // "commit" / "abort"
+
+// One row of the decision table (seigo_decision, doc/decision-table.md) on a decider shard.
+struct Decision {
+  std::string gid;
+  Outcome outcome = Outcome::kAbort;
+  std::vector<uint32_t> shards;  // every shard with a branch, decider included
+  int64_t deadline_ms = 0;
+  int64_t decided_at_ms = 0;  // filled by reads (server clock)
+};
+
+// A statement parameter. Values are sent separately from the SQL text (server-side prepared
+// statements); they are never spliced into SQL. Implicit from integers, doubles, strings and
+// nullptr so that `{price, player_id, "name"}` reads naturally at the call site. Unsigned values
+// above INT64_MAX are refused by Execute (kInvalidArgument) rather than wrapped.
+class Value {
+ public:
+  enum class Kind { kNull, kInt, kUint, kDouble, kString };
+  Value(std::nullptr_t) : kind_(Kind::kNull) {}                       // NOLINT
+  Value(int v) : kind_(Kind::kInt), i_(v) {}                          // NOLINT
+  Value(long v) : kind_(Kind::kInt), i_(v) {}                         // NOLINT
+  Value(long long v) : kind_(Kind::kInt), i_(v) {}                    // NOLINT
+  Value(unsigned v) : kind_(Kind::kInt), i_(v) {}                     // NOLINT
+  Value(unsigned long v) : kind_(Kind::kUint), u_(v) {}               // NOLINT
+  Value(unsigned long long v) : kind_(Kind::kUint), u_(v) {}          // NOLINT
+  Value(double v) : kind_(Kind::kDouble), d_(v) {}                    // NOLINT
+  Value(std::string v) : kind_(Kind::kString), s_(std::move(v)) {}    // NOLINT
+  Value(std::string_view v) : kind_(Kind::kString), s_(v) {}          // NOLINT
+  Value(const char* v) : kind_(Kind::kString), s_(v) {}               // NOLINT
+
+  Kind kind() const { return kind_; }
+  int64_t int_value() const { return i_; }
+  uint64_t uint_value() const { return u_; }
+  double double_value() const { return d_; }
+  const std::string& string_value() const { return s_; }
+
+ private:
+  Kind kind_;
+  int64_t i_ = 0;
+  uint64_t u_ = 0;
+  double d_ = 0;
+  std::string s_;
+};
+
+struct QueryResult {
+  uint64_t affected_rows = 0;
+  uint64_t last_insert_id = 0;
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::optional<std::string>>> rows;  // text form; nullopt = NULL
+
+  // Convenience: the integer in row r, column c (kQueryFailed if NULL or not an integer,
+  // kNotFound if out of range).
+  Result<int64_t> Int(size_t r, size_t c) const;
+};
+
+// How long after its deadline a coordinator may still fence its own transaction to learn a lost
+// commit's outcome. Decision rows are kept at least kMinDecisionRetentionMs past their deadline,
+// so within this window the row a coordinator finds (or writes) is the true decision.
+inline constexpr int64_t kCoordinatorFenceWindowMs = 30'000;
+inline constexpr int64_t kMinDecisionRetentionMs = 60'000;
+
+class Session {
+ public:
+  virtual ~Session() = default;
+
+  // Starts a plain local transaction (the decider, or the only shard).
+  virtual Status BeginLocal() = 0;
+  // XA START xid.
+  virtual Status BeginBranch(const Xid& xid) = 0;
+  // One statement with '?' placeholders.
+  virtual Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) = 0;
+
+  // XA END + XA PREPARE in one round trip. OK = the branch is durable and survives crashes.
+  virtual Status Prepare(const Xid& xid) = 0;
+  // COMMIT of a local transaction (the one-shard path). kUnavailable = outcome unknown.
+  virtual Status CommitLocal() = 0;
+  // THE COMMIT POINT of a multi-shard transaction: inserts the commit decision row and commits
+  // the local transaction, in one round trip. The server refuses the insert (kAborted) when its
+  // clock is past d.deadline_ms or when the gid already has a row (a resolver's fence); then
+  // nothing is committed. kUnavailable = outcome unknown.
+  virtual Status CommitWithDecision(const Decision& d) = 0;
+  // XA COMMIT of the branch this session prepared.
+  virtual Status CommitPrepared(const Xid& xid) = 0;
+  // Rolls back whatever this session has open: a local transaction, an active XA branch
+  // (XA END + XA ROLLBACK), or a prepared one (XA ROLLBACK). Never fails silently: if the
+  // server did not confirm, the session becomes Broken() and the server discards the
+  // non-prepared work when the connection closes.
+  virtual Status RollbackAll(const Xid* xid, bool prepared) = 0;
+
+  // True once the connection is lost or in an unknown state; do not reuse it.
+  virtual bool Broken() const = 0;
+};
+
+class Participant {
+ public:
+  virtual ~Participant() = default;
+
+  virtual uint32_t index() const = 0;  // position in the shard map
+  virtual std::string name() const = 0;  // for messages: "shard 1 (127.0.0.1:3307/seigo)"
+
+  // A session for one transaction. Real participants pool connections.
+  virtual Result<std::unique_ptr<Session>> Acquire() = 0;
+  // Returns a session after its transaction ended. Broken sessions are discarded.
+  virtual void Release(std::unique_ptr<Session> session) = 0;
+
+  // Recovery calls: each runs on a fresh (pooled) connection, idempotent by XID.
+  virtual Result<std::vector<Xid>> RecoverPrepared() = 0;  // seigo XIDs in XA RECOVER
+  virtual Status CommitXid(const Xid& xid) = 0;            // kNotFound: see above
+  virtual Status RollbackXid(const Xid& xid) = 0;
+
+  // Decision table on this shard (when it is a decider).
+  virtual Result<std::optional<Decision>> ReadDecision(std::string_view gid) = 0;
+  // Writes an abort decision for d.gid unless a decision exists, and returns the decision that
+  // holds afterwards (ours, or the existing one). This "fencing insert" is what makes a late
+  // commit impossible: the decider's own insert of the commit row then fails.
+  //   by_coordinator=false (a resolver): refused with kBusy until the server's clock passes
+  //     d.deadline_ms, so a live transaction is never aborted before its deadline.
+  //   by_coordinator=true (the transaction's own coordinator, which knows its decider session is
+  //     gone): allowed until d.deadline_ms + kCoordinatorFenceWindowMs, after which decision rows
+  //     may be garbage-collected and the answer could be wrong; then kBusy.
+  // A live decider holding the row lock makes it wait at most the lock-wait timeout, then kBusy.
+  virtual Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) = 0;
+  // Decision rows whose deadline_ms + retention_ms is behind the server's clock (at most
+  // `limit`): candidates for garbage collection once no branch of theirs is prepared.
+  virtual Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms,
+                                                            size_t limit) = 0;
+  virtual Status ForgetDecisions(std::span<const std::string> gids) = 0;
+};
+
+}  // namespace seigo
+
+#endif  // SEIGO_PARTICIPANT_H_

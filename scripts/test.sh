@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Usage: scripts/test.sh   (from any directory)
+#   The single test command: installs missing packages, builds (RelWithDebInfo, in build/),
+#   starts 2 MariaDB shards on ports 33161-33162 (state in $SEIGO_STATE_DIR, default
+#   /tmp/seigo-test-servers), runs ctest against them, stops the servers on exit.
+#   Tests get SEIGO_TEST_SHARDS (shard URLs), SEIGO_SERVERS_SCRIPT and SEIGO_STATE_DIR
+#   (to kill/restart shards with "$SEIGO_SERVERS_SCRIPT" crash I, etc.).
+#   Exit status: ctest's.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export SEIGO_STATE_DIR=${SEIGO_STATE_DIR:-/tmp/seigo-test-servers}
+export SEIGO_SERVERS_SCRIPT=$ROOT/scripts/servers.sh
+
+# phase NAME CMD...: runs CMD and prints how long it took.
+phase() {
+  local name=$1 t0=${EPOCHREALTIME//[.,]/} rc=0 us
+  shift
+  echo "=== $name"
+  "$@" || rc=$?
+  us=$((${EPOCHREALTIME//[.,]/} - t0))
+  printf '=== %s: %d.%d s%s\n' "$name" $((us / 1000000)) $((us / 100000 % 10)) \
+    "$( ((rc == 0)) || echo ", FAILED (exit $rc)")"
+  return "$rc"
+}
+
+configure_and_build() {
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build -j2
+}
+
+phase "install dependencies" bash scripts/install-deps.sh
+phase "configure and build" configure_and_build
+trap 'phase "stop servers" bash "$SEIGO_SERVERS_SCRIPT" stop || true' EXIT
+# A fresh data directory every run: leftovers of an earlier failed run must not leak in.
+phase "wipe old servers" bash "$SEIGO_SERVERS_SCRIPT" wipe
+phase "start servers" bash "$SEIGO_SERVERS_SCRIPT" start 2 --base-port 33161
+
+# shellcheck disable=SC1091
+. "$SEIGO_STATE_DIR/env"
+export SEIGO_TEST_SHARDS=$SEIGO_SHARDS
+echo "SEIGO_TEST_SHARDS=$SEIGO_TEST_SHARDS"
+
+rc=0
+phase "ctest" ctest --test-dir build --output-on-failure || rc=$?
+exit "$rc"

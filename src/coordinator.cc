@@ -1,0 +1,208 @@
+// Coordinator: the library's threads and pools around the protocol core (src/core/).
+//
+// Nothing here decides anything about a transaction: Run() calls core::Protocol::Run on the
+// caller's thread, hands the prepared branches of committed transactions to phase-2 threads,
+// and a background thread calls core::ResolvePass every resolver_interval_ms.
+
+#include "seigo/coordinator.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/protocol.h"
+#include "mariadb/mariadb_participant.h"
+
+namespace seigo {
+
+class Coordinator::Impl {
+ public:
+  Impl(ShardMap map, std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts,
+       const CoordinatorOptions& o, Env* env)
+      : map_(std::move(map)),
+        owned_(std::move(parts)),
+        raw_(RawPointers(owned_)),
+        options_(o),
+        env_(env),
+        protocol_(raw_, env, o.protocol) {}
+
+  ~Impl() { Stop(); }
+
+  void Start() {
+    for (int i = 0; i < std::max(1, options_.phase2_threads); ++i) {
+      phase2_workers_.emplace_back([this] { Phase2Loop(); });
+    }
+    if (options_.resolver_interval_ms > 0) {
+      resolver_ = std::thread([this] { ResolverLoop(); });
+    }
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    resolver_cv_.notify_all();
+    for (std::thread& t : phase2_workers_) t.join();
+    if (resolver_.joinable()) resolver_.join();
+  }
+
+  TxResult Run(const TxFn& fn) {
+    core::RunOutput out = protocol_.Run(fn);
+    const TxResult& r = out.result;
+    attempts_ += static_cast<uint64_t>(r.attempts);
+    switch (r.state) {
+      case TxState::kCommitted: committed_++; break;
+      case TxState::kAborted: aborted_++; break;
+      case TxState::kGaveUp: gave_up_++; break;
+      case TxState::kOutcomeUnknown: unknown_++; break;
+    }
+    if (!out.phase2.empty()) {
+      std::lock_guard<std::mutex> l(mu_);
+      for (core::Phase2Item& item : out.phase2) queue_.push_back(std::move(item));
+      queued_ += out.phase2.size();
+    }
+    if (!out.phase2.empty()) cv_.notify_one();
+    return std::move(out.result);
+  }
+
+  void DrainPhase2() {
+    std::unique_lock<std::mutex> l(mu_);
+    const uint64_t target = queued_;
+    drained_cv_.wait(l, [&] { return finished_ >= target; });
+  }
+
+  ResolveReport Recover() {
+    std::lock_guard<std::mutex> l(resolve_mu_);  // one pass at a time from this process
+    return core::ResolvePass(raw_, env_, options_.resolver);
+  }
+
+  InDoubtReport InDoubt() { return core::InspectInDoubt(raw_, env_); }
+
+  const ShardMap& map() const { return map_; }
+  mariadb::MariaDbParticipant* shard(uint32_t i) { return owned_[i].get(); }
+
+  Counters counters() const {
+    Counters c;
+    c.committed = committed_;
+    c.aborted = aborted_;
+    c.gave_up = gave_up_;
+    c.unknown = unknown_;
+    c.attempts = attempts_;
+    c.phase2_done = phase2_done_;
+    c.phase2_left = phase2_left_;
+    return c;
+  }
+
+ private:
+  static std::vector<Participant*> RawPointers(
+      const std::vector<std::unique_ptr<mariadb::MariaDbParticipant>>& v) {
+    std::vector<Participant*> out;
+    for (const auto& p : v) out.push_back(p.get());
+    return out;
+  }
+
+  void Phase2Loop() {
+    for (;;) {
+      core::Phase2Item item;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        // On shutdown the queue is still drained: every item gets its XA COMMIT attempt.
+        cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
+      (s.ok() ? phase2_done_ : phase2_left_)++;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        finished_++;
+      }
+      drained_cv_.notify_all();
+    }
+  }
+
+  void ResolverLoop() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stopping_) {
+      resolver_cv_.wait_for(l, std::chrono::milliseconds(options_.resolver_interval_ms),
+                   [&] { return stopping_; });
+      if (stopping_) return;
+      l.unlock();
+      Recover();
+      l.lock();
+    }
+  }
+
+  ShardMap map_;
+  std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> owned_;
+  std::vector<Participant*> raw_;
+  CoordinatorOptions options_;
+  Env* env_;
+  core::Protocol protocol_;
+
+  std::mutex mu_;
+  std::condition_variable cv_, drained_cv_, resolver_cv_;
+  std::deque<core::Phase2Item> queue_;  // guarded by mu_
+  uint64_t queued_ = 0, finished_ = 0;  // guarded by mu_
+  bool stopping_ = false;               // guarded by mu_
+  std::vector<std::thread> phase2_workers_;
+  std::thread resolver_;
+  std::mutex resolve_mu_;
+
+  std::atomic<uint64_t> committed_{0}, aborted_{0}, gave_up_{0}, unknown_{0}, attempts_{0};
+  std::atomic<uint64_t> phase2_done_{0}, phase2_left_{0};
+};
+
+Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions& o) {
+  Result<ShardMap> map = ShardMap::Parse(o.shards);
+  if (!map.ok()) return map.status();
+  if (o.lock_wait_timeout_s < 1) {
+    return Status::InvalidArgument("lock_wait_timeout_s must be at least 1");
+  }
+  if (o.protocol.txn_timeout_ms < 100) {
+    return Status::InvalidArgument("txn_timeout_ms must be at least 100");
+  }
+  std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts;
+  for (size_t i = 0; i < map->size(); ++i) {
+    mariadb::Config c;
+    c.url = map->shard(i);
+    c.index = static_cast<uint32_t>(i);
+    c.lock_wait_timeout_s = o.lock_wait_timeout_s;
+    c.connect_timeout_s = o.connect_timeout_s;
+    c.read_timeout_s = o.read_timeout_s;
+    auto p = mariadb::MariaDbParticipant::Open(c, o.prepare_schema);
+    if (!p.ok()) return p.status();
+    parts.push_back(std::move(*p));
+  }
+  Env* env = o.env != nullptr ? o.env : DefaultEnv();
+  auto impl = std::make_unique<Impl>(std::move(*map), std::move(parts), o, env);
+  if (o.resolver_interval_ms > 0) impl->Recover();  // finish what a crashed predecessor left
+  impl->Start();
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() = default;
+TxResult Coordinator::Run(const TxFn& fn) { return impl_->Run(fn); }
+ResolveReport Coordinator::Recover() { return impl_->Recover(); }
+InDoubtReport Coordinator::InDoubt() { return impl_->InDoubt(); }
+void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }
+const ShardMap& Coordinator::shard_map() const { return impl_->map(); }
+Coordinator::Counters Coordinator::counters() const { return impl_->counters(); }
+
+Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,
+                                            std::initializer_list<Value> params) {
+  if (shard >= impl_->map().size()) {
+    return Status::InvalidArgument("no shard " + std::to_string(shard));
+  }
+  return impl_->shard(shard)->Query(sql, std::span<const Value>(params.begin(), params.size()));
+}
+
+}  // namespace seigo

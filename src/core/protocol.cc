@@ -1,0 +1,377 @@
+// The commit protocol (doc/protocol.md).
+//
+// Shape of one attempt:
+//   1. The closure runs. The first shard it touches becomes the DECIDER and gets a plain local
+//      transaction; every other shard gets an XA branch whose XID names the decider and the
+//      attempt's deadline.
+//   2. One shard touched: COMMIT. Done (no XA, no decision row, no extra round trip).
+//   3. Several: XA END + PREPARE every non-decider branch; then, in ONE round trip on the
+//      decider, insert the commit decision row and COMMIT. That local COMMIT is the commit point.
+//   4. Phase 2 (off the caller's path): XA COMMIT each prepared branch on its own connection.
+// Anything that fails before the commit point rolls back every branch.
+//
+// Why the decider's COMMIT can be the commit point: the decision row and the decider's own work
+// commit or vanish together (one local InnoDB transaction), and a resolver that finds no row
+// after the deadline first inserts an abort row for the same gid (primary key). Whichever insert
+// comes first wins; the loser gets a duplicate key (or waits on the winner's row lock and then
+// gets it). So a gid has at most one decision, ever, and nobody acts before it exists.
+
+#include "core/protocol.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "seigo/shard_map.h"
+
+namespace seigo::core {
+namespace {
+
+bool IsRetryable(const Status& s) {
+  return s.Is(Code::kConflict) || s.Is(Code::kUnavailable);
+}
+
+enum class BranchState {
+  kActive,         // statements may run; nothing durable
+  kPrepared,       // XA PREPARE succeeded: durable, survives crashes, holds its locks
+  kMaybePrepared,  // XA PREPARE was sent and the reply lost: it may be durable
+};
+
+struct Branch {
+  uint32_t shard = 0;
+  Participant* participant = nullptr;
+  std::unique_ptr<Session> session;
+  bool xa = false;  // false for the decider's local transaction
+  Xid xid;
+  BranchState state = BranchState::kActive;
+};
+
+}  // namespace
+
+std::string NewGid(Env* env) {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx",
+                static_cast<unsigned long long>(env->Random64()),
+                static_cast<unsigned long long>(env->Random64()));
+  return std::string(buf, 32);
+}
+
+// One run of the closure and its commit. Implements Tx for the closure.
+class Attempt final : public Tx {
+ public:
+  Attempt(const Protocol& p, int number)
+      : p_(p),
+        number_(number),
+        gid_(NewGid(p.env_)),
+        deadline_ms_(p.env_->NowMs() + p.options_.txn_timeout_ms) {}
+
+  ~Attempt() override {
+    // Every path out of Commit/Abort has already released the sessions; this is a backstop so
+    // that a session is never returned to a pool in an unknown state: destroying it closes the
+    // connection and the server discards whatever was not prepared.
+  }
+
+  uint32_t ShardFor(int64_t key) const override {
+    return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.shard_count()));
+  }
+  int attempt() const override { return number_; }
+  const std::string& gid() const override { return gid_; }
+
+  Result<QueryResult> ExecOn(uint32_t shard, std::string_view sql,
+                             std::initializer_list<Value> params) override {
+    // Once a statement failed, the attempt is doomed: later statements fail the same way, so a
+    // closure that ignores an error cannot commit half of its work.
+    if (!poison_.ok()) return poison_;
+    if (shard >= p_.shard_count()) {
+      poison_ = Status::InvalidArgument("shard " + std::to_string(shard) + " does not exist (" +
+                                        std::to_string(p_.shard_count()) + " shards)");
+      return poison_;
+    }
+    Result<Branch*> b = BranchFor(shard);
+    if (!b.ok()) {
+      poison_ = b.status();
+      return poison_;
+    }
+    Result<QueryResult> r =
+        (*b)->session->Execute(sql, std::span<const Value>(params.begin(), params.size()));
+    if (!r.ok()) poison_ = r.status().Annotate((*b)->participant->name());
+    return r;
+  }
+
+  // Commits the attempt. OK = committed (phase-2 items appended to `phase2`); kConflict or
+  // kUnavailable = definitely not committed, may retry; kOutcomeUnknown; anything else = not
+  // committed, do not retry.
+  Status Commit(std::vector<Phase2Item>* phase2);
+
+  // Rolls back every branch and releases every session. Never called after the commit point.
+  void Abort(bool decision_is_abort);
+
+  const Status& poison() const { return poison_; }
+  uint32_t shards_touched() const { return static_cast<uint32_t>(branches_.size()); }
+
+ private:
+  Result<Branch*> BranchFor(uint32_t shard);
+  Status ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2);
+  void HandOverPhase2(std::vector<Phase2Item>* phase2);
+  Decision MakeDecision(Outcome outcome) const;
+
+  const Protocol& p_;
+  const int number_;
+  const std::string gid_;
+  const int64_t deadline_ms_;
+  std::vector<Branch> branches_;  // branches_[0] is the decider
+  Status poison_;
+};
+
+Result<Branch*> Attempt::BranchFor(uint32_t shard) {
+  for (Branch& b : branches_) {
+    if (b.shard == shard) return &b;
+  }
+  Branch b;
+  b.shard = shard;
+  b.participant = p_.participants_[shard];
+  Result<std::unique_ptr<Session>> s = b.participant->Acquire();
+  if (!s.ok()) return s.status().Annotate(b.participant->name());
+  b.session = std::move(*s);
+  Status st;
+  if (branches_.empty()) {
+    st = b.session->BeginLocal();  // the decider: an ordinary local transaction
+  } else {
+    b.xa = true;
+    b.xid = Xid{gid_, branches_[0].shard, deadline_ms_, shard};
+    st = b.session->BeginBranch(b.xid);
+  }
+  if (!st.ok()) {
+    // Nothing durable yet: returning the session lets the participant discard it if broken.
+    b.session->RollbackAll(b.xa ? &b.xid : nullptr, false);
+    b.participant->Release(std::move(b.session));
+    return st.Annotate(b.participant->name());
+  }
+  branches_.push_back(std::move(b));
+  return &branches_.back();
+}
+
+Decision Attempt::MakeDecision(Outcome outcome) const {
+  Decision d;
+  d.gid = gid_;
+  d.outcome = outcome;
+  d.deadline_ms = deadline_ms_;
+  for (const Branch& b : branches_) d.shards.push_back(b.shard);
+  return d;
+}
+
+Status Attempt::Commit(std::vector<Phase2Item>* phase2) {
+  if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
+  Branch& decider = branches_[0];
+
+  if (branches_.size() == 1) {
+    // One-shard fast path: a plain local commit. There is no decision row, so a lost reply is
+    // truly unknowable by seigo; atomicity still holds (one InnoDB transaction).
+    Status s = decider.session->CommitLocal();
+    if (s.ok()) {
+      decider.participant->Release(std::move(decider.session));
+      return s;
+    }
+    if (s.Is(Code::kUnavailable)) {
+      decider.session.reset();  // connection is gone; the server finishes or discards the work
+      return Status::OutcomeUnknown("the COMMIT reply from " + decider.participant->name() +
+                                    " was lost (one-shard transaction, no decision record): " +
+                                    s.message());
+    }
+    Abort(false);
+    return s;
+  }
+
+  if (p_.env_->NowMs() >= deadline_ms_) {
+    Abort(false);
+    return Status::Conflict("the attempt reached its deadline before commit");
+  }
+
+  // Crash window: nothing is prepared. Every branch is an uncommitted transaction that its
+  // server discards when our connection drops.
+  p_.env_->CrashPoint(CrashSite::kBeforePrepare);
+
+  for (size_t i = 1; i < branches_.size(); ++i) {
+    Branch& b = branches_[i];
+    Status s = b.session->Prepare(b.xid);
+    if (!s.ok()) {
+      // No decision exists, so nothing can commit: roll everything back. A lost PREPARE reply
+      // (kUnavailable) may have left the branch durable; Abort() then writes the abort decision
+      // so that a resolver can roll it back without waiting for the deadline.
+      b.state = s.Is(Code::kUnavailable) ? BranchState::kMaybePrepared : BranchState::kActive;
+      Abort(false);
+      return s.Annotate("prepare on " + b.participant->name());
+    }
+    b.state = BranchState::kPrepared;
+    // Crash window: some branches prepared (durable, holding locks), no decision. A resolver
+    // finds them in XA RECOVER, finds no decision row, waits for the deadline, fences an abort
+    // on the decider and rolls them back. The decider's local work is discarded by its server.
+    p_.env_->CrashPoint(CrashSite::kAfterPrepare);
+  }
+
+  p_.env_->CrashPoint(CrashSite::kBeforeDecision);
+
+  // THE COMMIT POINT. The decision row and the decider's work commit in one local transaction.
+  // The server refuses the insert when its clock is past the deadline or a resolver already
+  // fenced this gid; then nothing commits.
+  const Decision commit = MakeDecision(Outcome::kCommit);
+  Status s = decider.session->CommitWithDecision(commit);
+  if (s.ok()) {
+    // Crash window: committed. The decision row is durable; prepared branches are not yet
+    // committed. A resolver (any process) reads the commit decision and commits them.
+    p_.env_->CrashPoint(CrashSite::kAfterDecision);
+    decider.participant->Release(std::move(decider.session));
+    HandOverPhase2(phase2);
+    return Status::OK();
+  }
+  if (s.Is(Code::kUnavailable)) return ResolveLostCommit(commit, phase2);
+
+  // The server answered with an error: the batch stopped before or at COMMIT, so the decider's
+  // transaction did not commit. Roll back everything.
+  Abort(s.Is(Code::kAborted));
+  if (s.Is(Code::kAborted)) {
+    return Status::Conflict("the decider refused the commit (deadline passed or fenced): " +
+                            s.message());
+  }
+  return s.Annotate("commit on decider " + decider.participant->name());
+}
+
+// The decider's COMMIT reply was lost: it may or may not have committed. We learn the outcome
+// the same way a resolver would — a fencing insert of an abort row on the decider: if the commit
+// row is there (or appears once the old session's lock is released), the transaction committed;
+// if our abort row goes in, it never can. Allowed before the deadline because only we could
+// still commit it, and our decider connection is gone.
+Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2) {
+  Branch& decider = branches_[0];
+  decider.session.reset();  // broken: drop it so the server ends that session
+  Decision abort = commit;
+  abort.outcome = Outcome::kAbort;
+  Status last;
+  for (int i = 0; i < p_.options_.unknown_resolve_tries; ++i) {
+    if (i > 0) p_.env_->SleepMs(std::min<int64_t>(p_.options_.backoff_max_ms, 50LL << i));
+    Result<Outcome> o = decider.participant->FenceAbort(abort, /*by_coordinator=*/true);
+    if (o.ok() && *o == Outcome::kCommit) {
+      p_.env_->CrashPoint(CrashSite::kAfterDecision);
+      HandOverPhase2(phase2);
+      return Status::OK();
+    }
+    if (o.ok()) {
+      Abort(/*decision_is_abort=*/true);
+      return Status::Conflict("the commit reply was lost and the transaction did not commit");
+    }
+    last = o.status();
+  }
+  // Still unknown. Close the prepared branches' connections so that they detach from us and a
+  // resolver can finish them whichever way the decision went; the decision, if any, is durable.
+  for (Branch& b : branches_) b.session.reset();
+  return Status::OutcomeUnknown("gid " + gid_ + ": the commit reply from decider " +
+                                decider.participant->name() + " was lost and the outcome could "
+                                "not be learned yet (" + last.ToString() + "); the resolver "
+                                "will finish it");
+}
+
+void Attempt::HandOverPhase2(std::vector<Phase2Item>* phase2) {
+  for (size_t i = 1; i < branches_.size(); ++i) {
+    Branch& b = branches_[i];
+    phase2->push_back(Phase2Item{b.participant, std::move(b.session), b.xid});
+  }
+}
+
+void Attempt::Abort(bool decision_is_abort) {
+  if (branches_.empty()) return;
+  Branch& decider = branches_[0];
+  bool need_fence = false;
+  // The decider first: its work is a local transaction and it holds no decision row here.
+  if (decider.session) {
+    decider.session->RollbackAll(nullptr, false);
+    decider.participant->Release(std::move(decider.session));
+  }
+  for (size_t i = 1; i < branches_.size(); ++i) {
+    Branch& b = branches_[i];
+    if (!b.session) continue;
+    const bool durable = b.state != BranchState::kActive;
+    Status s = b.session->RollbackAll(&b.xid, b.state == BranchState::kPrepared);
+    // A prepared (or maybe prepared) branch we could not roll back stays in XA RECOVER.
+    if (durable && (!s.ok() || b.state == BranchState::kMaybePrepared)) need_fence = true;
+    b.participant->Release(std::move(b.session));
+  }
+  // Crash window: some branch may still be prepared with no decision. Recording the abort now
+  // lets a resolver roll it back at once instead of after the deadline; if this write fails too,
+  // the resolver fences after the deadline. Either way nothing can commit: the decider's work is
+  // gone and the commit row can no longer be inserted.
+  if (need_fence && !decision_is_abort && branches_.size() > 1) {
+    decider.participant->FenceAbort(MakeDecision(Outcome::kAbort), /*by_coordinator=*/true);
+  }
+}
+
+Protocol::Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options)
+    : participants_(std::move(participants)), env_(env), options_(options) {}
+
+RunOutput Protocol::Run(const TxFn& fn) const {
+  RunOutput out;
+  TxResult& r = out.result;
+  const int max_attempts = std::max(1, options_.max_attempts);
+  for (int n = 1; n <= max_attempts; ++n) {
+    Attempt a(*this, n);
+    Status s = fn(a);
+    if (s.ok() && !a.poison().ok()) s = a.poison();
+    r.attempts = n;
+    r.shards = a.shards_touched();
+    r.gid = r.shards > 1 ? a.gid() : "";
+    if (s.ok()) s = a.Commit(&out.phase2);
+    else a.Abort(false);
+
+    if (s.ok()) {
+      r.state = TxState::kCommitted;
+      r.status = Status::OK();
+      return out;
+    }
+    r.status = s;
+    if (s.Is(Code::kOutcomeUnknown)) {
+      r.state = TxState::kOutcomeUnknown;
+      return out;
+    }
+    if (!IsRetryable(s)) {
+      r.state = TxState::kAborted;
+      return out;
+    }
+    r.state = TxState::kGaveUp;
+    if (n < max_attempts) {
+      // Full jitter: conflicting transactions spread out instead of colliding again.
+      int64_t cap = options_.backoff_base_ms << std::min(n - 1, 20);
+      cap = std::max<int64_t>(1, std::min(cap, options_.backoff_max_ms));
+      env_->SleepMs(static_cast<int64_t>(env_->Random64() % static_cast<uint64_t>(cap + 1)));
+    }
+  }
+  r.status = r.status.Annotate("gave up after " + std::to_string(r.attempts) + " attempts");
+  return out;
+}
+
+Status Protocol::FinishPhase2(Phase2Item item, Env* env, const ProtocolOptions& options) {
+  // The commit decision is durable, so every path here only ever commits the branch.
+  Status s = item.session->CommitPrepared(item.xid);
+  if (s.ok()) {
+    env->CrashPoint(CrashSite::kDuringPhase2);
+    item.participant->Release(std::move(item.session));
+    return s;
+  }
+  // The owning connection failed. Closing it detaches the branch on the server (if the server
+  // still has it prepared); then any connection may commit it.
+  item.session.reset();
+  for (int i = 0; i < options.phase2_tries; ++i) {
+    if (i > 0) env->SleepMs(std::min<int64_t>(options.backoff_max_ms, 20LL << i));
+    s = item.participant->CommitXid(item.xid);
+    if (s.ok()) return s;
+    if (!s.Is(Code::kNotFound)) continue;
+    // XAER_NOTA is ambiguous on MariaDB: already committed, or still owned by our old session
+    // whose server side has not noticed the disconnect. Only XA RECOVER tells them apart.
+    Result<std::vector<Xid>> listed = item.participant->RecoverPrepared();
+    if (!listed.ok()) continue;
+    if (std::find(listed->begin(), listed->end(), item.xid) == listed->end()) {
+      return Status::OK();  // not prepared any more, and the decision is commit: committed
+    }
+  }
+  return Status::Busy("phase 2 of " + item.xid.Gtrid() + " on " + item.participant->name() +
+                      " left to the resolver: " + s.ToString());
+}
+
+}  // namespace seigo::core

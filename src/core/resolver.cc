@@ -1,0 +1,208 @@
+// The resolver: finishes transactions that their coordinators left in doubt (doc/protocol.md,
+// "Recovery").
+//
+// Rules, each of which is what makes it safe to run at any time, from any process, next to live
+// coordinators and other resolvers:
+//   * It acts only on a decision row that exists on the decider. Commit row -> XA COMMIT,
+//     abort row -> XA ROLLBACK. No row -> nothing, unless the deadline has passed: then it
+//     writes an abort row first (FenceAbort), which makes the decider's commit impossible.
+//   * "Deadline passed" is judged by the decider server's clock inside FenceAbort, the same clock
+//     that refuses a late commit. The local clock only saves a useless round trip.
+//   * A fence that waits on a live decider's row lock comes back kBusy: "not decided yet".
+//   * XAER_NOTA on XA COMMIT/ROLLBACK means "finished, or owned by a live connection"; either
+//     way there is nothing to do now, and a later pass looks again. It is never counted as done.
+//   * Decision rows are deleted only when no shard lists a branch of theirs (scanned AFTER the
+//     rows were read, see CollectGarbage) and the deadline is decision_retention_ms behind the
+//     decider's clock — so no commit can arrive later and no coordinator will still ask.
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "core/protocol.h"
+
+namespace seigo::core {
+namespace {
+
+struct Scan {
+  struct Tx {
+    Xid any;  // decider and deadline are the same in every branch of a gid
+    std::set<uint32_t> shards;
+    std::vector<Xid> branches;
+  };
+  std::map<std::string, Tx> by_gid;
+  std::vector<Status> errors;
+  bool complete = true;
+};
+
+Scan ScanPrepared(std::span<Participant* const> ps) {
+  Scan scan;
+  for (Participant* p : ps) {
+    Result<std::vector<Xid>> xids = p->RecoverPrepared();
+    if (!xids.ok()) {
+      scan.complete = false;
+      scan.errors.push_back(xids.status().Annotate("XA RECOVER on " + p->name()));
+      continue;
+    }
+    for (Xid& x : *xids) {
+      Scan::Tx& t = scan.by_gid[x.gid];
+      t.any = x;
+      t.shards.insert(x.branch);
+      t.branches.push_back(std::move(x));
+    }
+  }
+  return scan;
+}
+
+std::string Seconds(int64_t ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+// Deletes decision rows nobody needs any more. `before` was read before `scan` was taken: a row
+// committed before the scan started had all its branches prepared before that (a commit row is
+// written only after every PREPARE succeeded; an abort row's transaction can no longer commit),
+// so if the scan lists none of them, none will ever be prepared again for a commit.
+size_t CollectGarbage(std::span<Participant* const> ps,
+                      const std::vector<std::vector<Decision>>& before, const Scan& scan,
+                      ResolveReport* report) {
+  size_t forgotten = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    std::vector<std::string> gids;
+    for (const Decision& d : before[i]) {
+      if (!scan.by_gid.count(d.gid)) gids.push_back(d.gid);
+    }
+    if (gids.empty()) continue;
+    Status s = ps[i]->ForgetDecisions(gids);
+    if (s.ok()) {
+      forgotten += gids.size();
+    } else {
+      report->errors.push_back(s.Annotate("forgetting decisions on " + ps[i]->name()));
+    }
+  }
+  return forgotten;
+}
+
+}  // namespace
+
+ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
+                          const ResolverOptions& options) {
+  ResolveReport report;
+  const int64_t retention = std::max(options.decision_retention_ms, kMinDecisionRetentionMs);
+
+  // Garbage candidates are read first, before the scan: see CollectGarbage.
+  std::vector<std::vector<Decision>> expired(ps.size());
+  bool gc = options.collect_garbage;
+  if (gc) {
+    for (size_t i = 0; i < ps.size(); ++i) {
+      auto r = ps[i]->ListExpiredDecisions(retention, static_cast<size_t>(options.gc_batch));
+      if (r.ok()) {
+        expired[i] = std::move(*r);
+      } else {
+        gc = false;
+        report.errors.push_back(r.status().Annotate("listing decisions on " + ps[i]->name()));
+      }
+    }
+  }
+
+  Scan scan = ScanPrepared(ps);
+  report.complete = scan.complete;
+  for (Status& e : scan.errors) report.errors.push_back(std::move(e));
+
+  for (auto& [gid, t] : scan.by_gid) {
+    const std::vector<uint32_t> shards(t.shards.begin(), t.shards.end());
+    auto pending = [&](std::string reason) {
+      report.pending.push_back({gid, shards, std::move(reason)});
+    };
+    if (t.any.decider >= ps.size()) {
+      pending("its decider is shard " + std::to_string(t.any.decider) + ", but only " +
+              std::to_string(ps.size()) + " shards are configured");
+      continue;
+    }
+    Participant* decider = ps[t.any.decider];
+    Result<std::optional<Decision>> d = decider->ReadDecision(gid);
+    if (!d.ok()) {
+      pending("cannot read the decision on " + decider->name() + ": " + d.status().ToString());
+      continue;
+    }
+    Outcome outcome;
+    if (d->has_value()) {
+      outcome = (*d)->outcome;
+    } else {
+      const int64_t now = env->NowMs();
+      if (now < t.any.deadline_ms) {
+        pending("running, no decision yet, deadline in " + Seconds(t.any.deadline_ms - now));
+        continue;
+      }
+      // Crash window (resolver): nothing written yet. Dying here changes nothing.
+      Decision abort;
+      abort.gid = gid;
+      abort.outcome = Outcome::kAbort;
+      abort.deadline_ms = t.any.deadline_ms;
+      abort.shards = shards;
+      Result<Outcome> f = decider->FenceAbort(abort, /*by_coordinator=*/false);
+      if (!f.ok()) {
+        pending("no decision; fencing on " + decider->name() + " not possible yet: " +
+                f.status().ToString());
+        continue;
+      }
+      outcome = *f;
+      if (outcome == Outcome::kAbort) report.fenced.push_back(gid);
+      // Crash window (resolver): the abort decision is durable, the branches are still
+      // prepared. The next pass (ours or anyone's) reads the abort row and rolls them back.
+      env->CrashPoint(CrashSite::kResolverAfterFence);
+    }
+
+    for (const Xid& x : t.branches) {
+      if (x.branch >= ps.size()) continue;
+      env->CrashPoint(CrashSite::kResolverBeforeApply);
+      Participant* p = ps[x.branch];
+      Status s = outcome == Outcome::kCommit ? p->CommitXid(x) : p->RollbackXid(x);
+      if (s.ok()) {
+        report.applied.push_back({gid, x.branch, outcome});
+      } else if (s.Is(Code::kNotFound)) {
+        pending(std::string("decided ") + OutcomeName(outcome) + "; branch on " + p->name() +
+                " is owned by a live connection or finished concurrently");
+      } else {
+        pending(std::string("decided ") + OutcomeName(outcome) + "; " + p->name() + ": " +
+                s.ToString());
+      }
+    }
+  }
+
+  if (gc && scan.complete) report.forgotten = CollectGarbage(ps, expired, scan, &report);
+  return report;
+}
+
+InDoubtReport InspectInDoubt(std::span<Participant* const> ps, Env* env) {
+  InDoubtReport report;
+  Scan scan = ScanPrepared(ps);
+  report.errors = std::move(scan.errors);
+  report.now_ms = env->NowMs();
+  for (auto& [gid, t] : scan.by_gid) {
+    InDoubtTx tx;
+    tx.gid = gid;
+    tx.decider = t.any.decider;
+    tx.deadline_ms = t.any.deadline_ms;
+    tx.prepared_on.assign(t.shards.begin(), t.shards.end());
+    tx.overdue_ms = report.now_ms - t.any.deadline_ms;
+    if (t.any.decider < ps.size()) {
+      Result<std::optional<Decision>> d = ps[t.any.decider]->ReadDecision(gid);
+      if (d.ok()) {
+        tx.decision = std::move(*d);
+      } else {
+        tx.decision_error = d.status();
+      }
+    } else {
+      tx.decision_error = Status::InvalidArgument("decider shard not configured");
+    }
+    report.txs.push_back(std::move(tx));
+  }
+  std::sort(report.txs.begin(), report.txs.end(),
+            [](const InDoubtTx& a, const InDoubtTx& b) { return a.deadline_ms < b.deadline_ms; });
+  return report;
+}
+
+}  // namespace seigo::core

@@ -1,0 +1,79 @@
+// XID encoding, doc/xid.md. Keep the two in step.
+#include <charconv>
+
+#include "seigo/participant.h"
+
+namespace seigo {
+namespace {
+
+constexpr std::string_view kPrefix = "sg1-";
+
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+template <typename T>
+bool ParseNumber(std::string_view s, T* out) {
+  if (s.empty() || s.size() > 19) return false;
+  if (s.size() > 1 && s[0] == '0') return false;  // one spelling per number
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+}  // namespace
+
+std::string Xid::Gtrid() const {
+  std::string s;
+  s.reserve(64);
+  s += kPrefix;
+  s += gid;
+  s += '-';
+  s += std::to_string(decider);
+  s += '-';
+  s += std::to_string(deadline_ms);
+  return s;
+}
+
+std::string Xid::Bqual() const { return std::to_string(branch); }
+
+Result<Xid> Xid::Parse(int64_t format_id, std::string_view gtrid, std::string_view bqual) {
+  if (format_id != kFormatId || gtrid.substr(0, kPrefix.size()) != kPrefix) {
+    return Status::NotFound("not a seigo XID");
+  }
+  auto bad = [&](const char* why) {
+    return Status::Corruption(std::string("malformed seigo XID '") + std::string(gtrid) + "','" +
+                              std::string(bqual) + "': " + why);
+  };
+  std::string_view rest = gtrid.substr(kPrefix.size());
+  size_t a = rest.find('-');
+  if (a == std::string_view::npos) return bad("no decider");
+  size_t b = rest.find('-', a + 1);
+  if (b == std::string_view::npos) return bad("no deadline");
+  Xid x;
+  std::string_view gid = rest.substr(0, a);
+  if (gid.size() != 32 || !IsLowerHex(gid)) return bad("gid is not 32 hex digits");
+  x.gid = std::string(gid);
+  if (!ParseNumber(rest.substr(a + 1, b - a - 1), &x.decider)) return bad("bad decider");
+  if (!ParseNumber(rest.substr(b + 1), &x.deadline_ms)) return bad("bad deadline");
+  if (!ParseNumber(bqual, &x.branch)) return bad("bad branch");
+  return x;
+}
+
+const char* OutcomeName(Outcome o) { return o == Outcome::kCommit ? "commit" : "abort"; }
+
+Result<int64_t> QueryResult::Int(size_t r, size_t c) const {
+  if (r >= rows.size() || c >= rows[r].size()) return Status::NotFound("no such cell");
+  const std::optional<std::string>& v = rows[r][c];
+  if (!v) return Status::QueryFailed("NULL where an integer was expected");
+  int64_t out = 0;
+  auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || p != v->data() + v->size()) {
+    return Status::QueryFailed("'" + *v + "' is not an integer");
+  }
+  return out;
+}
+
+}  // namespace seigo

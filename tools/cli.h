@@ -1,0 +1,40 @@
+// Shared pieces of the `seigo` command-line tool.
+#ifndef SEIGO_TOOLS_CLI_H_
+#define SEIGO_TOOLS_CLI_H_
+
+#include <memory>
+#include <string>
+
+#include "seigo/coordinator.h"
+
+namespace seigo::cli {
+
+// Exit codes of `seigo` (documented in doc/cli.md; keep in step).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;        // audit found violations / the operation failed
+inline constexpr int kExitUsage = 2;         // bad command line or malformed input
+inline constexpr int kExitUnavailable = 3;   // a shard is unreachable, refused us, or too old
+inline constexpr int kExitInDoubt = 4;       // recover: transactions remain in doubt
+
+// Options every shard-touching subcommand shares.
+struct Common {
+  std::string shards;
+  int lock_wait_timeout_s = 2;
+  int64_t txn_timeout_ms = 10'000;
+};
+
+// Opens a coordinator for a tool: no background resolver (tools run passes explicitly).
+// On failure prints the error to stderr and stores the exit code.
+std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code,
+                                         bool background = false);
+
+// Exit code for a failed Status.
+int ExitCodeFor(const Status& s);
+
+int DemoSetup(const Common& c, int64_t players, int items);
+int DemoRun(const Common& c, int clients, double seconds, const std::string& mode);
+int DemoAudit(const Common& c);
+
+}  // namespace seigo::cli
+
+#endif  // SEIGO_TOOLS_CLI_H_

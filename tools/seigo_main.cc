@@ -1,0 +1,156 @@
+// `seigo`: the command-line tool (doc/cli.md).
+//   seigo status  --shards URL,...   in-doubt transactions
+//   seigo recover --shards URL,...   one resolver pass
+//   seigo demo setup|run|audit ...   the trade demo
+#include <cstdio>
+#include <ctime>
+
+#include <CLI/CLI.hpp>
+
+#include "tools/cli.h"
+
+namespace seigo::cli {
+
+int ExitCodeFor(const Status& s) {
+  switch (s.code()) {
+    case Code::kInvalidArgument: return kExitUsage;
+    case Code::kUnavailable:
+    case Code::kUnsupported: return kExitUnavailable;
+    default: return kExitFailed;
+  }
+}
+
+std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool background) {
+  CoordinatorOptions o;
+  o.shards = c.shards;
+  o.lock_wait_timeout_s = c.lock_wait_timeout_s;
+  o.protocol.txn_timeout_ms = c.txn_timeout_ms;
+  o.resolver_interval_ms = background ? 1'000 : 0;
+  Result<std::unique_ptr<Coordinator>> r = Coordinator::Open(o);
+  if (!r.ok()) {
+    std::fprintf(stderr, "seigo: %s\n", r.status().ToString().c_str());
+    *exit_code = ExitCodeFor(r.status());
+    return nullptr;
+  }
+  return std::move(*r);
+}
+
+namespace {
+
+std::string Shards(const std::vector<uint32_t>& v) {
+  std::string s;
+  for (uint32_t i : v) s += (s.empty() ? "" : ",") + std::to_string(i);
+  return s;
+}
+
+int Status_(const Common& c) {
+  int rc = kExitOk;
+  auto coord = OpenForTool(c, &rc);
+  if (!coord) return rc;
+  InDoubtReport r = coord->InDoubt();
+  for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
+  std::printf("%-32s  %-7s  %-9s  %-8s  %-14s  %s\n", "GID", "DECIDER", "PREPARED", "STATE",
+              "DEADLINE", "DECISION");
+  for (const InDoubtTx& t : r.txs) {
+    char deadline[32];
+    std::snprintf(deadline, sizeof deadline, "%s%.1fs", t.overdue_ms >= 0 ? "+" : "",
+                  static_cast<double>(t.overdue_ms) / 1000.0);
+    std::string decision = t.decision ? OutcomeName(t.decision->outcome)
+                           : t.decision_error.ok() ? "none"
+                                                   : "? " + t.decision_error.ToString();
+    const char* state = t.decision ? "decided" : t.overdue_ms >= 0 ? "overdue" : "running";
+    std::printf("%-32s  %-7u  %-9s  %-8s  %-14s  %s\n", t.gid.c_str(), t.decider,
+                Shards(t.prepared_on).c_str(), state, deadline, decision.c_str());
+  }
+  std::printf("%zu in doubt\n", r.txs.size());
+  return r.errors.empty() ? kExitOk : kExitUnavailable;
+}
+
+int Recover(const Common& c) {
+  int rc = kExitOk;
+  auto coord = OpenForTool(c, &rc);
+  if (!coord) return rc;
+  ResolveReport r = coord->Recover();
+  for (const ResolveReport::Applied& a : r.applied) {
+    std::printf("%s  shard %u  %s\n", a.gid.c_str(), a.shard,
+                a.outcome == Outcome::kCommit ? "committed" : "rolled back");
+  }
+  for (const std::string& g : r.fenced) std::printf("%s  decided abort (deadline passed)\n", g.c_str());
+  for (const ResolveReport::Pending& p : r.pending) {
+    std::printf("%s  shards %s  still in doubt: %s\n", p.gid.c_str(), Shards(p.shards).c_str(),
+                p.reason.c_str());
+  }
+  for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
+  size_t committed = 0, rolled_back = 0;
+  for (const auto& a : r.applied) (a.outcome == Outcome::kCommit ? committed : rolled_back)++;
+  std::printf("recover: %zu branch(es) committed, %zu rolled back, %zu transaction(s) still in "
+              "doubt, %zu decision row(s) forgotten%s\n",
+              committed, rolled_back, r.pending.size(), r.forgotten,
+              r.complete ? "" : " (some shards could not be scanned)");
+  if (!r.complete) return kExitUnavailable;
+  return r.pending.empty() ? kExitOk : kExitInDoubt;
+}
+
+}  // namespace
+}  // namespace seigo::cli
+
+int main(int argc, char** argv) {
+  using namespace seigo::cli;
+  CLI::App app{"seigo: atomic transactions across sharded MariaDB/MySQL (see doc/cli.md)"};
+  app.require_subcommand(1);
+  Common common;
+  auto add_common = [&](CLI::App* sub) {
+    sub->add_option("--shards", common.shards, "comma-separated shard URLs, in shard order "
+                    "(mysql://user:pass@host:port/db,...); default $SEIGO_SHARDS")
+        ->envname("SEIGO_SHARDS")
+        ->required();
+    sub->add_option("--lock-wait-timeout", common.lock_wait_timeout_s,
+                    "innodb_lock_wait_timeout of seigo's connections, seconds")
+        ->check(CLI::Range(1, 3600));
+    sub->add_option("--txn-timeout-ms", common.txn_timeout_ms,
+                    "deadline of each transaction attempt, ms")
+        ->check(CLI::Range(100, 3'600'000));
+  };
+
+  CLI::App* status = app.add_subcommand("status", "list in-doubt transactions");
+  add_common(status);
+  CLI::App* recover = app.add_subcommand("recover", "one resolver pass; prints what it did");
+  add_common(recover);
+
+  CLI::App* demo = app.add_subcommand("demo", "the trade demo");
+  demo->require_subcommand(1);
+  int64_t players = 1000;
+  int items = 10;
+  CLI::App* setup = demo->add_subcommand("setup", "create and seed the demo schema on every shard");
+  add_common(setup);
+  setup->add_option("--players", players, "number of players")->check(CLI::Range(2, 10'000'000));
+  setup->add_option("--items", items, "number of item kinds")->check(CLI::Range(1, 1000));
+  int clients = 8;
+  double seconds = 10;
+  std::string mode = "seigo";
+  CLI::App* run = demo->add_subcommand("run", "concurrent random cross-shard trades");
+  add_common(run);
+  run->add_option("--clients", clients, "client threads")->check(CLI::Range(1, 1024));
+  run->add_option("--seconds", seconds, "duration")->check(CLI::Range(0.1, 86400.0));
+  run->add_option("--mode", mode, "seigo (atomic) or naive (two local transactions)")
+      ->check(CLI::IsMember({"seigo", "naive"}));
+  CLI::App* audit = demo->add_subcommand("audit", "check the demo's invariants");
+  add_common(audit);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (status->parsed()) return seigo::cli::Status_(common);
+  if (recover->parsed()) return seigo::cli::Recover(common);
+  if (setup->parsed()) return DemoSetup(common, players, items);
+  if (run->parsed()) return DemoRun(common, clients, seconds, mode);
+  if (audit->parsed()) return DemoAudit(common);
+  return kExitUsage;
+}
