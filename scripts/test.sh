@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/test.sh   (from any directory)
 #   The single test command: installs missing packages, builds (RelWithDebInfo, in build/),
-#   starts 2 MariaDB shards on ports 33161-33162 (state in $SEIGO_STATE_DIR, default
+#   starts 3 MariaDB shards on ports 33161-33163 (state in $SEIGO_STATE_DIR, default
 #   /tmp/seigo-test-servers), runs ctest against them, stops the servers on exit.
 #   Tests get SEIGO_TEST_SHARDS (shard URLs), SEIGO_SERVERS_SCRIPT and SEIGO_STATE_DIR
 #   (to kill/restart shards with "$SEIGO_SERVERS_SCRIPT" crash I, etc.).
@@ -34,7 +34,7 @@ phase "configure and build" configure_and_build
 trap 'phase "stop servers" bash "$SEIGO_SERVERS_SCRIPT" stop || true' EXIT
 # A fresh data directory every run: leftovers of an earlier failed run must not leak in.
 phase "wipe old servers" bash "$SEIGO_SERVERS_SCRIPT" wipe
-phase "start servers" bash "$SEIGO_SERVERS_SCRIPT" start 2 --base-port 33161
+phase "start servers" bash "$SEIGO_SERVERS_SCRIPT" start 3 --base-port 33161
 
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"

@@ -1,0 +1,87 @@
+// The `seigo` CLI: exit codes and messages for bad input (doc/cli.md).
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "tests/db_test_util.h"
+
+namespace seigo::testing {
+namespace {
+
+struct Out {
+  int code = -1;
+  std::string text;  // stdout and stderr
+};
+
+Out Cli(const std::string& args) {
+  Out o;
+  std::string cmd = std::string(SEIGO_CLI_PATH) + " " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) o.text.append(buf.data(), n);
+  int st = pclose(f);
+  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return o;
+}
+
+TEST(Cli, UnknownSubcommandExitsTwo) {
+  Out o = Cli("frobnicate");
+  EXPECT_EQ(o.code, 2) << o.text;
+}
+
+TEST(Cli, MissingShardsExitsTwo) {
+  Out o = Cli("status --shards ''");
+  EXPECT_EQ(o.code, 2) << o.text;
+  EXPECT_NE(o.text.find("no shards"), std::string::npos) << o.text;
+}
+
+TEST(Cli, MalformedUrlExitsTwoAndSaysWhy) {
+  Out o = Cli("status --shards 'mysql://u:pw@h:70000/db'");
+  EXPECT_EQ(o.code, 2) << o.text;
+  EXPECT_NE(o.text.find("port"), std::string::npos) << o.text;
+}
+
+TEST(Cli, UnreachableShardExitsThree) {
+  Out o = Cli("recover --shards 'mysql://seigo:seigo@127.0.0.1:1/seigo'");
+  EXPECT_EQ(o.code, 3) << o.text;
+}
+
+TEST(Cli, StatusAndRecoverOnHealthyShardsExitZero) {
+  Out s = Cli("status --shards '" + TestShards() + "'");
+  EXPECT_EQ(s.code, 0) << s.text;
+  EXPECT_NE(s.text.find("in doubt"), std::string::npos);
+  Out r = Cli("recover --shards '" + TestShards() + "'");
+  EXPECT_EQ(r.code, 0) << r.text;
+  EXPECT_NE(r.text.find("recover:"), std::string::npos);
+}
+
+TEST(Cli, DemoSetupRunAuditPasses) {
+  const std::string sh = " --shards '" + TestShards() + "'";
+  Out s = Cli("demo setup --players 200" + sh);
+  ASSERT_EQ(s.code, 0) << s.text;
+  Out r = Cli("demo run --clients 4 --seconds 1" + sh);
+  ASSERT_EQ(r.code, 0) << r.text;
+  EXPECT_NE(r.text.find("trades committed"), std::string::npos) << r.text;
+  Out a = Cli("demo audit" + sh);
+  EXPECT_EQ(a.code, 0) << a.text;
+  EXPECT_NE(a.text.find("PASS"), std::string::npos);
+}
+
+// The audit is a checker: it must catch a deliberately broken state.
+TEST(Cli, DemoAuditCatchesAnItemCreatedOutOfThinAir) {
+  const std::string sh = " --shards '" + TestShards() + "'";
+  ASSERT_EQ(Cli("demo setup --players 50" + sh).code, 0);
+  auto c = Coordinator::Open(TestOptions());
+  ASSERT_TRUE(c.ok());
+  const uint32_t s = (*c)->shard_map().ShardFor(7);
+  ASSERT_TRUE((*c)->QueryShard(s, "UPDATE inventory SET qty = qty + 1 WHERE player_id = 7 AND "
+                                  "item_id = 3").ok());
+  Out a = Cli("demo audit" + sh);
+  EXPECT_EQ(a.code, 1) << a.text;
+  EXPECT_NE(a.text.find("item 3 total 501, seeded 500 (+1)"), std::string::npos) << a.text;
+}
+
+}  // namespace
+}  // namespace seigo::testing
