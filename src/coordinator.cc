@@ -68,6 +68,10 @@ class Coordinator::Impl {
       queued_ += out.phase2.size();
     }
     if (!out.phase2.empty()) cv_.notify_one();
+    if (out.lost) {
+      std::lock_guard<std::mutex> l(mu_);
+      lost_.push_back(std::move(*out.lost));
+    }
     return std::move(out.result);
   }
 
@@ -134,9 +138,17 @@ class Coordinator::Impl {
       resolver_cv_.wait_for(l, std::chrono::milliseconds(options_.resolver_interval_ms),
                    [&] { return stopping_; });
       if (stopping_) return;
+      std::vector<core::LostCommit> lost;
+      lost.swap(lost_);
       l.unlock();
+      // Settle lost commits first, so that this very pass can finish their branches.
+      std::vector<core::LostCommit> keep;
+      for (core::LostCommit& x : lost) {
+        if (!core::Protocol::TrySettle(x, env_)) keep.push_back(std::move(x));
+      }
       Recover();
       l.lock();
+      for (core::LostCommit& x : keep) lost_.push_back(std::move(x));
     }
   }
 
@@ -150,6 +162,7 @@ class Coordinator::Impl {
   std::mutex mu_;
   std::condition_variable cv_, drained_cv_, resolver_cv_;
   std::deque<core::Phase2Item> queue_;  // guarded by mu_
+  std::vector<core::LostCommit> lost_;  // guarded by mu_; settled by the resolver thread
   uint64_t queued_ = 0, finished_ = 0;  // guarded by mu_
   bool stopping_ = false;               // guarded by mu_
   std::vector<std::thread> phase2_workers_;

@@ -100,7 +100,7 @@ class Attempt final : public Tx {
   // Commits the attempt. OK = committed (phase-2 items appended to `phase2`); kConflict or
   // kUnavailable = definitely not committed, may retry; kOutcomeUnknown; anything else = not
   // committed, do not retry.
-  Status Commit(std::vector<Phase2Item>* phase2);
+  Status Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost);
 
   // Rolls back every branch and releases every session. Never called after the commit point.
   void Abort(bool decision_is_abort);
@@ -110,7 +110,8 @@ class Attempt final : public Tx {
 
  private:
   Result<Branch*> BranchFor(uint32_t shard);
-  Status ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2);
+  Status ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2,
+                           std::optional<LostCommit>* lost);
   void HandOverPhase2(std::vector<Phase2Item>* phase2);
   Decision MakeDecision(Outcome outcome) const;
 
@@ -159,7 +160,7 @@ Decision Attempt::MakeDecision(Outcome outcome) const {
   return d;
 }
 
-Status Attempt::Commit(std::vector<Phase2Item>* phase2) {
+Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost) {
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
   Branch& decider = branches_[0];
 
@@ -223,7 +224,7 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2) {
     HandOverPhase2(phase2);
     return Status::OK();
   }
-  if (s.Is(Code::kUnavailable)) return ResolveLostCommit(commit, phase2);
+  if (s.Is(Code::kUnavailable)) return ResolveLostCommit(commit, phase2, lost);
 
   // The server answered with an error: the batch stopped before or at COMMIT, so the decider's
   // transaction did not commit. Roll back everything.
@@ -240,7 +241,8 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2) {
 // row is there (or appears once the old session's lock is released), the transaction committed;
 // if our abort row goes in, it never can. Allowed before the deadline because only we could
 // still commit it, and our decider connection is gone.
-Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2) {
+Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2,
+                                  std::optional<LostCommit>* lost) {
   Branch& decider = branches_[0];
   decider.session.reset();  // broken: drop it so the server ends that session
   Decision abort = commit;
@@ -263,6 +265,7 @@ Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item
   // Still unknown. Close the prepared branches' connections so that they detach from us and a
   // resolver can finish them whichever way the decision went; the decision, if any, is durable.
   for (Branch& b : branches_) b.session.reset();
+  *lost = LostCommit{decider.participant, abort};
   return Status::OutcomeUnknown("gid " + gid_ + ": the commit reply from decider " +
                                 decider.participant->name() + " was lost and the outcome could "
                                 "not be learned yet (" + last.ToString() + "); the resolver "
@@ -317,7 +320,7 @@ RunOutput Protocol::Run(const TxFn& fn) const {
     r.attempts = n;
     r.shards = a.shards_touched();
     r.gid = r.shards > 1 ? a.gid() : "";
-    if (s.ok()) s = a.Commit(&out.phase2);
+    if (s.ok()) s = a.Commit(&out.phase2, &out.lost);
     else a.Abort(false);
 
     if (s.ok()) {
@@ -344,6 +347,13 @@ RunOutput Protocol::Run(const TxFn& fn) const {
   }
   r.status = r.status.Annotate("gave up after " + std::to_string(r.attempts) + " attempts");
   return out;
+}
+
+bool Protocol::TrySettle(const LostCommit& lost, Env* env) {
+  if (env->NowMs() > lost.abort.deadline_ms + kCoordinatorFenceWindowMs) return true;
+  // Safe at any time for the same reason as in ResolveLostCommit: the fence only ever makes a
+  // commit impossible, and if the commit row exists it reports commit.
+  return lost.decider->FenceAbort(lost.abort, /*by_coordinator=*/true).ok();
 }
 
 Status Protocol::FinishPhase2(Phase2Item item, Env* env, const ProtocolOptions& options) {

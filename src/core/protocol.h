@@ -11,6 +11,7 @@
 #define SEIGO_CORE_PROTOCOL_H_
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -30,9 +31,20 @@ struct Phase2Item {
   Xid xid;
 };
 
+// A transaction whose decider COMMIT reply was lost and whose outcome its coordinator could not
+// learn before returning kOutcomeUnknown. Its prepared branches hold their locks until a decision
+// exists; a resolver may only write one after the deadline. The coordinator, which knows its
+// decider session is gone, keeps trying to fence (TrySettle) so that the branches are finished as
+// soon as the decider is reachable again, not at the deadline.
+struct LostCommit {
+  Participant* decider = nullptr;
+  Decision abort;  // the abort decision to fence with
+};
+
 struct RunOutput {
   TxResult result;
   std::vector<Phase2Item> phase2;  // non-empty only when result is committed
+  std::optional<LostCommit> lost;  // set only when result is kOutcomeUnknown
 };
 
 // Runs transactions. Thread-compatible: one Protocol may serve many threads at once as long as
@@ -50,6 +62,11 @@ class Protocol {
   // Phase 2 of one branch. OK = committed; kBusy = left to the resolver (the commit decision is
   // durable, so that is safe, only slower).
   static Status FinishPhase2(Phase2Item item, Env* env, const ProtocolOptions& options);
+
+  // One attempt to settle a lost commit. Returns true when nothing is left to do here: a
+  // decision exists now (a resolver pass finishes the branches either way), or the coordinator's
+  // fence window has closed (resolvers take over after the deadline).
+  static bool TrySettle(const LostCommit& lost, Env* env);
 
   size_t shard_count() const { return participants_.size(); }
   Participant* participant(uint32_t i) const { return participants_[i]; }
