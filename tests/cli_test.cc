@@ -16,7 +16,9 @@ struct Out {
 
 Out Cli(const std::string& args) {
   Out o;
-  std::string cmd = std::string(SEIGO_CLI_PATH) + " " + args + " 2>&1";
+  // "env ..." runs as given (to set the environment); anything else is seigo's arguments.
+  std::string cmd =
+      (args.rfind("env ", 0) == 0 ? args : std::string(SEIGO_CLI_PATH) + " " + args) + " 2>&1";
   FILE* f = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
   size_t n;
@@ -33,6 +35,26 @@ TEST(Cli, UnknownSubcommandExitsTwo) {
 
 TEST(Cli, MissingShardsExitsTwo) {
   Out o = Cli("status --shards ''");
+  EXPECT_EQ(o.code, 2) << o.text;
+  EXPECT_NE(o.text.find("no shards"), std::string::npos) << o.text;
+}
+
+TEST(Cli, ShardsComeFromTheEnvironmentWhenNoOptionIsGiven) {
+  Out o = Cli("env SEIGO_SHARDS='" + TestShards() + "' " + SEIGO_CLI_PATH + " status");
+  EXPECT_EQ(o.code, 0) << o.text;
+  EXPECT_NE(o.text.find("in doubt"), std::string::npos) << o.text;
+}
+
+// An explicit --shards wins over $SEIGO_SHARDS (a regression: CLI11's envname let the
+// environment overwrite it).
+TEST(Cli, ExplicitShardsOptionBeatsTheEnvironment) {
+  Out o = Cli("env SEIGO_SHARDS='" + TestShards() + "' " + SEIGO_CLI_PATH +
+              " recover --shards 'mysql://seigo:seigo@127.0.0.1:1/seigo'");
+  EXPECT_EQ(o.code, 3) << o.text;
+}
+
+TEST(Cli, NoShardsAnywhereExitsTwo) {
+  Out o = Cli("env -u SEIGO_SHARDS " + std::string(SEIGO_CLI_PATH) + " status");
   EXPECT_EQ(o.code, 2) << o.text;
   EXPECT_NE(o.text.find("no shards"), std::string::npos) << o.text;
 }

@@ -225,14 +225,29 @@ TEST_F(CoordinatorTest, ResolverRacingLiveCommitsNeverBreaksAtomicity) {
   FreshTable("t_race_log");
   std::vector<int64_t> keys0, keys1;
   for (int64_t k = 1; keys0.size() < 8 || keys1.size() < 8; ++k) {
-    (coord_->shard_map().ShardFor(k) == 0 ? keys0 : keys1).push_back(k);
+    const uint32_t s = coord_->shard_map().ShardFor(k);
+    if (s == 0 && keys0.size() < 8) keys0.push_back(k);
+    if (s == 1 && keys1.size() < 8) keys1.push_back(k);
   }
   for (int64_t k : keys0) coord_->QueryShard(0, "INSERT INTO t_race VALUES (?, 1000)", {k});
   for (int64_t k : keys1) coord_->QueryShard(1, "INSERT INTO t_race VALUES (?, 1000)", {k});
 
-  // A coordinator with a deadline short enough that the resolver really races commits.
+  // A coordinator with a short deadline that pauses at random between PREPARE and the commit
+  // point, often past the deadline, so the resolver really races its commits.
+  class PausingEnv : public Env {
+   public:
+    int64_t NowMs() override { return DefaultEnv()->NowMs(); }
+    void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
+    uint64_t Random64() override { return DefaultEnv()->Random64(); }
+    void CrashPoint(CrashSite site) override {
+      if (site == CrashSite::kAfterPrepare || site == CrashSite::kBeforeDecision) {
+        SleepMs(static_cast<int64_t>(Random64() % 100));
+      }
+    }
+  } pausing_env;
   CoordinatorOptions o = TestOptions();
-  o.protocol.txn_timeout_ms = 150;
+  o.env = &pausing_env;
+  o.protocol.txn_timeout_ms = 120;
   o.protocol.max_attempts = 3;
   auto racer = Coordinator::Open(o);
   ASSERT_TRUE(racer.ok()) << racer.status().ToString();
@@ -241,14 +256,19 @@ TEST_F(CoordinatorTest, ResolverRacingLiveCommitsNeverBreaksAtomicity) {
   std::atomic<int64_t> next_id{1};
   std::mutex mu;
   std::vector<int64_t> committed_ids, aborted_ids;
+  std::atomic<size_t> fenced{0}, applied{0};
   std::thread resolver([&] {
-    while (!stop) coord_->Recover();
+    while (!stop) {
+      ResolveReport r = coord_->Recover();
+      fenced += r.fenced.size();
+      applied += r.applied.size();
+    }
   });
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c) {
     clients.emplace_back([&, c] {
       std::mt19937 rng(c);
-      for (int i = 0; i < 60; ++i) {
+      for (int i = 0; i < 25; ++i) {
         int64_t from = keys0[rng() % keys0.size()], to = keys1[rng() % keys1.size()];
         if (rng() % 2) std::swap(from, to);
         const int64_t id = next_id++;
@@ -278,6 +298,9 @@ TEST_F(CoordinatorTest, ResolverRacingLiveCommitsNeverBreaksAtomicity) {
   }
   ASSERT_EQ(InDoubtCount(), 0u);
   EXPECT_GT(committed_ids.size(), 0u);
+  // How hard the resolver raced (varies run to run; the invariants below must hold anyway).
+  std::printf("committed %zu, aborted %zu, resolver fenced %zu and applied %zu branches\n",
+              committed_ids.size(), aborted_ids.size(), fenced.load(), applied.load());
 
   auto ids_on = [&](uint32_t shard) {
     std::set<int64_t> ids;

@@ -3,6 +3,7 @@
 //   seigo recover --shards URL,...   one resolver pass
 //   seigo demo setup|run|audit ...   the trade demo
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 #include <CLI/CLI.hpp>
@@ -99,11 +100,13 @@ int main(int argc, char** argv) {
   CLI::App app{"seigo: atomic transactions across sharded MariaDB/MySQL (see doc/cli.md)"};
   app.require_subcommand(1);
   Common common;
+  // Not CLI11's envname(): it would let $SEIGO_SHARDS overwrite an explicit --shards through
+  // the other subcommands' options, which share `common`. See ResolveShards below.
+  std::vector<CLI::Option*> shard_options;
   auto add_common = [&](CLI::App* sub) {
-    sub->add_option("--shards", common.shards, "comma-separated shard URLs, in shard order "
-                    "(mysql://user:pass@host:port/db,...); default $SEIGO_SHARDS")
-        ->envname("SEIGO_SHARDS")
-        ->required();
+    shard_options.push_back(sub->add_option("--shards", common.shards,
+        "comma-separated shard URLs, in shard order (mysql://user:pass@host:port/db,...); "
+        "default $SEIGO_SHARDS"));
     sub->add_option("--lock-wait-timeout", common.lock_wait_timeout_s,
                     "innodb_lock_wait_timeout of seigo's connections, seconds")
         ->check(CLI::Range(1, 3600));
@@ -146,6 +149,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;
+  }
+  bool given = false;
+  for (CLI::Option* o : shard_options) given = given || o->count() > 0;
+  if (!given) {
+    const char* env = std::getenv("SEIGO_SHARDS");
+    if (env == nullptr || *env == '\0') {
+      std::fprintf(stderr, "seigo: no shards: pass --shards URL,URL,... or set SEIGO_SHARDS\n");
+      return kExitUsage;
+    }
+    common.shards = env;
   }
   if (status->parsed()) return seigo::cli::Status_(common);
   if (recover->parsed()) return seigo::cli::Recover(common);
