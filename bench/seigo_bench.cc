@@ -1,0 +1,528 @@
+// seigo_bench: the cost of atomicity, as ratios against baselines measured in the same run
+// (BENCHMARKS.md). Run it through scripts/bench.sh, which starts durable shards and adds the
+// callgrind measurement (P4).
+//
+//   seigo_bench --shards URL,URL [--seconds S] [--clients 1,8,32,64] [--json FILE]
+//   seigo_bench --shards URL,URL --callgrind-txns N   (P4's fixed run; run under callgrind)
+//   seigo_bench --calibrate N                          (P4's CPU-rate calibration loop)
+//
+// Workload: the demo's trade (4 statements: seller loses an item and gains gold, buyer pays and
+// gains the item) on its own tables bench_players / bench_inventory with ample balances, so no
+// trade fails on a business rule. Modes, each with the same statements as prepared statements:
+//   B1 naive        seller's side and buyer's side as two local transactions (raw libmariadb)
+//   B2 raw-1shard   buyer and seller on one shard, one local transaction (raw libmariadb)
+//   B3 textbook-2pc XA on both shards, PREPARE both, a coordinator log record written and
+//                   fdatasync'ed to a local file, then XA COMMIT both synchronously (raw)
+//   S  seigo-cross  seigo, buyer and seller on different shards
+//   S1 seigo-1shard seigo, buyer and seller on one shard
+#include <errmsg.h>
+#include <fcntl.h>
+#include <mysql.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <valgrind/callgrind.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/protocol.h"
+#include "mariadb/mariadb_participant.h"
+#include "seigo/coordinator.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kPlayers = 20'000;
+constexpr int64_t kItems = 10;
+
+const char* const kStatements[4] = {
+    "UPDATE bench_inventory SET qty = qty - 1 WHERE player_id = ? AND item_id = ? AND qty >= 1",
+    "UPDATE bench_players SET gold = gold + ? WHERE player_id = ?",
+    "UPDATE bench_players SET gold = gold - ? WHERE player_id = ? AND gold >= ?",
+    "INSERT INTO bench_inventory (player_id, item_id, qty) VALUES (?, ?, 1) "
+    "ON DUPLICATE KEY UPDATE qty = qty + 1",
+};
+
+[[noreturn]] void Die(const std::string& m) {
+  std::fprintf(stderr, "seigo_bench: %s\n", m.c_str());
+  std::exit(1);
+}
+
+// A minimal libmariadb client for the baselines: what an application without seigo would write.
+class RawConn {
+ public:
+  explicit RawConn(const seigo::ShardUrl& u, bool prepare = true) {
+    m_ = mysql_init(nullptr);
+    if (!mysql_real_connect(m_, u.host.c_str(), u.user.c_str(), u.password.c_str(),
+                            u.database.c_str(), u.port, nullptr, CLIENT_MULTI_STATEMENTS)) {
+      Die(std::string("connect: ") + mysql_error(m_));
+    }
+    Text("SET SESSION innodb_lock_wait_timeout=2");
+    for (int i = 0; i < 4 && prepare; ++i) {
+      st_[i] = mysql_stmt_init(m_);
+      if (mysql_stmt_prepare(st_[i], kStatements[i], std::strlen(kStatements[i])) != 0) {
+        Die(std::string("prepare: ") + mysql_stmt_error(st_[i]));
+      }
+    }
+  }
+  ~RawConn() {
+    for (MYSQL_STMT* s : st_) {
+      if (s != nullptr) mysql_stmt_close(s);
+    }
+    mysql_close(m_);
+  }
+  // Returns the server error number (0 = OK). Drains every result of a multi-statement.
+  unsigned Text(const std::string& sql) {
+    if (mysql_real_query(m_, sql.data(), sql.size()) != 0) return mysql_errno(m_);
+    for (;;) {
+      if (MYSQL_RES* r = mysql_store_result(m_)) mysql_free_result(r);
+      int n = mysql_next_result(m_);
+      if (n < 0) return 0;
+      if (n > 0) return mysql_errno(m_);
+    }
+  }
+  unsigned Exec(int i, std::initializer_list<long long> params) {
+    MYSQL_BIND b[3];
+    long long v[3];
+    std::memset(b, 0, sizeof b);
+    size_t n = 0;
+    for (long long p : params) {
+      v[n] = p;
+      b[n].buffer_type = MYSQL_TYPE_LONGLONG;
+      b[n].buffer = &v[n];
+      n++;
+    }
+    if (mysql_stmt_bind_param(st_[i], b) != 0 || mysql_stmt_execute(st_[i]) != 0) {
+      return mysql_stmt_errno(st_[i]);
+    }
+    return 0;
+  }
+
+ private:
+  MYSQL* m_;
+  MYSQL_STMT* st_[4] = {nullptr, nullptr, nullptr, nullptr};
+};
+
+struct Trade {
+  int64_t buyer, seller, item, price;
+};
+
+// Coordinator log of the textbook 2PC baseline: one record per transaction, fdatasync'ed.
+class CoordinatorLog {
+ public:
+  explicit CoordinatorLog(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_APPEND, 0644);
+    if (fd_ < 0) Die("cannot open " + path);
+  }
+  ~CoordinatorLog() { ::close(fd_); }
+  void Commit(const std::string& xid) {
+    std::lock_guard<std::mutex> l(mu_);
+    std::string rec = "commit " + xid + "\n";
+    if (::write(fd_, rec.data(), rec.size()) != static_cast<ssize_t>(rec.size()) ||
+        ::fdatasync(fd_) != 0) {
+      Die("coordinator log write failed");
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  int fd_;
+};
+
+struct Env {
+  seigo::ShardMap map;
+  std::unique_ptr<seigo::Coordinator> coord;
+  std::unique_ptr<CoordinatorLog> log;
+  std::vector<int64_t> by_shard[2];  // players on shard 0 / 1
+};
+
+enum class Mode { kNaive, kRaw1, kTextbook, kSeigoCross, kSeigo1 };
+const char* ModeName(Mode m) {
+  switch (m) {
+    case Mode::kNaive: return "B1 naive";
+    case Mode::kRaw1: return "B2 raw-1shard";
+    case Mode::kTextbook: return "B3 textbook-2pc";
+    case Mode::kSeigoCross: return "S  seigo-cross";
+    case Mode::kSeigo1: return "S1 seigo-1shard";
+  }
+  return "?";
+}
+
+bool Retryable(unsigned e) {
+  return e == 1213 || e == 1205 || e == 1614 || e == 1613;
+}
+
+// One trade in a baseline mode on raw connections; returns true if it committed.
+bool RawTrade(Mode mode, const Trade& t, RawConn* c[2], uint32_t sb, uint32_t ss,
+              CoordinatorLog* log, uint64_t seq) {
+  RawConn& b = *c[sb];
+  RawConn& s = *c[ss];
+  unsigned e = 0;
+  auto fail = [&](RawConn& x) {
+    x.Text("ROLLBACK");
+    return false;
+  };
+  if (mode == Mode::kNaive) {
+    if ((e = s.Text("START TRANSACTION")) || (e = s.Exec(0, {t.seller, t.item})) ||
+        (e = s.Exec(1, {t.price, t.seller})) || (e = s.Text("COMMIT"))) {
+      return fail(s);
+    }
+    if ((e = b.Text("START TRANSACTION")) || (e = b.Exec(2, {t.price, t.buyer, t.price})) ||
+        (e = b.Exec(3, {t.buyer, t.item})) || (e = b.Text("COMMIT"))) {
+      return fail(b);  // the naive client has no way to undo the seller's side
+    }
+    return true;
+  }
+  if (mode == Mode::kRaw1) {
+    if ((e = b.Text("START TRANSACTION")) || (e = b.Exec(0, {t.seller, t.item})) ||
+        (e = b.Exec(1, {t.price, t.seller})) || (e = b.Exec(2, {t.price, t.buyer, t.price})) ||
+        (e = b.Exec(3, {t.buyer, t.item})) || (e = b.Text("COMMIT"))) {
+      return fail(b);
+    }
+    return true;
+  }
+  // Textbook 2PC.
+  const std::string g = "'bench-" + std::to_string(getpid()) + "-" + std::to_string(seq) + "'";
+  const std::string xs = g + ",'s'", xb = g + ",'b'";
+  auto rollback = [&] {
+    s.Text("XA END " + xs);
+    s.Text("XA ROLLBACK " + xs);
+    b.Text("XA END " + xb);
+    b.Text("XA ROLLBACK " + xb);
+    return false;
+  };
+  if ((e = s.Text("XA START " + xs)) || (e = b.Text("XA START " + xb))) return rollback();
+  if ((e = s.Exec(0, {t.seller, t.item})) || (e = b.Exec(2, {t.price, t.buyer, t.price})) ||
+      (e = b.Exec(3, {t.buyer, t.item})) || (e = s.Exec(1, {t.price, t.seller}))) {
+    return rollback();
+  }
+  if ((e = s.Text("XA END " + xs + ";XA PREPARE " + xs)) ||
+      (e = b.Text("XA END " + xb + ";XA PREPARE " + xb))) {
+    return rollback();
+  }
+  log->Commit(g);
+  if (s.Text("XA COMMIT " + xs) || b.Text("XA COMMIT " + xb)) Die("textbook XA COMMIT failed");
+  return true;
+}
+
+seigo::Status SeigoTrade(seigo::Tx& tx, const Trade& t) {
+  SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.seller, 1, kStatements[0], {t.seller, t.item}));
+  SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.buyer, 1, kStatements[2], {t.price, t.buyer, t.price}));
+  SEIGO_RETURN_IF_ERROR(tx.Exec(t.buyer, kStatements[3], {t.buyer, t.item}).status());
+  return tx.ExecExpect(t.seller, 1, kStatements[1], {t.price, t.seller});
+}
+
+Trade PickTrade(Env& env, Mode mode, std::mt19937_64& rng) {
+  Trade t;
+  t.item = static_cast<int64_t>(rng() % kItems) + 1;
+  t.price = static_cast<int64_t>(rng() % 10) + 1;
+  const bool one_shard = mode == Mode::kRaw1 || mode == Mode::kSeigo1;
+  const int sb = static_cast<int>(rng() % 2);
+  const int ss = one_shard ? sb : 1 - sb;
+  do {
+    t.buyer = env.by_shard[sb][rng() % env.by_shard[sb].size()];
+    t.seller = env.by_shard[ss][rng() % env.by_shard[ss].size()];
+  } while (t.buyer == t.seller);
+  return t;
+}
+
+struct Cell {
+  double tps = 0, p50 = 0, p99 = 0;
+  uint64_t committed = 0, failed = 0;
+};
+
+Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<uint64_t> seq{0};
+  std::mutex mu;
+  std::vector<double> lat;
+  uint64_t committed = 0, failed = 0;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&, i] {
+      std::mt19937_64 rng(0x5e190 + static_cast<uint64_t>(i) * 7919 + static_cast<uint64_t>(mode));
+      std::unique_ptr<RawConn> conns[2];
+      RawConn* c[2] = {nullptr, nullptr};
+      if (mode == Mode::kNaive || mode == Mode::kRaw1 || mode == Mode::kTextbook) {
+        for (int s = 0; s < 2; ++s) {
+          conns[s] = std::make_unique<RawConn>(env.map.shard(s));
+          c[s] = conns[s].get();
+        }
+      }
+      std::vector<double> mine;
+      uint64_t ok = 0, bad = 0;
+      while (!stop) {
+        Trade t = PickTrade(env, mode, rng);
+        auto t0 = Clock::now();
+        bool committed_one;
+        if (c[0] != nullptr) {
+          committed_one = false;
+          for (int attempt = 0; attempt < 10 && !committed_one; ++attempt) {
+            committed_one = RawTrade(mode, t, c, env.map.ShardFor(t.buyer),
+                                     env.map.ShardFor(t.seller), env.log.get(), seq++);
+          }
+        } else {
+          committed_one = env.coord->Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); })
+                              .committed();
+        }
+        if (!measuring) continue;
+        if (committed_one) {
+          ok++;
+          mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        } else {
+          bad++;
+        }
+      }
+      std::lock_guard<std::mutex> l(mu);
+      lat.insert(lat.end(), mine.begin(), mine.end());
+      committed += ok;
+      failed += bad;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // warm-up: pools, caches
+  measuring = true;
+  auto start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  measuring = false;
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  stop = true;
+  for (auto& t : threads) t.join();
+  if (env.coord) env.coord->DrainPhase2();
+  std::sort(lat.begin(), lat.end());
+  Cell cell;
+  cell.committed = committed;
+  cell.failed = failed;
+  cell.tps = static_cast<double>(committed) / elapsed;
+  if (!lat.empty()) {
+    cell.p50 = lat[lat.size() / 2];
+    cell.p99 = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
+  }
+  return cell;
+}
+
+void Setup(Env& env) {
+  for (uint32_t s = 0; s < 2; ++s) {
+    RawConn c(env.map.shard(s), /*prepare=*/false);
+    unsigned e = c.Text(
+        "DROP TABLE IF EXISTS bench_players, bench_inventory;"
+        "CREATE TABLE bench_players (player_id BIGINT PRIMARY KEY, gold BIGINT NOT NULL) "
+        "ENGINE=InnoDB;"
+        "CREATE TABLE bench_inventory (player_id BIGINT, item_id INT, qty BIGINT NOT NULL, "
+        "PRIMARY KEY (player_id, item_id)) ENGINE=InnoDB");
+    if (e != 0) Die("setup failed: error " + std::to_string(e));
+  }
+  std::string rows[2], items[2];
+  auto flush = [&](int s) {
+    RawConn c(env.map.shard(s), /*prepare=*/false);
+    if (!rows[s].empty() && c.Text("INSERT INTO bench_players VALUES " + rows[s]) != 0) Die("seed");
+    if (!items[s].empty() && c.Text("INSERT INTO bench_inventory VALUES " + items[s]) != 0) {
+      Die("seed");
+    }
+    rows[s].clear();
+    items[s].clear();
+  };
+  for (int64_t p = 1; p <= kPlayers; ++p) {
+    const uint32_t s = env.map.ShardFor(p);
+    env.by_shard[s].push_back(p);
+    rows[s] += (rows[s].empty() ? "(" : ",(") + std::to_string(p) + ",1000000000)";
+    for (int64_t i = 1; i <= kItems; ++i) {
+      items[s] += (items[s].empty() ? "(" : ",(") + std::to_string(p) + "," + std::to_string(i) +
+                  ",1000000)";
+    }
+    if (rows[s].size() > 50'000) flush(static_cast<int>(s));
+  }
+  flush(0);
+  flush(1);
+}
+
+std::unique_ptr<seigo::Coordinator> OpenCoordinator(const std::string& shards) {
+  seigo::CoordinatorOptions o;
+  o.shards = shards;
+  auto c = seigo::Coordinator::Open(o);
+  if (!c.ok()) Die(c.status().ToString());
+  return std::move(*c);
+}
+
+// P5: 1,000 transactions whose coordinator "crashed" right after the commit point (their
+// phase-2 connections are simply closed), then resolver passes until XA RECOVER is empty.
+double MeasureRecovery(Env& env, int n) {
+  std::vector<std::unique_ptr<seigo::mariadb::MariaDbParticipant>> owned;
+  std::vector<seigo::Participant*> raw;
+  for (uint32_t s = 0; s < 2; ++s) {
+    seigo::mariadb::Config c;
+    c.url = env.map.shard(s);
+    c.index = s;
+    auto p = seigo::mariadb::MariaDbParticipant::Open(c, false);
+    if (!p.ok()) Die(p.status().ToString());
+    raw.push_back(p->get());
+    owned.push_back(std::move(*p));
+  }
+  seigo::core::Protocol protocol(raw, seigo::DefaultEnv(), seigo::ProtocolOptions{});
+  int made = 0;
+  for (int i = 0; i < n; ++i) {
+    // Distinct players per transaction: the prepared branches left behind hold their row locks
+    // until recovery, and a later transaction must not wait on them.
+    Trade t{env.by_shard[i % 2][static_cast<size_t>(i)], env.by_shard[1 - i % 2][static_cast<size_t>(i)],
+            1, 1};
+    seigo::core::RunOutput out =
+        protocol.Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); });
+    if (out.result.committed()) made++;
+    // Dropping the phase-2 items closes their connections without XA COMMIT: exactly what a
+    // crash after the commit point leaves behind.
+  }
+  auto in_doubt = [&] { return seigo::core::InspectInDoubt(raw, seigo::DefaultEnv()).txs.size(); };
+  const size_t before = in_doubt();
+  auto t0 = Clock::now();
+  seigo::ResolverOptions ro;
+  for (int pass = 0; pass < 100 && in_doubt() > 0; ++pass) {
+    seigo::core::ResolvePass(raw, seigo::DefaultEnv(), ro);
+  }
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::fprintf(stderr, "P5: %d committed, %zu in doubt after the crash, resolved in %.3f s\n",
+               made, before, secs);
+  if (in_doubt() != 0) Die("P5: transactions still in doubt after 100 passes");
+  return secs;
+}
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> v;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t c = s.find(',', start);
+    if (c == std::string::npos) c = s.size();
+    v.push_back(std::atoi(s.substr(start, c - start).c_str()));
+    start = c + 1;
+  }
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shards, json_path, clients_arg = "1,8,32,64";
+  double seconds = 3;
+  long callgrind_txns = 0, calibrate = 0;
+  bool skip_p5 = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) Die("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "--shards") shards = next();
+    else if (a == "--seconds") seconds = std::atof(next().c_str());
+    else if (a == "--clients") clients_arg = next();
+    else if (a == "--json") json_path = next();
+    else if (a == "--callgrind-txns") callgrind_txns = std::atol(next().c_str());
+    else if (a == "--calibrate") calibrate = std::atol(next().c_str());
+    else if (a == "--skip-p5") skip_p5 = true;
+    else Die("unknown argument " + a + " (see the comment at the top of bench/seigo_bench.cc)");
+  }
+  if (calibrate > 0) {
+    // A fixed CPU loop: its instruction count (callgrind) over its native run time gives this
+    // machine's instructions per microsecond, to turn P4's instruction count into time.
+    uint64_t h = 1469598103934665603ULL;
+    auto t0 = Clock::now();
+    CALLGRIND_START_INSTRUMENTATION;
+    for (long i = 0; i < calibrate; ++i) h = (h ^ static_cast<uint64_t>(i)) * 1099511628211ULL;
+    CALLGRIND_STOP_INSTRUMENTATION;
+    double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    std::printf("calibrate %ld iterations %.1f us (hash %llu)\n", calibrate, us,
+                static_cast<unsigned long long>(h));
+    return 0;
+  }
+  auto map = seigo::ShardMap::Parse(shards);
+  if (!map.ok()) Die(map.status().ToString());
+  if (map->size() != 2) Die("the benchmark wants exactly 2 shards");
+  Env env{std::move(*map), nullptr, nullptr, {}};
+
+  if (callgrind_txns > 0) {
+    for (int64_t p = 1; p <= kPlayers; ++p) env.by_shard[env.map.ShardFor(p)].push_back(p);
+    env.coord = OpenCoordinator(shards);
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 50; ++i) {  // warm-up outside the measurement
+      Trade t = PickTrade(env, Mode::kSeigoCross, rng);
+      env.coord->Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); });
+    }
+    env.coord->DrainPhase2();
+    rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    CALLGRIND_START_INSTRUMENTATION;
+    long ok = 0;
+    for (long i = 0; i < callgrind_txns; ++i) {
+      Trade t = PickTrade(env, Mode::kSeigoCross, rng);
+      ok += env.coord->Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); }).committed();
+    }
+    env.coord->DrainPhase2();
+    CALLGRIND_STOP_INSTRUMENTATION;
+    getrusage(RUSAGE_SELF, &r1);
+    auto us = [](const timeval& a, const timeval& b) {
+      return (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_usec - a.tv_usec);
+    };
+    double cpu = us(r0.ru_utime, r1.ru_utime) + us(r0.ru_stime, r1.ru_stime);
+    std::printf("callgrind-txns %ld committed %ld cpu_us_per_txn %.1f\n", callgrind_txns, ok,
+                cpu / static_cast<double>(callgrind_txns));
+    return ok == callgrind_txns ? 0 : 1;
+  }
+
+  std::fprintf(stderr, "setting up %lld players on 2 shards...\n",
+               static_cast<long long>(kPlayers));
+  Setup(env);
+  env.coord = OpenCoordinator(shards);
+  env.log = std::make_unique<CoordinatorLog>("/tmp/seigo_bench_coordinator.log");
+  const Mode modes[] = {Mode::kNaive, Mode::kRaw1, Mode::kTextbook, Mode::kSeigoCross,
+                        Mode::kSeigo1};
+  std::map<std::pair<int, int>, Cell> results;
+  const std::vector<int> client_counts = ParseList(clients_arg);
+  std::printf("%-16s %8s %10s %9s %9s %8s\n", "mode", "clients", "trades/s", "p50 ms", "p99 ms",
+              "failed");
+  for (int clients : client_counts) {
+    for (Mode m : modes) {
+      Cell c = RunCell(env, m, clients, seconds);
+      results[{static_cast<int>(m), clients}] = c;
+      std::printf("%-16s %8d %10.0f %9.2f %9.2f %8llu\n", ModeName(m), clients, c.tps, c.p50,
+                  c.p99, static_cast<unsigned long long>(c.failed));
+      std::fflush(stdout);
+    }
+  }
+  auto tps = [&](Mode m, int clients) { return results[{static_cast<int>(m), clients}].tps; };
+  const int ref = std::find(client_counts.begin(), client_counts.end(), 32) != client_counts.end()
+                      ? 32
+                      : client_counts.back();
+  auto ratio = [&](double a, double b) { return b > 0 ? a / b : 0.0; };
+  const double p1 = ratio(tps(Mode::kSeigoCross, ref), tps(Mode::kNaive, ref));
+  const double p2 = ratio(tps(Mode::kSeigo1, ref), tps(Mode::kRaw1, ref));
+  const double p3 = ratio(tps(Mode::kSeigoCross, ref), tps(Mode::kTextbook, ref));
+  double p5 = -1;
+  env.coord.reset();  // stop its background resolver: P5 measures a resolver of its own
+  if (!skip_p5) p5 = MeasureRecovery(env, 1000);
+  std::printf("P1 %.3f\nP2 %.3f\nP3 %.3f\n", p1, p2, p3);
+  if (p5 >= 0) std::printf("P5 %.3f\n", p5);
+  std::printf("(ratios at %d clients)\n", ref);
+  if (!json_path.empty()) {
+    std::ofstream j(json_path);
+    j << "{\n  \"clients_for_ratios\": " << ref << ",\n  \"P1\": " << p1 << ",\n  \"P2\": " << p2
+      << ",\n  \"P3\": " << p3 << ",\n  \"P5\": " << p5 << ",\n  \"seconds_per_cell\": " << seconds
+      << ",\n  \"cells\": [\n";
+    bool first = true;
+    for (auto& [k, c] : results) {
+      j << (first ? "" : ",\n") << "    {\"mode\": \"" << ModeName(static_cast<Mode>(k.first))
+        << "\", \"clients\": " << k.second << ", \"tps\": " << c.tps << ", \"p50_ms\": " << c.p50
+        << ", \"p99_ms\": " << c.p99 << ", \"failed\": " << c.failed << "}";
+      first = false;
+    }
+    j << "\n  ]\n}\n";
+  }
+  return 0;
+}

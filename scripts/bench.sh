@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Usage: scripts/bench.sh [SECONDS_PER_CELL]   (default 3: the quick mode, about 2-3 minutes)
+#   The benchmark (BENCHMARKS.md): installs what is missing, builds a Release tree in
+#   build-bench/, starts 2 durable MariaDB shards (ports 33561-33562, state in
+#   /tmp/seigo-bench-servers), runs bench/seigo_bench (B1 naive, B2 raw one-shard, B3 textbook
+#   2PC, seigo cross-shard, seigo one-shard at 1, 8, 32 and 64 clients; P1, P2, P3, P5), then P4
+#   under callgrind, prints the table and P1-P5 and writes build-bench/bench-results.json.
+#   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+CELL_SECONDS=${1:-3}
+CLIENTS=${SEIGO_BENCH_CLIENTS:-1,8,32,64}
+export SEIGO_STATE_DIR=/tmp/seigo-bench-servers
+SERVERS=$PWD/scripts/servers.sh
+OUT=$PWD/build-bench
+
+bash scripts/install-deps.sh
+cmake -S . -B "$OUT" -DCMAKE_BUILD_TYPE=Release -DSEIGO_BUILD_TESTS=OFF >/dev/null
+cmake --build "$OUT" -j2 --target seigo_bench >/dev/null
+bash "$SERVERS" wipe >/dev/null
+trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true' EXIT
+bash "$SERVERS" start 2 --base-port 33561 | tail -1
+# shellcheck disable=SC1091
+. "$SEIGO_STATE_DIR/env"
+
+echo "=== machine: $(nproc) cores, $(uname -r), $(mariadbd --version | sed 's/ for .*//')"
+"$OUT/bench/seigo_bench" --shards "$SEIGO_SHARDS" --seconds "$CELL_SECONDS" --clients "$CLIENTS" \
+  --json "$OUT/bench-results.json" | tee "$OUT/bench-table.txt"
+
+# P4: instructions the coordinator process executes per cross-shard transaction (callgrind,
+# instrumentation switched on only around a fixed run of 300 transactions at 1 client), turned into
+# microseconds with this machine's rate measured by a calibration loop (callgrind count over
+# native time of the same loop).
+echo "=== P4 (callgrind)"
+ir_of() { sed -n 's/^summary: \([0-9]*\).*/\1/p' "$1"; }
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.txn" \
+  "$OUT/bench/seigo_bench" --shards "$SEIGO_SHARDS" --callgrind-txns 300 2>/dev/null
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.cal" \
+  "$OUT/bench/seigo_bench" --calibrate 50000000 >/dev/null 2>&1
+native=$("$OUT/bench/seigo_bench" --calibrate 50000000 | sed -n 's/.* iterations \([0-9.]*\) us.*/\1/p')
+native_txn=$("$OUT/bench/seigo_bench" --shards "$SEIGO_SHARDS" --callgrind-txns 300)
+python3 - "$(ir_of "$OUT/callgrind.txn")" "$(ir_of "$OUT/callgrind.cal")" "$native" \
+  "$OUT/bench-results.json" "$native_txn" <<'EOF'
+import json, sys
+ir_txn_total, ir_cal, native_us, path, native_line = sys.argv[1:6]
+ir_per_txn = int(ir_txn_total) / 300
+rate = int(ir_cal) / float(native_us)          # instructions per microsecond, this machine
+p4 = ir_per_txn / rate
+cpu_native = float(native_line.split("cpu_us_per_txn")[1])
+print(f"instructions per cross-shard transaction: {ir_per_txn:,.0f}; "
+      f"machine rate {rate:,.0f} instructions/us; "
+      f"native getrusage CPU per transaction (incl. kernel): {cpu_native:.1f} us")
+print(f"P4 {p4:.1f}")
+d = json.load(open(path))
+d.update({"P4_us": p4, "P4_instructions_per_txn": ir_per_txn,
+          "P4_native_cpu_us_per_txn": cpu_native})
+json.dump(d, open(path, "w"), indent=2)
+EOF
+echo "results: $OUT/bench-results.json"
