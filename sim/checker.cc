@@ -1,0 +1,332 @@
+#include "sim/checker.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace seigo::sim {
+
+void Checker::Violation(const std::string& what) {
+  if (tracer_->on()) tracer_->Log("VIOLATION: %s", what.c_str());
+  if (violations_.size() < 20) violations_.push_back(what);
+}
+
+// ---- Shards ----
+
+void Checker::OnBranchStarted(uint32_t shard, const Xid& xid) {
+  GidRecord& g = gids_[xid.gid];
+  g.decider = xid.decider;
+  g.branches[shard] = Fate::kActive;
+}
+
+void Checker::OnBranchPrepared(uint32_t shard, const Xid& xid) {
+  gids_[xid.gid].branches[shard] = Fate::kPrepared;
+}
+
+void Checker::OnBranchEnded(uint32_t shard, const Xid& xid, bool committed, bool was_prepared,
+                            const char* why) {
+  GidRecord& g = gids_[xid.gid];
+  const bool commit_decided = g.decided && *g.decided == Outcome::kCommit;
+  if (committed && !commit_decided) {
+    // Invariant 2/4: a branch is committed only after its commit decision is durable.
+    Violation("branch of gid " + Short(xid.gid) + " on shard " + std::to_string(shard) +
+              " committed (" + why + ") without a commit decision (decision: " +
+              (g.decided ? OutcomeName(*g.decided) : "none") + ")");
+  }
+  if (!committed && was_prepared && commit_decided) {
+    Violation("prepared branch of committed gid " + Short(xid.gid) + " on shard " +
+              std::to_string(shard) + " was rolled back (" + why + ")");
+  }
+  g.branches[shard] = committed ? Fate::kCommitted : Fate::kRolledBack;
+}
+
+void Checker::OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool committed) {
+  for (const Effect& e : effects) {
+    TagEffects& t = effects_[e.tag];
+    (committed ? t.committed : t.discarded).push_back(ShardEffect{shard, e.key, e.delta});
+  }
+}
+
+void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* how) {
+  GidRecord& g = gids_[d.gid];
+  if (g.decided && *g.decided != d.outcome) {
+    // Invariant 4: a gid's decision never changes, not even after its row was collected.
+    const std::string what = "decision of gid " + Short(d.gid) + " flipped from " +
+                             OutcomeName(*g.decided) + " to " + OutcomeName(d.outcome) +
+                             " on shard " + std::to_string(shard) + " (" + how + ")";
+    // The known issue: the first row was collected, which the resolver does only once no branch
+    // is prepared, and every branch did finish as first decided. A stale resolver pass (its
+    // XA RECOVER scan older than the collection) then fenced the gid again.
+    bool settled = g.row_forgotten;
+    const Fate want = *g.decided == Outcome::kCommit ? Fate::kCommitted : Fate::kRolledBack;
+    for (const auto& [s, fate] : g.branches) settled = settled && fate == want;
+    if (settled && !strict_) {
+      stats_.stale_fences_after_gc++;
+      g.stale_fenced = true;
+      if (known_issues_.size() < 5) known_issues_.push_back(what + ", after its row was collected");
+    } else {
+      Violation(what + (settled ? " (stale fence after GC; --strict)" : ""));
+    }
+  }
+  if (!g.decided) {
+    g.decided = d.outcome;
+    g.decision_shards = d.shards;
+    (d.outcome == Outcome::kCommit ? stats_.commit_decisions : stats_.abort_decisions)++;
+  }
+  if (d.outcome == Outcome::kCommit) {
+    for (const auto& [s, fate] : g.branches) {
+      if (fate == Fate::kRolledBack) {
+        Violation("commit decision for gid " + Short(d.gid) + " written after its branch on "
+                  "shard " + std::to_string(s) + " was rolled back");
+      }
+    }
+  }
+}
+
+void Checker::OnDecisionForgotten(uint32_t shard, const std::string& gid) {
+  (void)shard;
+  gids_[gid].row_forgotten = true;
+  stats_.decisions_forgotten++;
+}
+
+// ---- Workload ----
+
+void Checker::OnTxnStarted(int64_t txn) {
+  txns_[txn].started = true;
+  stats_.txns++;
+}
+
+void Checker::OnClosureEffect(int64_t txn, int attempt, uint32_t shard, int64_t key,
+                              int64_t delta) {
+  txns_[txn].attempts[attempt].expected.push_back(ShardEffect{shard, key, delta});
+}
+
+void Checker::OnClosureGid(int64_t txn, int attempt, const std::string& gid) {
+  txns_[txn].attempts[attempt].gid = gid;
+}
+
+void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
+  TxnRecord& t = txns_[txn];
+  t.returned = true;
+  t.result = r;
+  stats_.attempts += static_cast<uint64_t>(r.attempts);
+  switch (r.state) {
+    case TxState::kCommitted: stats_.committed++; break;
+    case TxState::kAborted: stats_.aborted++; break;
+    case TxState::kGaveUp: stats_.gave_up++; break;
+    case TxState::kOutcomeUnknown: stats_.unknown++; break;
+  }
+  if (r.state != TxState::kCommitted) return;
+  // Invariant 5 (at once): "committed" means the commit point has passed when Run returns.
+  const std::string where = "txn " + std::to_string(txn) + " attempt " +
+                            std::to_string(r.attempts);
+  if (r.shards > 1) {
+    stats_.multi_shard_committed++;
+    auto it = gids_.find(r.gid);
+    if (it == gids_.end() || !it->second.decided || *it->second.decided != Outcome::kCommit) {
+      Violation(where + " reported committed, but gid " + Short(r.gid) +
+                " has no commit decision");
+    }
+  } else {
+    auto it = effects_.find(MakeTag(txn, r.attempts));
+    if (it == effects_.end() || it->second.committed.empty()) {
+      Violation(where + " reported committed (one shard), but none of its writes is committed");
+    }
+  }
+}
+
+void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
+  if (!s.ok()) {
+    stats_.phase2_left++;
+    return;
+  }
+  stats_.phase2_ok++;
+  // FinishPhase2's contract: OK = the branch is committed (now, not eventually).
+  bool committed = false;
+  auto it = gids_.find(xid.gid);
+  if (it != gids_.end()) {
+    auto b = it->second.branches.find(xid.branch);
+    committed = b != it->second.branches.end() && b->second == Fate::kCommitted;
+  }
+  if (!committed) {
+    Violation("FinishPhase2 returned OK for gid " + Short(xid.gid) + " on shard " +
+              std::to_string(xid.branch) + ", but that branch is not committed");
+  }
+}
+
+// ---- End of seed ----
+
+void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
+  const std::string name = "txn " + std::to_string(txn);
+  // Which attempts left committed writes, and were they all-or-nothing?
+  std::vector<int> committed_attempts;
+  for (auto it = effects_.lower_bound(MakeTag(txn, 0));
+       it != effects_.end() && TagTxn(it->first) == txn; ++it) {
+    const TagEffects& e = it->second;
+    const int attempt = TagAttempt(it->first);
+    if (!e.committed.empty()) committed_attempts.push_back(attempt);
+    if (!e.committed.empty() && !e.discarded.empty()) {
+      // Invariant 2 on data: one attempt's writes committed on one shard, discarded on another.
+      std::string detail;
+      for (const ShardEffect& x : e.committed) {
+        detail += " +shard" + std::to_string(x.shard) + ":key" + std::to_string(x.key);
+      }
+      for (const ShardEffect& x : e.discarded) {
+        detail += " -shard" + std::to_string(x.shard) + ":key" + std::to_string(x.key);
+      }
+      auto a = t.attempts.find(attempt);
+      Violation(name + " attempt " + std::to_string(attempt) + " (gid " +
+                (a == t.attempts.end() ? std::string("?") : Short(a->second.gid)) +
+                ") is half committed:" + detail);
+    }
+  }
+  if (committed_attempts.size() > 1) {
+    Violation(name + ": " + std::to_string(committed_attempts.size()) +
+              " attempts committed (a retry after a commit)");
+  }
+  if (!t.returned) {
+    stats_.crashed++;  // its coordinator died: either way, but atomic (checked above)
+    return;
+  }
+  const TxResult& r = t.result;
+  const std::string state = TxStateName(r.state);
+  switch (r.state) {
+    case TxState::kCommitted: {
+      if (committed_attempts.size() != 1 || committed_attempts[0] != r.attempts) {
+        Violation(name + " reported committed in attempt " + std::to_string(r.attempts) +
+                  ", but its committed attempts are " +
+                  (committed_attempts.empty() ? std::string("none")
+                                              : std::to_string(committed_attempts[0])));
+        break;
+      }
+      // Invariant 5: exactly the writes the closure saw succeed, on every shard it touched.
+      std::vector<ShardEffect> want = t.attempts.count(r.attempts)
+                                           ? t.attempts.at(r.attempts).expected
+                                           : std::vector<ShardEffect>{};
+      std::vector<ShardEffect> got = effects_[MakeTag(txn, r.attempts)].committed;
+      std::sort(want.begin(), want.end());
+      std::sort(got.begin(), got.end());
+      if (want != got) {
+        Violation(name + " reported committed, but the committed writes (" +
+                  std::to_string(got.size()) + ") differ from what the closure did (" +
+                  std::to_string(want.size()) + ")");
+      }
+      if (r.shards > 1) {
+        auto g = gids_.find(r.gid);
+        if (g != gids_.end()) {
+          for (const auto& [shard, fate] : g->second.branches) {
+            if (fate != Fate::kCommitted) {
+              Violation(name + " committed (gid " + Short(r.gid) + "), but its branch on shard " +
+                        std::to_string(shard) + " is not committed");
+            }
+          }
+        }
+      }
+      break;
+    }
+    case TxState::kAborted:
+    case TxState::kGaveUp:
+      // Invariant 6: no trace.
+      if (!committed_attempts.empty()) {
+        Violation(name + " reported " + state + ", but attempt " +
+                  std::to_string(committed_attempts[0]) + " committed");
+      }
+      break;
+    case TxState::kOutcomeUnknown:
+      // Either way, but only the last attempt can have committed: earlier ones were retried
+      // because they definitely did not.
+      if (!committed_attempts.empty() && committed_attempts[0] != r.attempts) {
+        Violation(name + " reported outcome_unknown in attempt " + std::to_string(r.attempts) +
+                  ", but earlier attempt " + std::to_string(committed_attempts[0]) +
+                  " committed");
+      }
+      break;
+  }
+}
+
+void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
+                         const std::map<int64_t, int64_t>& initial_rows) {
+  // Invariant 3: nothing left in doubt, nothing left locked or connected.
+  for (const ShardFinalState& s : shards) {
+    for (const Xid& x : s.prepared) {
+      Violation("branch of gid " + Short(x.gid) + " still prepared on shard " +
+                std::to_string(s.index) + " after the quiescent phase");
+    }
+    if (s.locks_held != 0) {
+      Violation(std::to_string(s.locks_held) + " row locks still held on shard " +
+                std::to_string(s.index) + " at the end");
+    }
+    if (s.connections != 0) {
+      Violation(std::to_string(s.connections) + " connections still open on shard " +
+                std::to_string(s.index) + " at the end");
+    }
+    // The rows left on the shard agree with what was ever decided.
+    for (const auto& [gid, o] : s.decisions) {
+      auto g = gids_.find(gid);
+      if (g != gids_.end() && g->second.stale_fenced) continue;  // reported as a known issue
+      if (g == gids_.end() || !g->second.decided || *g->second.decided != o) {
+        Violation("decision row of gid " + Short(gid) + " on shard " + std::to_string(s.index) +
+                  " says " + OutcomeName(o) + ", which is not the decision that was taken");
+      }
+    }
+  }
+
+  // Invariant 2 on branches: all committed or all rolled back, as decided.
+  for (const auto& [gid, g] : gids_) {
+    const bool commit = g.decided && *g.decided == Outcome::kCommit;
+    for (const auto& [shard, fate] : g.branches) {
+      if (commit && fate != Fate::kCommitted) {
+        Violation("gid " + Short(gid) + " decided commit, but its branch on shard " +
+                  std::to_string(shard) + " did not commit");
+      }
+      if (!commit && fate == Fate::kCommitted) {
+        Violation("gid " + Short(gid) + " not decided commit, but its branch on shard " +
+                  std::to_string(shard) + " committed");
+      }
+    }
+    if (commit) {
+      for (uint32_t s : g.decision_shards) {
+        if (s == g.decider) continue;
+        auto b = g.branches.find(s);
+        if (b == g.branches.end() || b->second != Fate::kCommitted) {
+          Violation("gid " + Short(gid) + " decided commit on shards it never committed (" +
+                    std::to_string(s) + ")");
+        }
+      }
+    }
+  }
+
+  // Invariants 2, 5, 6 per transaction.
+  for (const auto& [txn, t] : txns_) CheckTxn(txn, t);
+
+  // Invariant 1: conservation, no negative balance, and the rows are exactly the initial rows
+  // plus every committed write.
+  std::map<int64_t, int64_t> expect = initial_rows;
+  for (const auto& [tag, e] : effects_) {
+    for (const ShardEffect& x : e.committed) expect[x.key] += x.delta;
+  }
+  std::map<int64_t, int64_t> initial_sum, final_sum;
+  for (const auto& [key, v] : initial_rows) initial_sum[key % 10] += v;
+  for (const ShardFinalState& s : shards) {
+    for (const auto& [key, v] : s.rows) {
+      final_sum[key % 10] += v;
+      if (v < 0) {
+        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.index) +
+                  " is negative: " + std::to_string(v));
+      }
+      if (expect[key] != v) {
+        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.index) + " is " +
+                  std::to_string(v) + ", expected " + std::to_string(expect[key]) +
+                  " from the committed writes");
+      }
+    }
+  }
+  for (const auto& [cls, sum] : initial_sum) {
+    if (final_sum[cls] != sum) {
+      Violation(std::string(cls == 1 ? "gold" : "items") + " not conserved: " +
+                std::to_string(sum) + " at the start, " + std::to_string(final_sum[cls]) +
+                " at the end");
+    }
+  }
+}
+
+}  // namespace seigo::sim

@@ -1,0 +1,138 @@
+// Checker: records what happened in one seed and checks seigo's promises against it.
+//
+// The simulated shards report every durable change as it happens (a transaction's writes
+// committed or discarded, an XA branch started / prepared / committed / rolled back, a decision
+// row written or deleted); the workload reports what each Protocol::Run returned and what phase 2
+// said. Some promises are checked at once (a decision never changes, an XA COMMIT never happens
+// without a commit decision, phase 2's "OK" means committed right now, a "committed" Run really
+// passed the commit point); the rest at the end of the seed, after the quiescent phase
+// (CheckFinal). Invariants are listed in sim/README.md.
+//
+// The checker remembers every gid's decision forever, even after the resolver deleted the row
+// (garbage collection): a decision written again later must be the same.
+#ifndef SEIGO_SIM_CHECKER_H_
+#define SEIGO_SIM_CHECKER_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "seigo/participant.h"
+#include "seigo/transaction.h"
+#include "sim/common.h"
+
+namespace seigo::sim {
+
+// What a shard looks like at the end of a seed (after the quiescent phase).
+struct ShardFinalState {
+  uint32_t index = 0;
+  std::map<int64_t, int64_t> rows;
+  std::vector<Xid> prepared;           // XA branches still prepared
+  size_t locks_held = 0;
+  size_t connections = 0;
+  std::map<std::string, Outcome> decisions;  // committed decision rows
+};
+
+class Checker {
+ public:
+  struct Stats {
+    uint64_t txns = 0, committed = 0, aborted = 0, gave_up = 0, unknown = 0, crashed = 0;
+    uint64_t multi_shard_committed = 0, attempts = 0;
+    uint64_t commit_decisions = 0, abort_decisions = 0, decisions_forgotten = 0;
+    uint64_t phase2_ok = 0, phase2_left = 0;
+    uint64_t stale_fences_after_gc = 0;  // the known issue below
+  };
+
+  // `strict`: also count the known issue "stale fence after GC" as a violation. That is a
+  // decision row rewritten with the other outcome after the first row was garbage-collected,
+  // when every branch had already finished according to the first decision: the data is right,
+  // the decision record is not (sim/README.md, "Known issue").
+  Checker(Tracer* tracer, bool strict) : tracer_(tracer), strict_(strict) {}
+
+  // ---- Reported by the simulated shards ----
+  void OnBranchStarted(uint32_t shard, const Xid& xid);
+  void OnBranchPrepared(uint32_t shard, const Xid& xid);
+  // The branch is gone from the server: committed, or rolled back (explicitly, by a deadlock,
+  // by a disconnect or by a crash). `was_prepared` = it had been prepared.
+  void OnBranchEnded(uint32_t shard, const Xid& xid, bool committed, bool was_prepared,
+                     const char* why);
+  // Writes that became permanent (committed = true) or were thrown away.
+  void OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool committed);
+  // A decision row became durable (committed). `how`: "commit point", "fence", ...
+  void OnDecisionWritten(uint32_t shard, const Decision& d, const char* how);
+  void OnDecisionForgotten(uint32_t shard, const std::string& gid);
+
+  // ---- Reported by the workload (the simulated application) ----
+  void OnTxnStarted(int64_t txn);
+  // The closure ran `delta` on `key` (shard `shard`) in attempt `attempt` and the server said
+  // one row changed.
+  void OnClosureEffect(int64_t txn, int attempt, uint32_t shard, int64_t key, int64_t delta);
+  void OnClosureGid(int64_t txn, int attempt, const std::string& gid);
+  void OnRunReturned(int64_t txn, const TxResult& r);
+  // Protocol::FinishPhase2 returned `s` for branch `xid`.
+  void OnPhase2Finished(const Xid& xid, const Status& s);
+
+  // ---- End of seed ----
+  void CheckFinal(const std::vector<ShardFinalState>& shards,
+                  const std::map<int64_t, int64_t>& initial_rows);
+
+  void Violation(const std::string& what);
+  bool violated() const { return !violations_.empty(); }
+  const std::vector<std::string>& violations() const { return violations_; }
+  // Tolerated occurrences of the known issue (empty in strict mode: they are violations there).
+  const std::vector<std::string>& known_issues() const { return known_issues_; }
+  const Stats& stats() const { return stats_; }
+
+ private:
+  enum class Fate { kActive, kPrepared, kCommitted, kRolledBack };
+  struct GidRecord {
+    std::optional<Outcome> decided;  // the first decision ever written; never forgotten
+    bool row_forgotten = false;      // its row was garbage-collected at least once
+    bool stale_fenced = false;       // the known issue happened to it
+    uint32_t decider = 0;
+    std::vector<uint32_t> decision_shards;
+    std::map<uint32_t, Fate> branches;  // XA branches by shard
+  };
+  struct ShardEffect {
+    uint32_t shard;
+    int64_t key;
+    int64_t delta;
+    bool operator<(const ShardEffect& o) const {
+      return std::tie(shard, key, delta) < std::tie(o.shard, o.key, o.delta);
+    }
+    bool operator==(const ShardEffect& o) const = default;
+  };
+  struct TagEffects {
+    std::vector<ShardEffect> committed, discarded;
+  };
+  struct AttemptRecord {
+    std::vector<ShardEffect> expected;  // what the closure saw succeed
+    std::string gid;
+  };
+  struct TxnRecord {
+    bool started = false;
+    bool returned = false;
+    TxResult result;
+    std::map<int, AttemptRecord> attempts;
+  };
+
+  static std::string Short(const std::string& gid) { return gid.substr(0, 8); }
+  void CheckTxn(int64_t txn, const TxnRecord& t);
+
+  Tracer* tracer_;
+  const bool strict_;
+  Stats stats_;
+  std::vector<std::string> violations_;
+  std::vector<std::string> known_issues_;
+  std::map<std::string, GidRecord> gids_;
+  std::map<int64_t, TagEffects> effects_;  // by attempt tag
+  std::map<int64_t, TxnRecord> txns_;
+};
+
+}  // namespace seigo::sim
+
+#endif  // SEIGO_SIM_CHECKER_H_

@@ -1,0 +1,59 @@
+// Small types shared by the simulator's parts: protocol variants, effects, tracing.
+#ifndef SEIGO_SIM_COMMON_H_
+#define SEIGO_SIM_COMMON_H_
+
+#include <cstdarg>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace seigo::sim {
+
+// Deliberately broken behaviours, implemented inside the simulated participants, that the
+// checker must catch (sim/README.md, "Self-test"). kCorrect is the real MariaDB behaviour.
+enum class Variant {
+  kCorrect,
+  kNoFence,               // FenceAbort writes no abort row, yet reports "abort"
+  kIgnoreDeadline,        // a resolver's fence is accepted before the deadline, and the
+                          // decider's commit insert overwrites an existing (abort) row
+  kNotaIsDone,            // XA RECOVER hides branches owned by live connections, so XAER_NOTA
+                          // looks like "finished"
+  kCommitBeforeDecision,  // XA PREPARE already makes the branch's writes visible and permanent
+};
+const char* VariantName(Variant v);
+bool ParseVariant(std::string_view name, Variant* out);
+const char* VariantList();  // "no_fence, ignore_deadline, ..."
+
+// One row change made by a statement: key += delta. `tag` names the attempt that made it
+// (txn id * 100 + attempt number), so the checker can tell attempts apart.
+struct Effect {
+  int64_t key = 0;
+  int64_t delta = 0;
+  int64_t tag = 0;
+};
+inline int64_t MakeTag(int64_t txn, int attempt) { return txn * 100 + attempt; }
+inline int64_t TagTxn(int64_t tag) { return tag / 100; }
+inline int TagAttempt(int64_t tag) { return static_cast<int>(tag % 100); }
+
+// Optional event log for one seed (--trace). Off by default; Log() is cheap when off.
+class Tracer {
+ public:
+  // `clock` returns simulated unix ms; lines show it relative to `origin`.
+  void Enable(std::function<int64_t()> clock, int64_t origin) {
+    clock_ = std::move(clock);
+    origin_ = origin;
+    on_ = true;
+  }
+  bool on() const { return on_; }
+  void Log(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+ private:
+  bool on_ = false;
+  std::function<int64_t()> clock_;
+  int64_t origin_ = 0;
+};
+
+}  // namespace seigo::sim
+
+#endif  // SEIGO_SIM_COMMON_H_

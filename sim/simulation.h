@@ -1,0 +1,45 @@
+// One seed of the deterministic simulation (sim/README.md).
+//
+// RunSeed(seed) builds a world from the seed alone — 2-4 simulated MariaDB shards, a trading
+// workload, coordinator processes that run seigo's real core::Protocol::Run / FinishPhase2 /
+// TrySettle / ResolvePass (the seigo_core library, unmodified), standalone resolver processes,
+// and the faults switched on for this seed — runs it to the end, lets it settle with faults off,
+// and checks the invariants. The same seed and variant always give the same schedule, the same
+// result and the same fingerprint.
+#ifndef SEIGO_SIM_SIMULATION_H_
+#define SEIGO_SIM_SIMULATION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sim/checker.h"
+#include "sim/common.h"
+
+namespace seigo::sim {
+
+struct SeedResult {
+  uint64_t seed = 0;
+  std::vector<std::string> violations;  // empty = every invariant held
+  std::vector<std::string> known_issues;  // tolerated known-issue occurrences (not in strict)
+  uint64_t fingerprint = 0;             // equal for two runs of the same seed and variant
+  Checker::Stats stats;
+  uint64_t faults_fired = 0;
+  uint64_t resolver_passes = 0;
+  uint64_t process_crashes = 0;
+  uint64_t shard_crashes = 0;
+  uint64_t fiber_switches = 0;
+  int64_t simulated_ms = 0;
+  std::string world;   // the seed's configuration, one line
+  std::string faults;  // the fault sites switched on, one line
+
+  bool ok() const { return violations.empty(); }
+};
+
+// `trace`: print every event of the seed to stdout. `strict`: the known issue (Checker) is a
+// violation too.
+SeedResult RunSeed(uint64_t seed, Variant variant, bool trace, bool strict);
+
+}  // namespace seigo::sim
+
+#endif  // SEIGO_SIM_SIMULATION_H_
