@@ -109,7 +109,10 @@ class Conn {
     if (mysql_ != nullptr) mysql_close(mysql_);
   }
 
-  Status Connect(const Config& c) {
+  // `autocommit` false for transaction sessions: their first statement opens the transaction
+  // implicitly, which saves the START TRANSACTION round trip (XA START works in this mode as
+  // long as nothing ran since the last COMMIT/ROLLBACK, which the pool guarantees).
+  Status Connect(const Config& c, bool autocommit) {
     mysql_ = mysql_init(nullptr);
     if (mysql_ == nullptr) return Status::Internal("mysql_init failed (out of memory)");
     unsigned int connect_timeout = static_cast<unsigned>(c.connect_timeout_s);
@@ -128,7 +131,8 @@ class Conn {
     }
     // Strict mode: the decision insert relies on NULL-into-NOT-NULL being an error.
     return Run("SET SESSION innodb_lock_wait_timeout=" + std::to_string(c.lock_wait_timeout_s) +
-               ", SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit=1");
+               ", SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit=" +
+               (autocommit ? "1" : "0"));
   }
 
   // Runs text SQL (possibly several statements); drains every result; returns the first error.
@@ -183,6 +187,7 @@ class Conn {
 
 class MariaSession final : public Session {
  public:
+  explicit MariaSession(bool autocommit) : autocommit_(autocommit) {}
   ~MariaSession() override {
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
   }
@@ -190,7 +195,12 @@ class MariaSession final : public Session {
   Conn& conn() { return conn_; }
   bool clean() const { return !in_tx_ && !conn_.broken(); }
 
-  Status BeginLocal() override { return Begin("START TRANSACTION"); }
+  Status BeginLocal() override {
+    if (autocommit_) return Begin("START TRANSACTION");
+    if (conn_.broken()) return Status::Unavailable("connection already lost");
+    in_tx_ = true;  // the first statement opens it (autocommit=0): no round trip
+    return Status::OK();
+  }
   Status BeginBranch(const Xid& xid) override { return Begin("XA START " + XidSql(xid)); }
 
   Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) override;
@@ -265,6 +275,7 @@ class MariaSession final : public Session {
   Result<MYSQL_STMT*> Prepared(std::string_view sql);
 
   Conn conn_;
+  const bool autocommit_;
   bool in_tx_ = false;
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
@@ -433,7 +444,7 @@ Status CheckServerVersion(MYSQL* m) {
 class MariaDbParticipant::PooledSession {
  public:
   explicit PooledSession(MariaDbParticipant* p) : p_(p) {
-    Result<std::unique_ptr<Session>> s = p->Acquire();
+    Result<std::unique_ptr<Session>> s = p->AcquireFrom(&p->idle_recovery_, /*autocommit=*/true);
     if (s.ok()) {
       s_ = std::move(*s);
     } else {
@@ -441,7 +452,7 @@ class MariaDbParticipant::PooledSession {
     }
   }
   ~PooledSession() {
-    if (s_) p_->Release(std::move(s_));
+    if (s_) p_->ReleaseTo(&p_->idle_recovery_, std::move(s_));
   }
   const Status& status() const { return status_; }
   Conn& conn() { return static_cast<MariaSession*>(s_.get())->conn(); }
@@ -463,8 +474,8 @@ MariaDbParticipant::~MariaDbParticipant() = default;
 Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Config& config,
                                                                      bool prepare_schema) {
   std::unique_ptr<MariaDbParticipant> p(new MariaDbParticipant(config));
-  auto s = std::make_unique<MariaSession>();
-  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config).Annotate(p->name()));
+  auto s = std::make_unique<MariaSession>(/*autocommit=*/true);
+  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
   SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql()).Annotate(p->name()));
   if (prepare_schema) {
     SEIGO_RETURN_IF_ERROR(s->conn().Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
@@ -484,31 +495,41 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
           "give the list in its original order (new shards only at the end)");
     }
   }
-  p->Release(std::move(s));
+  p->ReleaseTo(&p->idle_recovery_, std::move(s));
   return p;
 }
 
-Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire() {
+Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
+    std::vector<std::unique_ptr<Session>>* pool, bool autocommit) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (!idle_.empty()) {
-      std::unique_ptr<Session> s = std::move(idle_.back());
-      idle_.pop_back();
+    if (!pool->empty()) {
+      std::unique_ptr<Session> s = std::move(pool->back());
+      pool->pop_back();
       return s;
     }
   }
-  auto s = std::make_unique<MariaSession>();
-  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_).Annotate(name_));
+  auto s = std::make_unique<MariaSession>(autocommit);
+  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, autocommit).Annotate(name_));
   return std::unique_ptr<Session>(std::move(s));
 }
 
-void MariaDbParticipant::Release(std::unique_ptr<Session> session) {
+void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
+                                   std::unique_ptr<Session> session) {
   auto* m = static_cast<MariaSession*>(session.get());
   // Only clean sessions go back: one still inside a transaction (or owning a prepared branch)
   // is closed, and closing is what lets the server detach a prepared branch.
   if (m == nullptr || !m->clean()) return;
   std::lock_guard<std::mutex> l(mu_);
-  if (idle_.size() < config_.max_idle) idle_.push_back(std::move(session));
+  if (pool->size() < config_.max_idle) pool->push_back(std::move(session));
+}
+
+Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire() {
+  return AcquireFrom(&idle_, /*autocommit=*/false);
+}
+
+void MariaDbParticipant::Release(std::unique_ptr<Session> session) {
+  ReleaseTo(&idle_, std::move(session));
 }
 
 Result<std::vector<Xid>> MariaDbParticipant::RecoverPrepared() {

@@ -60,11 +60,18 @@ class MariaDbParticipant final : public Participant {
  private:
   explicit MariaDbParticipant(const Config& config);
 
-  class PooledSession;  // RAII: acquires, releases on scope exit
+  class PooledSession;  // RAII: a recovery session, released on scope exit
+  Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
+                                               bool autocommit);
+  void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
+
   Config config_;
   std::string name_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<Session>> idle_;  // guarded by mu_
+  // Two pools: transaction sessions run with autocommit=0 (no START TRANSACTION round trip);
+  // recovery and tool sessions with autocommit=1 (each statement its own transaction).
+  std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
+  std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
 };
 
 // The SQL of seigo's tables on every shard (doc/decision-table.md).
