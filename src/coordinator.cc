@@ -179,8 +179,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
   if (o.lock_wait_timeout_s < 1) {
     return Status::InvalidArgument("lock_wait_timeout_s must be at least 1");
   }
-  if (o.protocol.txn_timeout_ms < 100) {
-    return Status::InvalidArgument("txn_timeout_ms must be at least 100");
+  if (o.protocol.txn_timeout_ms < 100 || o.protocol.txn_timeout_ms > 9'999'999) {
+    return Status::InvalidArgument("txn_timeout_ms must be from 100 to 9999999 (it is written "
+                                   "into XIDs, doc/xid.md)");
   }
   std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts;
   for (size_t i = 0; i < map->size(); ++i) {

@@ -50,18 +50,21 @@ int Status_(const Common& c) {
   if (!coord) return rc;
   InDoubtReport r = coord->InDoubt();
   for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
-  std::printf("%-32s  %-7s  %-9s  %-8s  %-14s  %s\n", "GID", "DECIDER", "PREPARED", "STATE",
-              "DEADLINE", "DECISION");
+  std::printf("%-32s  %-7s  %-9s  %-8s  %-9s  %-10s  %s\n", "GID", "DECIDER", "PREPARED",
+              "STATE", "AGE", "DEADLINE", "DECISION");
+  auto secs = [](int64_t ms, bool sign) {
+    char b[32];
+    std::snprintf(b, sizeof b, sign ? "%+.1fs" : "%.1fs", static_cast<double>(ms) / 1000.0);
+    return std::string(b);
+  };
   for (const InDoubtTx& t : r.txs) {
-    char deadline[32];
-    std::snprintf(deadline, sizeof deadline, "%s%.1fs", t.overdue_ms >= 0 ? "+" : "",
-                  static_cast<double>(t.overdue_ms) / 1000.0);
     std::string decision = t.decision ? OutcomeName(t.decision->outcome)
                            : t.decision_error.ok() ? "none"
                                                    : "? " + t.decision_error.ToString();
     const char* state = t.decision ? "decided" : t.overdue_ms >= 0 ? "overdue" : "running";
-    std::printf("%-32s  %-7u  %-9s  %-8s  %-14s  %s\n", t.gid.c_str(), t.decider,
-                Shards(t.prepared_on).c_str(), state, deadline, decision.c_str());
+    std::printf("%-32s  %-7u  %-9s  %-8s  %-9s  %-10s  %s\n", t.gid.c_str(), t.decider,
+                Shards(t.prepared_on).c_str(), state, secs(t.age_ms, false).c_str(),
+                secs(t.overdue_ms, true).c_str(), decision.c_str());
   }
   std::printf("%zu in doubt\n", r.txs.size());
   return r.errors.empty() ? kExitOk : kExitUnavailable;
@@ -72,11 +75,11 @@ int Recover(const Common& c) {
   auto coord = OpenForTool(c, &rc);
   if (!coord) return rc;
   ResolveReport r = coord->Recover();
+  for (const std::string& g : r.fenced) std::printf("%s  decided abort (deadline passed)\n", g.c_str());
   for (const ResolveReport::Applied& a : r.applied) {
     std::printf("%s  shard %u  %s\n", a.gid.c_str(), a.shard,
                 a.outcome == Outcome::kCommit ? "committed" : "rolled back");
   }
-  for (const std::string& g : r.fenced) std::printf("%s  decided abort (deadline passed)\n", g.c_str());
   for (const ResolveReport::Pending& p : r.pending) {
     std::printf("%s  shards %s  still in doubt: %s\n", p.gid.c_str(), Shards(p.shards).c_str(),
                 p.reason.c_str());

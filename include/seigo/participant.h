@@ -46,10 +46,13 @@ struct Xid {
   static constexpr int32_t kFormatId = 0x73656967;  // "seig"
   std::string gid;          // 32 lowercase hex digits, unique per attempt
   uint32_t decider = 0;     // shard index whose local commit is the commit point
+  int64_t start_ms = 0;     // unix ms when the attempt began (for ages in reports)
   int64_t deadline_ms = 0;  // unix ms; no commit after it, no resolver abort before it
   uint32_t branch = 0;      // shard index of this branch
 
-  std::string Gtrid() const;  // "sg1-<gid>-<decider>-<deadline_ms>"
+  // "sg1-<gid>-<decider>-<start_ms>-<deadline_ms - start_ms>"; at most 64 bytes as long as
+  // decider < 1000 and the timeout < 10^7 ms (both enforced by the library).
+  std::string Gtrid() const;
   std::string Bqual() const;  // "<branch>"
   // Parses XA RECOVER's columns. kNotFound if the XID is not seigo's (other formatID or
   // prefix); kCorruption if it claims to be seigo's but does not parse.

@@ -22,10 +22,12 @@ namespace seigo {
 struct InDoubtTx {
   std::string gid;
   uint32_t decider = 0;
+  int64_t start_ms = 0;     // when the attempt began (coordinator's clock)
   int64_t deadline_ms = 0;
   std::vector<uint32_t> prepared_on;  // shards whose XA RECOVER lists a branch
   std::optional<Decision> decision;   // the decider's row, if any
   Status decision_error;              // why the decision could not be read (decider down...)
+  int64_t age_ms = 0;                 // now - start
   int64_t overdue_ms = 0;             // now - deadline (negative: still running)
 };
 

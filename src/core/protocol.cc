@@ -62,7 +62,8 @@ class Attempt final : public Tx {
       : p_(p),
         number_(number),
         gid_(NewGid(p.env_)),
-        deadline_ms_(p.env_->NowMs() + p.options_.txn_timeout_ms) {}
+        start_ms_(p.env_->NowMs()),
+        deadline_ms_(start_ms_ + p.options_.txn_timeout_ms) {}
 
   ~Attempt() override {
     // Every path out of Commit/Abort has already released the sessions; this is a backstop so
@@ -118,6 +119,7 @@ class Attempt final : public Tx {
   const Protocol& p_;
   const int number_;
   const std::string gid_;
+  const int64_t start_ms_;
   const int64_t deadline_ms_;
   std::vector<Branch> branches_;  // branches_[0] is the decider
   Status poison_;
@@ -138,7 +140,7 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
     st = b.session->BeginLocal();  // the decider: an ordinary local transaction
   } else {
     b.xa = true;
-    b.xid = Xid{gid_, branches_[0].shard, deadline_ms_, shard};
+    b.xid = Xid{gid_, branches_[0].shard, start_ms_, deadline_ms_, shard};
     st = b.session->BeginBranch(b.xid);
   }
   if (!st.ok()) {

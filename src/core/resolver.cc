@@ -185,7 +185,9 @@ InDoubtReport InspectInDoubt(std::span<Participant* const> ps, Env* env) {
     InDoubtTx tx;
     tx.gid = gid;
     tx.decider = t.any.decider;
+    tx.start_ms = t.any.start_ms;
     tx.deadline_ms = t.any.deadline_ms;
+    tx.age_ms = report.now_ms - t.any.start_ms;
     tx.prepared_on.assign(t.shards.begin(), t.shards.end());
     tx.overdue_ms = report.now_ms - t.any.deadline_ms;
     if (t.any.decider < ps.size()) {

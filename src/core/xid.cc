@@ -33,7 +33,9 @@ std::string Xid::Gtrid() const {
   s += '-';
   s += std::to_string(decider);
   s += '-';
-  s += std::to_string(deadline_ms);
+  s += std::to_string(start_ms);
+  s += '-';
+  s += std::to_string(deadline_ms - start_ms);
   return s;
 }
 
@@ -48,16 +50,22 @@ Result<Xid> Xid::Parse(int64_t format_id, std::string_view gtrid, std::string_vi
                               std::string(bqual) + "': " + why);
   };
   std::string_view rest = gtrid.substr(kPrefix.size());
-  size_t a = rest.find('-');
-  if (a == std::string_view::npos) return bad("no decider");
-  size_t b = rest.find('-', a + 1);
-  if (b == std::string_view::npos) return bad("no deadline");
+  std::string_view part[4];
+  for (int i = 0; i < 3; ++i) {
+    size_t dash = rest.find('-');
+    if (dash == std::string_view::npos) return bad("too few fields");
+    part[i] = rest.substr(0, dash);
+    rest = rest.substr(dash + 1);
+  }
+  part[3] = rest;
   Xid x;
-  std::string_view gid = rest.substr(0, a);
-  if (gid.size() != 32 || !IsLowerHex(gid)) return bad("gid is not 32 hex digits");
-  x.gid = std::string(gid);
-  if (!ParseNumber(rest.substr(a + 1, b - a - 1), &x.decider)) return bad("bad decider");
-  if (!ParseNumber(rest.substr(b + 1), &x.deadline_ms)) return bad("bad deadline");
+  if (part[0].size() != 32 || !IsLowerHex(part[0])) return bad("gid is not 32 hex digits");
+  x.gid = std::string(part[0]);
+  if (!ParseNumber(part[1], &x.decider)) return bad("bad decider");
+  int64_t timeout = 0;
+  if (!ParseNumber(part[2], &x.start_ms)) return bad("bad start time");
+  if (!ParseNumber(part[3], &timeout)) return bad("bad timeout");
+  x.deadline_ms = x.start_ms + timeout;
   if (!ParseNumber(bqual, &x.branch)) return bad("bad branch");
   return x;
 }
