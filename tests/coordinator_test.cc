@@ -185,6 +185,45 @@ TEST_F(CoordinatorTest, DeadlockProvokedOnPurposeIsRetriedAndBothCommit) {
   EXPECT_EQ(ValueOf("t_deadlock", b), 2);
 }
 
+// The deadlock hits XA branches (shard 1), not the deciders' local transactions: the server
+// rolls the branch back (XA_RBDEADLOCK); seigo must end it cleanly and retry.
+TEST_F(CoordinatorTest, DeadlockInsideXaBranchIsRetriedAndBothCommit) {
+  FreshTable("t_xa_deadlock");
+  std::vector<int64_t> on0, on1;
+  for (int64_t k = 1; on0.size() < 2 || on1.size() < 2; ++k) {
+    const uint32_t s = coord_->shard_map().ShardFor(k);
+    if (s == 0 && on0.size() < 2) on0.push_back(k);
+    if (s == 1 && on1.size() < 2) on1.push_back(k);
+  }
+  for (int64_t k : on1) {
+    ASSERT_TRUE(coord_->QueryShard(1, "INSERT INTO t_xa_deadlock VALUES (?, 0)", {k}).ok());
+  }
+  std::barrier sync(2);
+  auto worker = [&](int64_t mine, int64_t first, int64_t second, TxResult* out) {
+    *out = coord_->Run([&](Tx& tx) -> Status {
+      // Shard 0 first: it becomes the decider, so shard 1's work is an XA branch.
+      SEIGO_RETURN_IF_ERROR(tx.Exec(mine, "INSERT INTO t_xa_deadlock VALUES (?, 1) "
+                                          "ON DUPLICATE KEY UPDATE v = v + 1", {mine}).status());
+      SEIGO_RETURN_IF_ERROR(
+          tx.Exec(first, "UPDATE t_xa_deadlock SET v = v + 1 WHERE k = ?", {first}).status());
+      if (tx.attempt() == 1) sync.arrive_and_wait();
+      return tx.Exec(second, "UPDATE t_xa_deadlock SET v = v + 1 WHERE k = ?", {second}).status();
+    });
+  };
+  TxResult r1, r2;
+  std::thread t1(worker, on0[0], on1[0], on1[1], &r1), t2(worker, on0[1], on1[1], on1[0], &r2);
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(r1.committed()) << r1.status.ToString();
+  ASSERT_TRUE(r2.committed()) << r2.status.ToString();
+  EXPECT_GE(r1.attempts + r2.attempts, 3);
+  coord_->DrainPhase2();
+  EXPECT_EQ(ValueOf("t_xa_deadlock", on1[0]), 2);
+  EXPECT_EQ(ValueOf("t_xa_deadlock", on1[1]), 2);
+  EXPECT_EQ(ValueOf("t_xa_deadlock", on0[0]), 1);
+  EXPECT_EQ(InDoubtCount(), 0u);
+}
+
 TEST_F(CoordinatorTest, CrossShardDeadlockBecomesALockWaitRetryNotAStall) {
   FreshTable("t_xdeadlock");
   int64_t a, b;
