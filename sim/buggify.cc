@@ -21,6 +21,7 @@ bool IsHot(FaultSite s) {
     case FaultSite::kLostBeforeExecute:
     case FaultSite::kLostAfterExecute:
     case FaultSite::kExecutedLate:
+    case FaultSite::kNetworkDelay:
     case FaultSite::kShardCrash:
     case FaultSite::kShardClockStep:
     case FaultSite::kCoordinatorCrash:
@@ -43,6 +44,7 @@ const char* FaultSiteName(FaultSite site) {
     case FaultSite::kLostBeforeExecute: return "lost_before_execute";
     case FaultSite::kLostAfterExecute: return "lost_after_execute";
     case FaultSite::kExecutedLate: return "executed_late";
+    case FaultSite::kNetworkDelay: return "network_delay";
     case FaultSite::kSlowDisconnectNotice: return "slow_disconnect_notice";
     case FaultSite::kShardCrash: return "shard_crash";
     case FaultSite::kLongShardOutage: return "long_shard_outage";

@@ -31,6 +31,7 @@ enum class FaultSite : int {
   kLostAfterExecute,    // the server ran it; the reply is lost
   kExecutedLate,        // the client times out; the server runs the request later, while it
                         // has not noticed the client is gone
+  kNetworkDelay,        // one network hop takes 10 ms - 3 s (congestion, retransmission)
   kSlowDisconnectNotice,  // the server notices a dead client only after seconds (partition)
   // Servers.
   kShardCrash,          // kill -9 of a shard at a round trip; restarts after a short outage

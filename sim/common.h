@@ -36,6 +36,40 @@ inline int64_t MakeTag(int64_t txn, int attempt) { return txn * 100 + attempt; }
 inline int64_t TagTxn(int64_t tag) { return tag / 100; }
 inline int TagAttempt(int64_t tag) { return static_cast<int>(tag % 100); }
 
+// Counters of the interesting things that happened, to show the simulation reaches the paths
+// that matter (printed with the results; sim/README.md).
+enum class Cov : int {
+  kDeadlock,               // a statement was a deadlock victim (real or injected)
+  kLockWaitTimeout,        // a statement's lock wait timed out
+  kRequestLost,            // a round trip lost (before or after the server ran it)
+  kRequestLate,            // the server ran a request after the client had given up on it
+  kCommitReplyLost,        // the decider's commit-point reply was lost (outcome unknown)
+  kCommitRefusedDeadline,  // the decider refused the commit: past the deadline
+  kCommitRefusedFenced,    // the decider refused the commit: the gid was fenced
+  kNotaLiveOwner,          // XA COMMIT/ROLLBACK got XAER_NOTA because a live connection owns it
+  kBranchDetached,         // a prepared branch outlived its connection
+  kPreparedSurvivedCrash,  // a prepared branch survived a shard crash
+  kFenceCoordinator,       // a coordinator's fence wrote an abort row
+  kFenceResolver,          // a resolver's fence wrote an abort row
+  kFenceFoundDecision,     // a fence ran into an existing decision
+  kFenceWaitedForLock,     // a fence waited for a live decider's uncommitted insert
+  kFenceBusy,              // a fence was refused (deadline / window / lock wait)
+  kResolverCommitted,      // a resolver (or phase-2 retry) XA COMMITted a detached branch
+  kResolverRolledBack,     // a resolver XA ROLLBACKed a detached branch
+  kDecisionCollected,      // a decision row was garbage-collected
+  kCount
+};
+const char* CovName(Cov c);
+struct Coverage {
+  uint64_t n[static_cast<int>(Cov::kCount)] = {};
+  void Add(Cov c) { ++n[static_cast<int>(c)]; }
+  uint64_t Get(Cov c) const { return n[static_cast<int>(c)]; }
+  void Merge(const Coverage& o) {
+    for (int i = 0; i < static_cast<int>(Cov::kCount); ++i) n[i] += o.n[i];
+  }
+  std::string Describe() const;  // "deadlock=12 lock_wait_timeout=3 ..."
+};
+
 // Optional event log for one seed (--trace). Off by default; Log() is cheap when off.
 class Tracer {
  public:

@@ -76,8 +76,10 @@ struct Totals {
   seigo::sim::Checker::Stats s;
   uint64_t faults = 0, passes = 0, process_crashes = 0, shard_crashes = 0, switches = 0;
   int64_t simulated_ms = 0;
+  seigo::sim::Coverage coverage;
 
   void Add(const SeedResult& r) {
+    coverage.Merge(r.coverage);
     ++seeds;
     violations += r.ok() ? 0 : 1;
     s.txns += r.stats.txns;
@@ -125,6 +127,7 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.process_crashes),
       static_cast<unsigned long long>(t.shard_crashes),
       static_cast<double>(t.simulated_ms) / 3.6e6, seconds);
+  std::printf("sim: coverage: %s\n", t.coverage.Describe().c_str());
   if (t.s.stale_fences_after_gc > 0) {
     std::printf("sim: KNOWN ISSUE tolerated: %llu stale resolver fences rewrote a collected "
                 "decision in %llu seeds (data intact; see sim/README.md; --strict fails them)\n",

@@ -131,7 +131,10 @@ void SimShard::ClientGone(uint64_t conn, int64_t notice_after_ms, std::function<
   const uint64_t gen = generation_;
   auto notice = [this, conn, gen, late = std::move(late)]() {
     if (gen != generation_ || conns_.count(conn) == 0) return;  // the server restarted since
-    if (late) RunWithoutWaiting(late);
+    if (late) {
+      ctx_.coverage->Add(Cov::kRequestLate);
+      RunWithoutWaiting(late);
+    }
     NoticeDisconnect(conn);
   };
   if (notice_after_ms <= 0 && !late) {
@@ -149,6 +152,7 @@ void SimShard::NoticeDisconnect(uint64_t conn) {
       // MariaDB >= 10.5: a prepared branch survives its connection. It keeps its row locks and
       // is now detached: any connection may XA COMMIT / XA ROLLBACK it.
       t->conn = 0;
+      ctx_.coverage->Add(Cov::kBranchDetached);
       Trace("conn %llu gone: branch %s detached", static_cast<unsigned long long>(conn),
             t->xid.gid.substr(0, 8).c_str());
     } else {
@@ -234,6 +238,7 @@ void SimShard::EndTrx(uint64_t id) {
 }
 
 void SimShard::DeadlockVictim(uint64_t id) {
+  ctx_.coverage->Add(Cov::kDeadlock);
   Trx& t = trxs_.at(id);
   if (!t.xa) {
     // InnoDB rolls back the victim's whole transaction. The session is then outside any
@@ -290,7 +295,11 @@ Status SimShard::Lock(uint64_t trx, const std::string& name) {
     const int64_t left = give_up_at - ctx_.sched->now();
     // innodb_lock_wait_timeout: only the statement is rolled back (innodb_rollback_on_timeout
     // is off); the transaction keeps its other locks.
-    if (left <= 0 || !CanWait()) return LockWaitTimeout();
+    if (left <= 0 || !CanWait()) {
+      ctx_.coverage->Add(Cov::kLockWaitTimeout);
+      return LockWaitTimeout();
+    }
+    if (name.rfind("decision:", 0) == 0) ctx_.coverage->Add(Cov::kFenceWaitedForLock);
     WaitEdge edge(this, trx, it->second);
     ctx_.sched->Wait(&lock_released_, left);
   }
@@ -361,8 +370,14 @@ Result<QueryResult> SimShard::Execute(uint64_t conn, const std::string& sql,
     return Status::QueryFailed("You have an error in your SQL syntax near '" + sql + "' (1064)");
   }
 
-  // Outside a transaction (autocommit mode) a statement is its own transaction.
+  // Outside a transaction (autocommit mode) a statement is its own transaction. seigo never means
+  // to do that: it happens only if the protocol kept using a session whose transaction the server
+  // had already rolled back (a deadlock) — which the "poisoned attempt" rule forbids.
   const bool autocommit = t == nullptr;
+  if (autocommit) {
+    ctx_.checker->Violation("a statement ran outside any transaction (autocommit) on " + name_ +
+                            ": " + sql);
+  }
   const uint64_t trx = autocommit ? NewTrx(conn, false).id : t->id;
   Result<QueryResult> r = RunStatement(trx, st);
   if (autocommit && FindTrx(trx) != nullptr) {
@@ -386,6 +401,7 @@ Result<QueryResult> SimShard::RunStatement(uint64_t trx, const Statement& st) {
       ctx_.sched->Sleep(ctx_.lock_wait_timeout_ms);
       if (gen != generation_ || !up_) return Lost();
     }
+    ctx_.coverage->Add(Cov::kLockWaitTimeout);
     return LockWaitTimeout();
   }
   QueryResult q;
@@ -446,12 +462,17 @@ Status SimShard::InsertCommitDecision(uint64_t conn, const Decision& d) {
   // INSERT ... VALUES (gid, IF(now < deadline, 'C', NULL), ...): past the deadline by THIS
   // server's clock the NULL fails the NOT NULL column (1048) before the row is even looked up.
   if (NowMs() >= d.deadline_ms) {
+    ctx_.coverage->Add(Cov::kCommitRefusedDeadline);
     return Status::Aborted("Column 'outcome' cannot be null (1048): the decider's clock is past "
                            "the deadline");
   }
   // In autocommit mode (no open transaction, e.g. after a deadlock rolled it back) the INSERT
   // commits on its own and the COMMIT after it does nothing.
   const bool autocommit = t == nullptr;
+  if (autocommit) {
+    ctx_.checker->Violation("the commit-point insert of gid " + d.gid.substr(0, 8) +
+                            " ran outside the decider's transaction (autocommit) on " + name_);
+  }
   const uint64_t trx = autocommit ? NewTrx(conn, false).id : t->id;
   Status s = Lock(trx, DecisionLock(d.gid));  // waits for an uncommitted insert of the same gid
   if (!s.ok()) {
@@ -463,6 +484,7 @@ Status SimShard::InsertCommitDecision(uint64_t conn, const Decision& d) {
   auto it = decisions_.find(d.gid);
   if (it != decisions_.end() && ctx_.variant != Variant::kIgnoreDeadline) {
     if (autocommit) RollbackTrx(trx, "autocommit statement failed");
+    ctx_.coverage->Add(Cov::kCommitRefusedFenced);
     return Status::Aborted("Duplicate entry '" + d.gid + "' for key 'PRIMARY' (1062): gid already "
                            "has a decision (fenced)");
   }
@@ -483,8 +505,12 @@ Status SimShard::XaCommit(uint64_t conn, const Xid& xid) {
   if (it == xa_index_.end()) return Nota();
   Trx& t = trxs_.at(it->second);
   // The MariaDB trap: a branch owned by another live connection is invisible to XA COMMIT.
-  if (t.conn != 0 && t.conn != conn) return Nota();
+  if (t.conn != 0 && t.conn != conn) {
+    ctx_.coverage->Add(Cov::kNotaLiveOwner);
+    return Nota();
+  }
   if (t.xa_state != XaState::kPrepared) return RmFail();
+  if (t.conn != conn) ctx_.coverage->Add(Cov::kResolverCommitted);
   CommitTrx(t.id, t.conn == conn ? "XA COMMIT by owner" : "XA COMMIT");
   return Status::OK();
 }
@@ -494,8 +520,12 @@ Status SimShard::XaRollback(uint64_t conn, const Xid& xid) {
   auto it = xa_index_.find(XidKey(xid));
   if (it == xa_index_.end()) return Nota();
   Trx& t = trxs_.at(it->second);
-  if (t.conn != 0 && t.conn != conn) return Nota();
+  if (t.conn != 0 && t.conn != conn) {
+    ctx_.coverage->Add(Cov::kNotaLiveOwner);
+    return Nota();
+  }
   if (t.xa_state == XaState::kActive) return RmFail();  // XA END first
+  if (t.conn != conn) ctx_.coverage->Add(Cov::kResolverRolledBack);
   RollbackTrx(t.id, t.conn == conn ? "XA ROLLBACK by owner" : "XA ROLLBACK");
   return Status::OK();
 }
@@ -542,9 +572,11 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   const int64_t now = NowMs();
   if (by_coordinator) {
     if (now >= d.deadline_ms + kCoordinatorFenceWindowMs) {
+      ctx_.coverage->Add(Cov::kFenceBusy);
       return Status::Busy("too long after the deadline to fence");
     }
   } else if (now < d.deadline_ms && ctx_.variant != Variant::kIgnoreDeadline) {
+    ctx_.coverage->Add(Cov::kFenceBusy);
     return Status::Busy("the deadline has not passed by the decider's clock");
   }
   if (TrxOf(*c) != nullptr) return RmFail();
@@ -555,6 +587,7 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   if (!s.ok()) {
     if (FindTrx(trx) != nullptr) RollbackTrx(trx, "fence failed");
     if (s.Is(Code::kConflict)) {
+      ctx_.coverage->Add(Cov::kFenceBusy);
       return Status::Busy("a live decider holds the decision row lock (commit in progress)");
     }
     return s;
@@ -562,6 +595,7 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   auto it = decisions_.find(d.gid);
   if (it != decisions_.end()) {
     const Outcome o = it->second.d.outcome;  // 1062, then SELECT outcome: the decision is final
+    ctx_.coverage->Add(Cov::kFenceFoundDecision);
     RollbackTrx(trx, "fence found a decision");
     return o;
   }
@@ -574,6 +608,7 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   row.d.outcome = Outcome::kAbort;
   row.inserted_by = trx;
   row.how = by_coordinator ? "coordinator fence" : "resolver fence";
+  ctx_.coverage->Add(by_coordinator ? Cov::kFenceCoordinator : Cov::kFenceResolver);
   trxs_.at(trx).inserted_decisions.push_back(d.gid);
   CommitTrx(trx, "autocommit");
   return Outcome::kAbort;
@@ -600,6 +635,7 @@ Status SimShard::DeleteDecisions(uint64_t conn, const std::vector<std::string>& 
     auto it = decisions_.find(gid);
     if (it == decisions_.end() || it->second.inserted_by != 0) continue;
     decisions_.erase(it);
+    ctx_.coverage->Add(Cov::kDecisionCollected);
     Trace("decision %s forgotten", gid.substr(0, 8).c_str());
     ctx_.checker->OnDecisionForgotten(index_, gid);
   }
@@ -625,6 +661,7 @@ void SimShard::Crash() {
       // its locks, and leaves it for anyone to XA COMMIT / ROLLBACK.
       t.conn = 0;
       t.waits_for = 0;
+      ctx_.coverage->Add(Cov::kPreparedSurvivedCrash);
     } else {
       RollbackTrx(id, "shard crash");
     }
@@ -700,10 +737,12 @@ auto SimSession::Call(F f, std::function<void()> late_now, std::function<void()>
       break;
     case Network::Delivery::kLostBefore:
       Break();
+      coverage_->Add(Cov::kRequestLost);
       return R(Lost());
     case Network::Delivery::kLostAfter: {
       R ignored = op();
       (void)ignored;
+      coverage_->Add(Cov::kRequestLost);
       if (!shard_->Alive(conn_)) {
         broken_ = true;
       } else {
@@ -794,6 +833,7 @@ Status SimSession::CommitWithDecision(const Decision& d) {
   }
   Status s = Call(batch, late_now, late_at_notice);
   if (s.ok()) in_tx_ = false;
+  if (s.Is(Code::kUnavailable)) coverage_->Add(Cov::kCommitReplyLost);
   return s;
 }
 

@@ -86,6 +86,7 @@ struct ShardContext {
   Variant variant = Variant::kCorrect;
   int64_t lock_wait_timeout_ms = 1000;
   uint64_t* next_id = nullptr;  // connection and transaction ids: unique across shards, restarts
+  Coverage* coverage = nullptr;
 };
 
 // One simulated MariaDB server (one shard). All statement methods take the server-side
@@ -101,6 +102,7 @@ class SimShard {
   const std::string& name() const { return name_; }
   bool up() const { return up_; }
   int64_t NowMs() const;  // this server's clock, NOW(6)
+  Coverage* coverage() const { return ctx_.coverage; }
 
   void LoadRow(int64_t key, int64_t value) { rows_[key] = value; }
 
@@ -217,7 +219,7 @@ class SimShard {
 class SimSession final : public Session {
  public:
   SimSession(SimShard* shard, Network* net, int process, uint64_t conn)
-      : shard_(shard), net_(net), process_(process), conn_(conn) {}
+      : shard_(shard), net_(net), coverage_(shard->coverage()), process_(process), conn_(conn) {}
   // Closes the connection: the server notices soon and discards the non-prepared work.
   ~SimSession() override;
 
@@ -246,6 +248,7 @@ class SimSession final : public Session {
 
   SimShard* shard_;
   Network* net_;
+  Coverage* coverage_;
   int process_;
   uint64_t conn_;
   bool broken_ = false;

@@ -109,7 +109,7 @@ class Simulation final : public Network {
   // Network
   void BeforeRoundTrip(int process, uint32_t shard) override;
   void AfterRoundTrip(int process) override;
-  void OneWayDelay() override { sched_.Sleep(rng_.Chance(0.3) ? 0 : rng_.Range(1, 3)); }
+  void OneWayDelay() override;
   Delivery PickDelivery() override;
   int64_t NoticeDelayMs(bool clean_close) override;
   void ClientReadTimeout() override { sched_.Sleep(rng_.Range(20, 500)); }
@@ -152,6 +152,7 @@ class Simulation final : public Network {
   Scheduler sched_;
   WorldConfig cfg_;
   uint64_t next_id_ = 0;
+  Coverage coverage_;
   std::vector<std::unique_ptr<SimShard>> shards_;
   std::map<int64_t, int64_t> initial_rows_;
   std::vector<std::vector<Step>> plans_;
@@ -194,6 +195,7 @@ Simulation::Simulation(uint64_t seed, Variant variant, bool trace, bool strict)
   ctx.variant = variant_;
   ctx.lock_wait_timeout_ms = cfg_.lock_wait_timeout_ms;
   ctx.next_id = &next_id_;
+  ctx.coverage = &coverage_;
   for (uint32_t i = 0; i < cfg_.shards; ++i) shards_.push_back(std::make_unique<SimShard>(i, ctx));
   // Every player has gold and items, each row on the shard that owns its key (ShardMap's hash,
   // the same function the protocol's Tx::ShardFor uses).
@@ -211,7 +213,7 @@ Simulation::~Simulation() = default;
 void Simulation::DrawWorld() {
   cfg_.shards = static_cast<uint32_t>(rng_.Range(2, 4));
   cfg_.players = static_cast<int>(rng_.Range(3, 10));
-  cfg_.txns = static_cast<int>(rng_.Range(8, 40));
+  cfg_.txns = static_cast<int>(rng_.Range(10, 60));
   cfg_.coordinator_slots = static_cast<int>(rng_.Range(1, 4));
   cfg_.standalone_resolvers = static_cast<int>(rng_.Range(0, 2));
   cfg_.coordinators_resolve = cfg_.standalone_resolvers == 0 || rng_.Chance(0.7);
@@ -301,6 +303,13 @@ void Simulation::AfterRoundTrip(int process) {
   }
 }
 
+void Simulation::OneWayDelay() {
+  // 0-3 ms a hop; a zero-length hop still yields, so that other fibers may run in between.
+  int64_t ms = rng_.Chance(0.3) ? 0 : rng_.Range(1, 3);
+  if (faults_.Fire(FaultSite::kNetworkDelay)) ms += rng_.LogRange(10, 3000);
+  sched_.Sleep(ms);
+}
+
 Network::Delivery Simulation::PickDelivery() {
   if (faults_.Fire(FaultSite::kLostBeforeExecute)) return Delivery::kLostBefore;
   if (faults_.Fire(FaultSite::kLostAfterExecute)) return Delivery::kLostAfter;
@@ -348,8 +357,10 @@ Process& Simulation::NewProcess(ProcessKind kind, int slot, const std::string& n
   p->slot = slot;
   p->name = name;
   p->env = std::make_unique<SimEnv>(this, p->id);
-  // A process starts with its clock a little off (NTP is never perfect).
-  p->env->StepClock(rng_.Range(-200, 200));
+  // A process starts with its clock a little off (NTP is never perfect) — by seconds in seeds
+  // where clock steps are on: the protocol must judge deadlines by the decider's clock only.
+  const int64_t skew = faults_.enabled(FaultSite::kProcessClockStep) ? 3000 : 50;
+  p->env->StepClock(rng_.Range(-skew, skew));
   for (auto& s : shards_) {
     p->participants.push_back(std::make_unique<SimParticipant>(s.get(), this, p->id));
     p->raw.push_back(p->participants.back().get());
@@ -664,6 +675,7 @@ SeedResult Simulation::Run() {
 
   res.violations = checker_.violations();
   res.known_issues = checker_.known_issues();
+  res.coverage = coverage_;
   res.stats = checker_.stats();
   res.faults_fired = faults_.total_fired();
   res.resolver_passes = resolver_passes_;
@@ -691,6 +703,42 @@ void Tracer::Log(const char* fmt, ...) {
   std::vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   std::printf("[%9.3f s] %s\n", static_cast<double>(clock_() - origin_) / 1000.0, buf);
+}
+
+const char* CovName(Cov c) {
+  switch (c) {
+    case Cov::kDeadlock: return "deadlock";
+    case Cov::kLockWaitTimeout: return "lock_wait_timeout";
+    case Cov::kRequestLost: return "request_lost";
+    case Cov::kRequestLate: return "request_run_late";
+    case Cov::kCommitReplyLost: return "commit_reply_lost";
+    case Cov::kCommitRefusedDeadline: return "commit_refused_deadline";
+    case Cov::kCommitRefusedFenced: return "commit_refused_fenced";
+    case Cov::kNotaLiveOwner: return "nota_live_owner";
+    case Cov::kBranchDetached: return "branch_detached";
+    case Cov::kPreparedSurvivedCrash: return "prepared_survived_crash";
+    case Cov::kFenceCoordinator: return "fence_by_coordinator";
+    case Cov::kFenceResolver: return "fence_by_resolver";
+    case Cov::kFenceFoundDecision: return "fence_found_decision";
+    case Cov::kFenceWaitedForLock: return "fence_waited_for_lock";
+    case Cov::kFenceBusy: return "fence_busy";
+    case Cov::kResolverCommitted: return "detached_branch_committed";
+    case Cov::kResolverRolledBack: return "detached_branch_rolled_back";
+    case Cov::kDecisionCollected: return "decision_collected";
+    case Cov::kCount: break;
+  }
+  return "?";
+}
+
+std::string Coverage::Describe() const {
+  std::string out;
+  for (int i = 0; i < static_cast<int>(Cov::kCount); ++i) {
+    if (!out.empty()) out += ' ';
+    out += CovName(static_cast<Cov>(i));
+    out += '=';
+    out += std::to_string(n[i]);
+  }
+  return out;
 }
 
 const char* VariantName(Variant v) {

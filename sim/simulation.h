@@ -30,6 +30,7 @@ struct SeedResult {
   uint64_t shard_crashes = 0;
   uint64_t fiber_switches = 0;
   int64_t simulated_ms = 0;
+  Coverage coverage;
   std::string world;   // the seed's configuration, one line
   std::string faults;  // the fault sites switched on, one line
 
