@@ -39,45 +39,78 @@ bool IsHot(FaultSite s) {
 
 const char* FaultSiteName(FaultSite site) {
   switch (site) {
-    case FaultSite::kDeadlock: return "deadlock";
-    case FaultSite::kLockWaitTimeout: return "lock_wait_timeout";
-    case FaultSite::kLostBeforeExecute: return "lost_before_execute";
-    case FaultSite::kLostAfterExecute: return "lost_after_execute";
-    case FaultSite::kExecutedLate: return "executed_late";
-    case FaultSite::kNetworkDelay: return "network_delay";
-    case FaultSite::kSlowDisconnectNotice: return "slow_disconnect_notice";
-    case FaultSite::kShardCrash: return "shard_crash";
-    case FaultSite::kLongShardOutage: return "long_shard_outage";
-    case FaultSite::kShardClockStep: return "shard_clock_step";
-    case FaultSite::kCoordinatorCrash: return "coordinator_crash";
-    case FaultSite::kResolverCrash: return "resolver_crash";
-    case FaultSite::kProcessPause: return "process_pause";
-    case FaultSite::kLongProcessPause: return "long_process_pause";
-    case FaultSite::kProcessClockStep: return "process_clock_step";
-    case FaultSite::kCrashBeforePrepare: return "crash@before_prepare";
-    case FaultSite::kCrashAfterPrepare: return "crash@after_prepare";
-    case FaultSite::kCrashBeforeDecision: return "crash@before_decision";
-    case FaultSite::kCrashAfterDecision: return "crash@after_decision";
-    case FaultSite::kCrashDuringPhase2: return "crash@during_phase2";
-    case FaultSite::kCrashResolverAfterFence: return "crash@resolver_after_fence";
-    case FaultSite::kCrashResolverBeforeApply: return "crash@resolver_before_apply";
-    case FaultSite::kPhase2Delay: return "phase2_delay";
-    case FaultSite::kPhase2Drop: return "phase2_drop";
-    case FaultSite::kClosureIgnoresError: return "closure_ignores_error";
-    case FaultSite::kCount: break;
+    case FaultSite::kDeadlock:
+      return "deadlock";
+    case FaultSite::kLockWaitTimeout:
+      return "lock_wait_timeout";
+    case FaultSite::kLostBeforeExecute:
+      return "lost_before_execute";
+    case FaultSite::kLostAfterExecute:
+      return "lost_after_execute";
+    case FaultSite::kExecutedLate:
+      return "executed_late";
+    case FaultSite::kNetworkDelay:
+      return "network_delay";
+    case FaultSite::kSlowDisconnectNotice:
+      return "slow_disconnect_notice";
+    case FaultSite::kShardCrash:
+      return "shard_crash";
+    case FaultSite::kLongShardOutage:
+      return "long_shard_outage";
+    case FaultSite::kShardClockStep:
+      return "shard_clock_step";
+    case FaultSite::kCoordinatorCrash:
+      return "coordinator_crash";
+    case FaultSite::kResolverCrash:
+      return "resolver_crash";
+    case FaultSite::kProcessPause:
+      return "process_pause";
+    case FaultSite::kLongProcessPause:
+      return "long_process_pause";
+    case FaultSite::kProcessClockStep:
+      return "process_clock_step";
+    case FaultSite::kCrashBeforePrepare:
+      return "crash@before_prepare";
+    case FaultSite::kCrashAfterPrepare:
+      return "crash@after_prepare";
+    case FaultSite::kCrashBeforeDecision:
+      return "crash@before_decision";
+    case FaultSite::kCrashAfterDecision:
+      return "crash@after_decision";
+    case FaultSite::kCrashDuringPhase2:
+      return "crash@during_phase2";
+    case FaultSite::kCrashResolverAfterFence:
+      return "crash@resolver_after_fence";
+    case FaultSite::kCrashResolverBeforeApply:
+      return "crash@resolver_before_apply";
+    case FaultSite::kPhase2Delay:
+      return "phase2_delay";
+    case FaultSite::kPhase2Drop:
+      return "phase2_drop";
+    case FaultSite::kClosureIgnoresError:
+      return "closure_ignores_error";
+    case FaultSite::kCount:
+      break;
   }
   return "?";
 }
 
 FaultSite CrashPointSite(CrashSite site) {
   switch (site) {
-    case CrashSite::kBeforePrepare: return FaultSite::kCrashBeforePrepare;
-    case CrashSite::kAfterPrepare: return FaultSite::kCrashAfterPrepare;
-    case CrashSite::kBeforeDecision: return FaultSite::kCrashBeforeDecision;
-    case CrashSite::kAfterDecision: return FaultSite::kCrashAfterDecision;
-    case CrashSite::kDuringPhase2: return FaultSite::kCrashDuringPhase2;
-    case CrashSite::kResolverAfterFence: return FaultSite::kCrashResolverAfterFence;
-    case CrashSite::kResolverBeforeApply: return FaultSite::kCrashResolverBeforeApply;
+    case CrashSite::kBeforePrepare:
+      return FaultSite::kCrashBeforePrepare;
+    case CrashSite::kAfterPrepare:
+      return FaultSite::kCrashAfterPrepare;
+    case CrashSite::kBeforeDecision:
+      return FaultSite::kCrashBeforeDecision;
+    case CrashSite::kAfterDecision:
+      return FaultSite::kCrashAfterDecision;
+    case CrashSite::kDuringPhase2:
+      return FaultSite::kCrashDuringPhase2;
+    case CrashSite::kResolverAfterFence:
+      return FaultSite::kCrashResolverAfterFence;
+    case CrashSite::kResolverBeforeApply:
+      return FaultSite::kCrashResolverBeforeApply;
   }
   return FaultSite::kCount;
 }

@@ -24,25 +24,25 @@ namespace seigo::sim {
 
 enum class FaultSite : int {
   // Statements on a simulated shard.
-  kDeadlock,            // the server picks this statement's transaction as a deadlock victim
-  kLockWaitTimeout,     // the statement waits innodb_lock_wait_timeout, then fails (1205)
+  kDeadlock,         // the server picks this statement's transaction as a deadlock victim
+  kLockWaitTimeout,  // the statement waits innodb_lock_wait_timeout, then fails (1205)
   // The network between a process and a shard (every round trip).
-  kLostBeforeExecute,   // request lost: the server never runs it; the client sees a dead link
-  kLostAfterExecute,    // the server ran it; the reply is lost
-  kExecutedLate,        // the client times out; the server runs the request later, while it
-                        // has not noticed the client is gone
-  kNetworkDelay,        // one network hop takes 10 ms - 3 s (congestion, retransmission)
+  kLostBeforeExecute,     // request lost: the server never runs it; the client sees a dead link
+  kLostAfterExecute,      // the server ran it; the reply is lost
+  kExecutedLate,          // the client times out; the server runs the request later, while it
+                          // has not noticed the client is gone
+  kNetworkDelay,          // one network hop takes 10 ms - 3 s (congestion, retransmission)
   kSlowDisconnectNotice,  // the server notices a dead client only after seconds (partition)
   // Servers.
-  kShardCrash,          // kill -9 of a shard at a round trip; restarts after a short outage
-  kLongShardOutage,     // ... and stays down for seconds
-  kShardClockStep,      // the shard's clock jumps (forward, or back by at most 1 s)
+  kShardCrash,       // kill -9 of a shard at a round trip; restarts after a short outage
+  kLongShardOutage,  // ... and stays down for seconds
+  kShardClockStep,   // the shard's clock jumps (forward, or back by at most 1 s)
   // Processes.
-  kCoordinatorCrash,    // a coordinator process dies at a round trip (before or after it)
-  kResolverCrash,       // a standalone resolver process dies at a round trip
-  kProcessPause,        // a process stalls (GC pause, VM migration) for up to 3 s
-  kLongProcessPause,    // ... for 20-90 s, past deadlines and fence windows
-  kProcessClockStep,    // a process's clock jumps by up to +-5 s
+  kCoordinatorCrash,  // a coordinator process dies at a round trip (before or after it)
+  kResolverCrash,     // a standalone resolver process dies at a round trip
+  kProcessPause,      // a process stalls (GC pause, VM migration) for up to 3 s
+  kLongProcessPause,  // ... for 20-90 s, past deadlines and fence windows
+  kProcessClockStep,  // a process's clock jumps by up to +-5 s
   // Env::CrashPoint sites: the process reaching it dies.
   kCrashBeforePrepare,
   kCrashAfterPrepare,
@@ -52,9 +52,9 @@ enum class FaultSite : int {
   kCrashResolverAfterFence,
   kCrashResolverBeforeApply,
   // The coordinator library around the protocol.
-  kPhase2Delay,         // the phase-2 worker gets to an item late
-  kPhase2Drop,          // the coordinator drops a phase-2 item (allowed: a resolver finishes it)
-  kClosureIgnoresError, // the application's closure ignores a failed statement and returns OK
+  kPhase2Delay,          // the phase-2 worker gets to an item late
+  kPhase2Drop,           // the coordinator drops a phase-2 item (allowed: a resolver finishes it)
+  kClosureIgnoresError,  // the application's closure ignores a failed statement and returns OK
   kCount
 };
 

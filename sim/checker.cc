@@ -75,8 +75,10 @@ void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* h
   if (d.outcome == Outcome::kCommit) {
     for (const auto& [s, fate] : g.branches) {
       if (fate == Fate::kRolledBack) {
-        Violation("commit decision for gid " + Short(d.gid) + " written after its branch on "
-                  "shard " + std::to_string(s) + " was rolled back");
+        Violation("commit decision for gid " + Short(d.gid) +
+                  " written after its branch on "
+                  "shard " +
+                  std::to_string(s) + " was rolled back");
       }
     }
   }
@@ -110,21 +112,27 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
   t.result = r;
   stats_.attempts += static_cast<uint64_t>(r.attempts);
   switch (r.state) {
-    case TxState::kCommitted: stats_.committed++; break;
-    case TxState::kAborted: stats_.aborted++; break;
-    case TxState::kGaveUp: stats_.gave_up++; break;
-    case TxState::kOutcomeUnknown: stats_.unknown++; break;
+    case TxState::kCommitted:
+      stats_.committed++;
+      break;
+    case TxState::kAborted:
+      stats_.aborted++;
+      break;
+    case TxState::kGaveUp:
+      stats_.gave_up++;
+      break;
+    case TxState::kOutcomeUnknown:
+      stats_.unknown++;
+      break;
   }
   if (r.state != TxState::kCommitted) return;
   // Invariant 5 (at once): "committed" means the commit point has passed when Run returns.
-  const std::string where = "txn " + std::to_string(txn) + " attempt " +
-                            std::to_string(r.attempts);
+  const std::string where = "txn " + std::to_string(txn) + " attempt " + std::to_string(r.attempts);
   if (r.shards > 1) {
     stats_.multi_shard_committed++;
     auto it = gids_.find(r.gid);
     if (it == gids_.end() || !it->second.decided || *it->second.decided != Outcome::kCommit) {
-      Violation(where + " reported committed, but gid " + Short(r.gid) +
-                " has no commit decision");
+      Violation(where + " reported committed, but gid " + Short(r.gid) + " has no commit decision");
     }
   } else {
     auto it = effects_.find(MakeTag(txn, r.attempts));
@@ -150,6 +158,15 @@ void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
   if (!committed) {
     Violation("FinishPhase2 returned OK for gid " + Short(xid.gid) + " on shard " +
               std::to_string(xid.branch) + ", but that branch is not committed");
+  }
+}
+
+void Checker::OnInDoubtReported(const InDoubtTx& tx) {
+  if (!tx.decision) return;
+  auto it = gids_.find(tx.gid);
+  if (it == gids_.end() || !it->second.decided || *it->second.decided != tx.decision->outcome) {
+    Violation("seigo status reported gid " + Short(tx.gid) + " as decided " +
+              OutcomeName(tx.decision->outcome) + ", which is not the decision that was taken");
   }
 }
 
@@ -200,8 +217,8 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
       }
       // Invariant 5: exactly the writes the closure saw succeed, on every shard it touched.
       std::vector<ShardEffect> want = t.attempts.count(r.attempts)
-                                           ? t.attempts.at(r.attempts).expected
-                                           : std::vector<ShardEffect>{};
+                                          ? t.attempts.at(r.attempts).expected
+                                          : std::vector<ShardEffect>{};
       std::vector<ShardEffect> got = effects_[MakeTag(txn, r.attempts)].committed;
       std::sort(want.begin(), want.end());
       std::sort(got.begin(), got.end());
@@ -236,8 +253,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
       // because they definitely did not.
       if (!committed_attempts.empty() && committed_attempts[0] != r.attempts) {
         Violation(name + " reported outcome_unknown in attempt " + std::to_string(r.attempts) +
-                  ", but earlier attempt " + std::to_string(committed_attempts[0]) +
-                  " committed");
+                  ", but earlier attempt " + std::to_string(committed_attempts[0]) + " committed");
       }
       break;
   }
@@ -322,9 +338,9 @@ void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
   }
   for (const auto& [cls, sum] : initial_sum) {
     if (final_sum[cls] != sum) {
-      Violation(std::string(cls == 1 ? "gold" : "items") + " not conserved: " +
-                std::to_string(sum) + " at the start, " + std::to_string(final_sum[cls]) +
-                " at the end");
+      Violation(std::string(cls == 1 ? "gold" : "items") +
+                " not conserved: " + std::to_string(sum) + " at the start, " +
+                std::to_string(final_sum[cls]) + " at the end");
     }
   }
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "seigo/participant.h"
+#include "seigo/resolver.h"
 #include "seigo/transaction.h"
 #include "sim/common.h"
 
@@ -31,7 +32,7 @@ namespace seigo::sim {
 struct ShardFinalState {
   uint32_t index = 0;
   std::map<int64_t, int64_t> rows;
-  std::vector<Xid> prepared;           // XA branches still prepared
+  std::vector<Xid> prepared;  // XA branches still prepared
   size_t locks_held = 0;
   size_t connections = 0;
   std::map<std::string, Outcome> decisions;  // committed decision rows
@@ -75,6 +76,9 @@ class Checker {
   void OnRunReturned(int64_t txn, const TxResult& r);
   // Protocol::FinishPhase2 returned `s` for branch `xid`.
   void OnPhase2Finished(const Xid& xid, const Status& s);
+  // `seigo status` (core::InspectInDoubt) reported `tx`: any decision it shows must be the one
+  // that was taken.
+  void OnInDoubtReported(const InDoubtTx& tx);
 
   // ---- End of seed ----
   void CheckFinal(const std::vector<ShardFinalState>& shards,

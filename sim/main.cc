@@ -22,7 +22,8 @@ constexpr int kExitViolation = 1;
 constexpr int kExitUsage = 2;
 
 void Usage(FILE* out) {
-  std::fprintf(out,
+  std::fprintf(
+      out,
       "usage: seigo_sim [--seed N | --seeds COUNT [--first-seed N]] [--variant NAME]\n"
       "                 [--expect-violation] [--max-seeds N] [--strict] [--check-determinism]\n"
       "                 [--trace]\n"
@@ -122,17 +123,17 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.s.abort_decisions),
       static_cast<unsigned long long>(t.s.decisions_forgotten),
       static_cast<unsigned long long>(t.s.phase2_ok),
-      static_cast<unsigned long long>(t.s.phase2_left),
-      static_cast<unsigned long long>(t.passes), static_cast<unsigned long long>(t.faults),
-      static_cast<unsigned long long>(t.process_crashes),
-      static_cast<unsigned long long>(t.shard_crashes),
-      static_cast<double>(t.simulated_ms) / 3.6e6, seconds);
+      static_cast<unsigned long long>(t.s.phase2_left), static_cast<unsigned long long>(t.passes),
+      static_cast<unsigned long long>(t.faults), static_cast<unsigned long long>(t.process_crashes),
+      static_cast<unsigned long long>(t.shard_crashes), static_cast<double>(t.simulated_ms) / 3.6e6,
+      seconds);
   std::printf("sim: coverage: %s\n", t.coverage.Describe().c_str());
   if (t.s.stale_fences_after_gc > 0) {
-    std::printf("sim: KNOWN ISSUE tolerated: %llu stale resolver fences rewrote a collected "
-                "decision in %llu seeds (data intact; see sim/README.md; --strict fails them)\n",
-                static_cast<unsigned long long>(t.s.stale_fences_after_gc),
-                static_cast<unsigned long long>(t.known_issue_seeds));
+    std::printf(
+        "sim: KNOWN ISSUE tolerated: %llu stale resolver fences rewrote a collected "
+        "decision in %llu seeds (data intact; see sim/README.md; --strict fails them)\n",
+        static_cast<unsigned long long>(t.s.stale_fences_after_gc),
+        static_cast<unsigned long long>(t.known_issue_seeds));
   }
 }
 
@@ -185,7 +186,8 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
   }
-  if (one_seed + have_seeds + expect_violation > 1 || (one_seed + have_seeds + expect_violation == 0)) {
+  if (one_seed + have_seeds + expect_violation > 1 ||
+      (one_seed + have_seeds + expect_violation == 0)) {
     std::fprintf(stderr, "seigo_sim: give exactly one of --seed, --seeds, --expect-violation\n");
     Usage(stderr);
     return kExitUsage;
@@ -237,10 +239,10 @@ int main(int argc, char** argv) {
         return kExitOk;
       }
     }
-    std::printf("NOT CAUGHT: variant %s passed %llu seeds (%.1f s); the simulation is not sharp "
-                "enough\n",
-                seigo::sim::VariantName(variant), static_cast<unsigned long long>(max_seeds),
-                elapsed());
+    std::printf(
+        "NOT CAUGHT: variant %s passed %llu seeds (%.1f s); the simulation is not sharp "
+        "enough\n",
+        seigo::sim::VariantName(variant), static_cast<unsigned long long>(max_seeds), elapsed());
     return kExitViolation;
   }
 

@@ -51,7 +51,9 @@ class Rng {
   uint64_t draws() const { return draws_; }
   // Summarises the whole stream so far: two runs of a seed that drew different numbers, or a
   // different count of them, end with different fingerprints.
-  uint64_t Fingerprint() const { return s_[0] ^ Rotl(s_[1], 13) ^ Rotl(s_[2], 29) ^ s_[3] ^ draws_; }
+  uint64_t Fingerprint() const {
+    return s_[0] ^ Rotl(s_[1], 13) ^ Rotl(s_[2], 29) ^ s_[3] ^ draws_;
+  }
 
  private:
   static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -78,7 +78,7 @@ class Fiber {
   ucontext_t ctx_;
   void* stack_ = nullptr;  // from the stack pool; guard page below
   State state_ = State::kRunnable;
-  int64_t wake_at_ = 0;    // kSleeping / kWaiting
+  int64_t wake_at_ = 0;         // kSleeping / kWaiting
   WaitQueue* queue_ = nullptr;  // kWaiting
   bool notified_ = false;
   bool killed_ = false;

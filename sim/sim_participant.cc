@@ -17,15 +17,17 @@ Status RmFail() {
       "PREPARED state (1399)");
 }
 Status Deadlock() {
-  return Status::Conflict("Deadlock found when trying to get lock; try restarting transaction "
-                          "(1213)");
+  return Status::Conflict(
+      "Deadlock found when trying to get lock; try restarting transaction "
+      "(1213)");
 }
 Status LockWaitTimeout() {
   return Status::Conflict("Lock wait timeout exceeded; try restarting transaction (1205)");
 }
 Status RbDeadlock() {
-  return Status::Conflict("XA_RBDEADLOCK: Transaction branch was rolled back: deadlock was "
-                          "detected (1614)");
+  return Status::Conflict(
+      "XA_RBDEADLOCK: Transaction branch was rolled back: deadlock was "
+      "detected (1614)");
 }
 
 std::string RowLock(int64_t key) { return "row:" + std::to_string(key); }
@@ -335,8 +337,9 @@ Status SimShard::BeginBranch(uint64_t conn, const Xid& xid) {
   Conn* c = FindConn(conn);
   if (c == nullptr) return Lost();
   if (TrxOf(*c) != nullptr) {
-    return Status::QueryFailed("XAER_OUTSIDE: Some work is done outside global transaction "
-                               "(1400)");
+    return Status::QueryFailed(
+        "XAER_OUTSIDE: Some work is done outside global transaction "
+        "(1400)");
   }
   const std::string key = XidKey(xid);
   if (xa_index_.count(key)) return Status::QueryFailed("XAER_DUPID: The XID already exists (1440)");
@@ -463,8 +466,9 @@ Status SimShard::InsertCommitDecision(uint64_t conn, const Decision& d) {
   // server's clock the NULL fails the NOT NULL column (1048) before the row is even looked up.
   if (NowMs() >= d.deadline_ms) {
     ctx_.coverage->Add(Cov::kCommitRefusedDeadline);
-    return Status::Aborted("Column 'outcome' cannot be null (1048): the decider's clock is past "
-                           "the deadline");
+    return Status::Aborted(
+        "Column 'outcome' cannot be null (1048): the decider's clock is past "
+        "the deadline");
   }
   // In autocommit mode (no open transaction, e.g. after a deadlock rolled it back) the INSERT
   // commits on its own and the COMMIT after it does nothing.
@@ -485,7 +489,8 @@ Status SimShard::InsertCommitDecision(uint64_t conn, const Decision& d) {
   if (it != decisions_.end() && ctx_.variant != Variant::kIgnoreDeadline) {
     if (autocommit) RollbackTrx(trx, "autocommit statement failed");
     ctx_.coverage->Add(Cov::kCommitRefusedFenced);
-    return Status::Aborted("Duplicate entry '" + d.gid + "' for key 'PRIMARY' (1062): gid already "
+    return Status::Aborted("Duplicate entry '" + d.gid +
+                           "' for key 'PRIMARY' (1062): gid already "
                            "has a decision (fenced)");
   }
   // Variant::kIgnoreDeadline: the commit insert overwrites an existing row (REPLACE INTO).
@@ -930,7 +935,7 @@ Result<Outcome> SimParticipant::FenceAbort(const Decision& d, bool by_coordinato
 }
 
 Result<std::vector<Decision>> SimParticipant::ListExpiredDecisions(int64_t retention_ms,
-                                                                  size_t limit) {
+                                                                   size_t limit) {
   return OnPooledSession([retention_ms, limit](SimSession& s) {
     return s.Call([retention_ms, limit](SimShard* sh, uint64_t c) {
       return sh->SelectExpired(c, retention_ms, limit);

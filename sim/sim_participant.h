@@ -119,16 +119,16 @@ class SimShard {
   void RunWithoutWaiting(const std::function<void()>& fn);
 
   // ---- Statements of a session ----
-  Status BeginLocal(uint64_t conn);                       // START TRANSACTION
-  Status BeginBranch(uint64_t conn, const Xid& xid);      // XA START
+  Status BeginLocal(uint64_t conn);                   // START TRANSACTION
+  Status BeginBranch(uint64_t conn, const Xid& xid);  // XA START
   Result<QueryResult> Execute(uint64_t conn, const std::string& sql,
                               const std::vector<Value>& params);
-  Status XaEndPrepare(uint64_t conn, const Xid& xid);     // XA END; XA PREPARE
-  Status Commit(uint64_t conn);                           // COMMIT
+  Status XaEndPrepare(uint64_t conn, const Xid& xid);             // XA END; XA PREPARE
+  Status Commit(uint64_t conn);                                   // COMMIT
   Status InsertCommitDecision(uint64_t conn, const Decision& d);  // the commit-point INSERT
-  Status XaCommit(uint64_t conn, const Xid& xid);         // XA COMMIT (any connection)
-  Status XaRollback(uint64_t conn, const Xid& xid);       // XA ROLLBACK (any connection)
-  Status Rollback(uint64_t conn);                         // whatever the connection has open
+  Status XaCommit(uint64_t conn, const Xid& xid);                 // XA COMMIT (any connection)
+  Status XaRollback(uint64_t conn, const Xid& xid);               // XA ROLLBACK (any connection)
+  Status Rollback(uint64_t conn);  // whatever the connection has open
 
   // ---- Statements of recovery ----
   Result<std::vector<Xid>> XaRecover(uint64_t conn);
@@ -155,10 +155,10 @@ class SimShard {
   struct Trx {
     uint64_t id = 0;
     bool xa = false;
-    Xid xid;               // XA only
-    std::string xid_key;   // XA only
+    Xid xid;              // XA only
+    std::string xid_key;  // XA only
     XaState xa_state = XaState::kActive;
-    uint64_t conn = 0;     // owning connection; 0 = none (a detached prepared branch)
+    uint64_t conn = 0;  // owning connection; 0 = none (a detached prepared branch)
     std::vector<Effect> effects;
     bool effects_applied = false;  // Variant::kCommitBeforeDecision: applied at PREPARE
     std::vector<std::string> locks;
@@ -206,12 +206,12 @@ class SimShard {
   int64_t clock_max_seen_ = 0;
   bool no_wait_ = false;
 
-  std::map<int64_t, int64_t> rows_;                 // committed data
-  std::map<std::string, DecisionRow> decisions_;    // seigo_decision, by gid
+  std::map<int64_t, int64_t> rows_;               // committed data
+  std::map<std::string, DecisionRow> decisions_;  // seigo_decision, by gid
   std::map<uint64_t, Trx> trxs_;
-  std::map<std::string, uint64_t> xa_index_;        // XID -> trx, for every XA branch
+  std::map<std::string, uint64_t> xa_index_;  // XID -> trx, for every XA branch
   std::map<uint64_t, Conn> conns_;
-  std::map<std::string, uint64_t> locks_;           // row lock -> holding trx
+  std::map<std::string, uint64_t> locks_;  // row lock -> holding trx
   WaitQueue lock_released_;
 };
 

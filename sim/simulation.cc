@@ -113,9 +113,7 @@ class Simulation final : public Network {
   Delivery PickDelivery() override;
   int64_t NoticeDelayMs(bool clean_close) override;
   void ClientReadTimeout() override { sched_.Sleep(rng_.Range(20, 500)); }
-  LateBatch LateBatchShape() override {
-    return static_cast<LateBatch>(rng_.Uniform(3));
-  }
+  LateBatch LateBatchShape() override { return static_cast<LateBatch>(rng_.Uniform(3)); }
 
  private:
   void DrawWorld();
@@ -200,7 +198,8 @@ Simulation::Simulation(uint64_t seed, Variant variant, bool trace, bool strict)
   // Every player has gold and items, each row on the shard that owns its key (ShardMap's hash,
   // the same function the protocol's Tx::ShardFor uses).
   for (int p = 0; p < cfg_.players; ++p) {
-    for (auto [key, v] : {std::pair{GoldKey(p), kInitialGold}, std::pair{ItemsKey(p), kInitialItems}}) {
+    for (auto [key, v] :
+         {std::pair{GoldKey(p), kInitialGold}, std::pair{ItemsKey(p), kInitialItems}}) {
       const uint32_t s = ShardMap::JumpHash(ShardMap::MixKey(key), cfg_.shards);
       shards_[s]->LoadRow(key, v);
       initial_rows_[key] = v;
@@ -229,7 +228,8 @@ void Simulation::DrawWorld() {
   o.phase2_tries = static_cast<int>(rng_.Range(1, 5));
   ResolverOptions& r = cfg_.resolver;
   r.collect_garbage = rng_.Chance(0.9);
-  r.decision_retention_ms = rng_.Chance(0.5) ? kMinDecisionRetentionMs : rng_.Range(60'000, 180'000);
+  r.decision_retention_ms =
+      rng_.Chance(0.5) ? kMinDecisionRetentionMs : rng_.Range(60'000, 180'000);
   r.gc_batch = rng_.Range(1, 50);
 
   plans_.resize(static_cast<size_t>(cfg_.txns));
@@ -329,7 +329,8 @@ void Simulation::OnCrashPoint(int process, CrashSite site) {
   Process* p = FindProcess(process);
   if (p == nullptr || !p->alive) throw ProcessKilled{};
   if (p->kind == ProcessKind::kFinalResolver) return;
-  if (faults_.Fire(CrashPointSite(site))) CrashCurrentProcess(*p, FaultSiteName(CrashPointSite(site)));
+  if (faults_.Fire(CrashPointSite(site)))
+    CrashCurrentProcess(*p, FaultSiteName(CrashPointSite(site)));
 }
 
 void Simulation::CrashShard(uint32_t shard) {
@@ -337,8 +338,8 @@ void Simulation::CrashShard(uint32_t shard) {
   if (!s.up()) return;
   ++shard_crashes_;
   s.Crash();
-  const int64_t down = faults_.Fire(FaultSite::kLongShardOutage) ? rng_.Range(1000, 10'000)
-                                                                  : rng_.Range(1, 300);
+  const int64_t down =
+      faults_.Fire(FaultSite::kLongShardOutage) ? rng_.Range(1000, 10'000) : rng_.Range(1, 300);
   sched_.At(sched_.now() + down, [this, shard] { shards_[shard]->Restart(); });
 }
 
@@ -445,8 +446,8 @@ void Simulation::CrashCurrentProcess(Process& p, const char* why) {
 
 void Simulation::SpawnCoordinator(int slot) {
   if (generation_.size() <= static_cast<size_t>(slot)) generation_.resize(slot + 1);
-  const std::string name = "coord" + std::to_string(slot) + "." +
-                           std::to_string(generation_[slot]++);
+  const std::string name =
+      "coord" + std::to_string(slot) + "." + std::to_string(generation_[slot]++);
   Process& p = NewProcess(ProcessKind::kCoordinator, slot, name);
   p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), cfg_.protocol);
   ++live_coordinators_;
@@ -544,6 +545,11 @@ void Simulation::StandaloneResolver(Process& p) {
   while (!stop_resolvers_) {
     p.env->SleepMs(ResolverSleepMs());
     if (stop_resolvers_) break;
+    if (rng_.Chance(0.2)) {
+      // `seigo status` now and then: read-only, but what it shows must be true.
+      InDoubtReport r = core::InspectInDoubt(p.raw, p.env.get());
+      for (const InDoubtTx& tx : r.txs) checker_.OnInDoubtReported(tx);
+    }
     ResolveOnce(p);
   }
 }
@@ -561,6 +567,13 @@ void Simulation::FinalResolver(Process& p) {
       break;
     }
     p.env->SleepMs(kFinalPassIntervalMs);
+  }
+  // `seigo status` agrees: nothing in doubt, every shard answered.
+  InDoubtReport status = core::InspectInDoubt(p.raw, p.env.get());
+  if (!status.txs.empty() || !status.errors.empty()) {
+    checker_.Violation("seigo status still reports " + std::to_string(status.txs.size()) +
+                       " transactions in doubt and " + std::to_string(status.errors.size()) +
+                       " errors after the quiescent phase");
   }
   p.env->SleepMs(std::max(cfg_.resolver.decision_retention_ms, kMinDecisionRetentionMs) +
                  cfg_.protocol.txn_timeout_ms + 20'000);
@@ -613,9 +626,11 @@ TxFn Simulation::MakeClosure(int64_t txn) {
 // The run
 
 void Simulation::Teardown() {
-  // Ends every fiber (unwinding their stacks) so the scheduler can be destroyed.
+  // Ends every fiber (unwinding their stacks) so the scheduler can be destroyed. Nothing may
+  // start any more: no faults, no resolvers, no coordinator restarts (no work left).
   faults_.Disable();
   stop_resolvers_ = true;
+  next_txn_ = cfg_.txns;
   sched_.KillAll();
   sched_.RunUntil([this] { return sched_.live_fibers() == 0; });
 }
@@ -655,10 +670,10 @@ SeedResult Simulation::Run() {
     ok = ok && sched_.RunUntil([&] { return final_done_ || runaway(); });
     // Let the last processes end and every server notice its closed connections.
     ok = ok && sched_.RunUntil([&] {
-      return (processes_.empty() && !sched_.has_events() && sched_.live_fibers() == 0) ||
-             runaway();
+      return (processes_.empty() && !sched_.has_events() && sched_.live_fibers() == 0) || runaway();
     });
   }
+  const bool completed = ok && !runaway();
   if (runaway()) {
     checker_.Violation("runaway: more than " + std::to_string(kMaxSwitches) +
                        " fiber switches (livelock?)");
@@ -666,7 +681,7 @@ SeedResult Simulation::Run() {
     checker_.Violation("stuck: no fiber can run and no event is pending, but the seed is not done");
   }
   Teardown();
-  if (!checker_.violated()) {
+  if (completed) {
     std::vector<ShardFinalState> states;
     for (auto& s : shards_) states.push_back(s->FinalState());
     checker_.CheckFinal(states, initial_rows_);
@@ -707,25 +722,44 @@ void Tracer::Log(const char* fmt, ...) {
 
 const char* CovName(Cov c) {
   switch (c) {
-    case Cov::kDeadlock: return "deadlock";
-    case Cov::kLockWaitTimeout: return "lock_wait_timeout";
-    case Cov::kRequestLost: return "request_lost";
-    case Cov::kRequestLate: return "request_run_late";
-    case Cov::kCommitReplyLost: return "commit_reply_lost";
-    case Cov::kCommitRefusedDeadline: return "commit_refused_deadline";
-    case Cov::kCommitRefusedFenced: return "commit_refused_fenced";
-    case Cov::kNotaLiveOwner: return "nota_live_owner";
-    case Cov::kBranchDetached: return "branch_detached";
-    case Cov::kPreparedSurvivedCrash: return "prepared_survived_crash";
-    case Cov::kFenceCoordinator: return "fence_by_coordinator";
-    case Cov::kFenceResolver: return "fence_by_resolver";
-    case Cov::kFenceFoundDecision: return "fence_found_decision";
-    case Cov::kFenceWaitedForLock: return "fence_waited_for_lock";
-    case Cov::kFenceBusy: return "fence_busy";
-    case Cov::kResolverCommitted: return "detached_branch_committed";
-    case Cov::kResolverRolledBack: return "detached_branch_rolled_back";
-    case Cov::kDecisionCollected: return "decision_collected";
-    case Cov::kCount: break;
+    case Cov::kDeadlock:
+      return "deadlock";
+    case Cov::kLockWaitTimeout:
+      return "lock_wait_timeout";
+    case Cov::kRequestLost:
+      return "request_lost";
+    case Cov::kRequestLate:
+      return "request_run_late";
+    case Cov::kCommitReplyLost:
+      return "commit_reply_lost";
+    case Cov::kCommitRefusedDeadline:
+      return "commit_refused_deadline";
+    case Cov::kCommitRefusedFenced:
+      return "commit_refused_fenced";
+    case Cov::kNotaLiveOwner:
+      return "nota_live_owner";
+    case Cov::kBranchDetached:
+      return "branch_detached";
+    case Cov::kPreparedSurvivedCrash:
+      return "prepared_survived_crash";
+    case Cov::kFenceCoordinator:
+      return "fence_by_coordinator";
+    case Cov::kFenceResolver:
+      return "fence_by_resolver";
+    case Cov::kFenceFoundDecision:
+      return "fence_found_decision";
+    case Cov::kFenceWaitedForLock:
+      return "fence_waited_for_lock";
+    case Cov::kFenceBusy:
+      return "fence_busy";
+    case Cov::kResolverCommitted:
+      return "detached_branch_committed";
+    case Cov::kResolverRolledBack:
+      return "detached_branch_rolled_back";
+    case Cov::kDecisionCollected:
+      return "decision_collected";
+    case Cov::kCount:
+      break;
   }
   return "?";
 }
@@ -743,11 +777,16 @@ std::string Coverage::Describe() const {
 
 const char* VariantName(Variant v) {
   switch (v) {
-    case Variant::kCorrect: return "correct";
-    case Variant::kNoFence: return "no_fence";
-    case Variant::kIgnoreDeadline: return "ignore_deadline";
-    case Variant::kNotaIsDone: return "nota_is_done";
-    case Variant::kCommitBeforeDecision: return "commit_before_decision";
+    case Variant::kCorrect:
+      return "correct";
+    case Variant::kNoFence:
+      return "no_fence";
+    case Variant::kIgnoreDeadline:
+      return "ignore_deadline";
+    case Variant::kNotaIsDone:
+      return "nota_is_done";
+    case Variant::kCommitBeforeDecision:
+      return "commit_before_decision";
   }
   return "?";
 }

@@ -20,9 +20,9 @@ namespace seigo::sim {
 
 struct SeedResult {
   uint64_t seed = 0;
-  std::vector<std::string> violations;  // empty = every invariant held
+  std::vector<std::string> violations;    // empty = every invariant held
   std::vector<std::string> known_issues;  // tolerated known-issue occurrences (not in strict)
-  uint64_t fingerprint = 0;             // equal for two runs of the same seed and variant
+  uint64_t fingerprint = 0;               // equal for two runs of the same seed and variant
   Checker::Stats stats;
   uint64_t faults_fired = 0;
   uint64_t resolver_passes = 0;
