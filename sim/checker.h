@@ -45,7 +45,7 @@ class Checker {
     uint64_t multi_shard_committed = 0, attempts = 0;
     uint64_t commit_decisions = 0, abort_decisions = 0, decisions_forgotten = 0;
     uint64_t phase2_ok = 0, phase2_left = 0;
-    uint64_t stale_fences_after_gc = 0;  // the known issue below
+    uint64_t stale_fences_after_gc = 0;  // the known issue below (fences and status reports)
   };
 
   // `strict`: also count the known issue "stale fence after GC" as a violation. That is a
