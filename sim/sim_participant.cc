@@ -81,7 +81,7 @@ int64_t SimShard::NowMs() const { return ctx_.sched->now() + clock_offset_; }
 void SimShard::StepClock(int64_t delta_ms) {
   // NTP may step a server's clock. Forward steps are free; a backward step is limited so that the
   // clock never reads more than 1 s below its highest reading: the protocol assumes the decider's
-  // clock does not run back by anything near kCoordinatorFenceWindowMs (doc/protocol.md, GC).
+  // clock does not run back by anything near kFenceWindowMs (doc/protocol.md, GC).
   clock_max_seen_ = std::max(clock_max_seen_, NowMs());
   clock_offset_ += delta_ms;
   const int64_t floor = clock_max_seen_ - 1000;
@@ -571,19 +571,18 @@ Result<std::optional<Decision>> SimShard::SelectDecision(uint64_t conn, const st
 Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_coordinator) {
   Conn* c = FindConn(conn);
   if (c == nullptr) return Lost();
-  // The time condition is evaluated by this server's clock, first (1048 before any lookup):
-  //   resolver:    only once the deadline has passed (a live transaction is never aborted);
-  //   coordinator: only until deadline + kCoordinatorFenceWindowMs (rows may be GC'd after).
+  // The time condition is evaluated by this server's clock (participant.h, FenceAbort):
+  //   coordinator: only until deadline + kFenceWindowMs (rows may be GC'd after);
+  //   resolver: writes only in [deadline, deadline + kFenceWindowMs). Outside it the real
+  //   participant fails the insert (1048) and does a locking read instead, which waits for an
+  //   uncommitted insert like the insert would: so the lock path below is the same.
   const int64_t now = NowMs();
-  if (by_coordinator) {
-    if (now >= d.deadline_ms + kCoordinatorFenceWindowMs) {
-      ctx_.coverage->Add(Cov::kFenceBusy);
-      return Status::Busy("too long after the deadline to fence");
-    }
-  } else if (now < d.deadline_ms && ctx_.variant != Variant::kIgnoreDeadline) {
+  if (by_coordinator && now >= d.deadline_ms + kFenceWindowMs) {
     ctx_.coverage->Add(Cov::kFenceBusy);
-    return Status::Busy("the deadline has not passed by the decider's clock");
+    return Status::Busy("too long after the deadline to fence");
   }
+  const bool past_deadline = now >= d.deadline_ms || ctx_.variant == Variant::kIgnoreDeadline;
+  const bool may_write = by_coordinator || (past_deadline && now < d.deadline_ms + kFenceWindowMs);
   if (TrxOf(*c) != nullptr) return RmFail();
   const uint64_t trx = NewTrx(conn, false).id;  // an autocommit INSERT
   // An uncommitted insert of the same gid (a live decider at its commit point) holds the row
@@ -603,6 +602,14 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
     ctx_.coverage->Add(Cov::kFenceFoundDecision);
     RollbackTrx(trx, "fence found a decision");
     return o;
+  }
+  if (!may_write) {
+    RollbackTrx(trx, "fence outside the window");
+    if (!past_deadline) {
+      ctx_.coverage->Add(Cov::kFenceBusy);
+      return Status::Busy("the deadline has not passed by the decider's clock");
+    }
+    return Outcome::kAbort;  // past the window, no row: none can be written any more
   }
   if (ctx_.variant == Variant::kNoFence) {
     RollbackTrx(trx, "no_fence variant");

@@ -6,6 +6,8 @@
 #include <random>
 #include <thread>
 
+#include "core/protocol.h"
+#include "mariadb/mariadb_participant.h"
 #include "tests/db_test_util.h"
 
 namespace seigo::testing {
@@ -399,6 +401,50 @@ TEST(CoordinatorOpen, ReorderedShardListIsRefused) {
   EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
   EXPECT_NE(c.status().message().find("was set up as shard"), std::string::npos)
       << c.status().ToString();
+}
+
+}  // namespace
+}  // namespace seigo::testing
+
+namespace seigo::testing {
+namespace {
+
+// A prepared branch whose deadline is more than kFenceWindowMs in the past and that has no
+// decision (its decider lost the transaction): the resolver rolls it back without writing a
+// decision row, because a row written that late could contradict a commit row that was
+// garbage-collected meanwhile (the simulator's seed 110, "stale resolver fence after GC").
+TEST_F(CoordinatorTest, ResolverPastTheFenceWindowRollsBackWithoutWritingADecision) {
+  FreshTable("t_window");
+  mariadb::Config c;
+  Result<ShardMap> map = ShardMap::Parse(TestShards());
+  ASSERT_TRUE(map.ok());
+  c.url = map->shard(1);
+  c.index = 1;
+  auto p = mariadb::MariaDbParticipant::Open(c, false);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const int64_t now = DefaultEnv()->NowMs();
+  Xid xid{core::NewGid(DefaultEnv()), 0, now - 100'000, now - 90'000, 1};
+  {
+    auto s = (*p)->Acquire();
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->BeginBranch(xid).ok());
+    Value v[] = {int64_t{5}};
+    ASSERT_TRUE((*s)->Execute("INSERT INTO t_window (k, v) VALUES (?, 1)", v).ok());
+    ASSERT_TRUE((*s)->Prepare(xid).ok());
+    // The session dies here without phase 2: the branch stays prepared, detached.
+  }
+  EXPECT_EQ(InDoubtCount(), 1u);
+  ResolveReport r;
+  for (int i = 0; i < 20 && InDoubtCount() > 0; ++i) {
+    r = coord_->Recover();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(InDoubtCount(), 0u);
+  auto rows = coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision WHERE gid = ?", {xid.gid});
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(*rows->Int(0, 0), 0) << "no decision row may be written after the fence window";
+  auto data = coord_->QueryShard(1, "SELECT COUNT(*) FROM t_window");
+  EXPECT_EQ(*data->Int(0, 0), 0);
 }
 
 }  // namespace

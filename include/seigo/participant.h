@@ -117,10 +117,11 @@ struct QueryResult {
   Result<int64_t> Int(size_t r, size_t c) const;
 };
 
-// How long after its deadline a coordinator may still fence its own transaction to learn a lost
-// commit's outcome. Decision rows are kept at least kMinDecisionRetentionMs past their deadline,
-// so within this window the row a coordinator finds (or writes) is the true decision.
-inline constexpr int64_t kCoordinatorFenceWindowMs = 30'000;
+// Decision rows are written only until deadline + kFenceWindowMs (by the decider's clock):
+// the decider's commit before the deadline, fences within the window. Rows are kept at least
+// kMinDecisionRetentionMs past their deadline, so no write can land after its gid's row was
+// garbage-collected and contradict it (doc/protocol.md, "Garbage collection").
+inline constexpr int64_t kFenceWindowMs = 30'000;
 inline constexpr int64_t kMinDecisionRetentionMs = 60'000;
 
 class Session {
@@ -176,13 +177,19 @@ class Participant {
   virtual Result<std::optional<Decision>> ReadDecision(std::string_view gid) = 0;
   // Writes an abort decision for d.gid unless a decision exists, and returns the decision that
   // holds afterwards (ours, or the existing one). This "fencing insert" is what makes a late
-  // commit impossible: the decider's own insert of the commit row then fails.
-  //   by_coordinator=false (a resolver): refused with kBusy until the server's clock passes
-  //     d.deadline_ms, so a live transaction is never aborted before its deadline.
+  // commit impossible: the decider's own insert of the commit row then fails. A live decider
+  // holding the row lock (commit row inserted, not yet committed) makes it wait at most the
+  // lock-wait timeout, then kBusy. Time conditions use the decider server's clock:
+  //   by_coordinator=false (a resolver): before d.deadline_ms only an existing row's outcome,
+  //     else kBusy, so a live transaction is never aborted before its deadline. In
+  //     [deadline, deadline + kFenceWindowMs): the fence.
+  //     From deadline + kFenceWindowMs on nothing is written any more: the existing row's outcome
+  //     (after waiting for an uncommitted insert, as above), or, if there is none, kAbort
+  //     without a row — no commit can appear any more, and writing a row then could contradict
+  //     a commit row that was garbage-collected while this resolver was stalled.
   //   by_coordinator=true (the transaction's own coordinator, which knows its decider session is
-  //     gone): allowed until d.deadline_ms + kCoordinatorFenceWindowMs, after which decision rows
-  //     may be garbage-collected and the answer could be wrong; then kBusy.
-  // A live decider holding the row lock makes it wait at most the lock-wait timeout, then kBusy.
+  //     gone): the fence from any time until deadline + kFenceWindowMs, then kBusy (it could not
+  //     tell a collected commit row from none).
   virtual Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) = 0;
   // Decision rows whose deadline_ms + retention_ms is behind the server's clock (at most
   // `limit`): candidates for garbage collection once no branch of theirs is prepared.

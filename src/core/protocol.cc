@@ -352,7 +352,7 @@ RunOutput Protocol::Run(const TxFn& fn) const {
 }
 
 bool Protocol::TrySettle(const LostCommit& lost, Env* env) {
-  if (env->NowMs() > lost.abort.deadline_ms + kCoordinatorFenceWindowMs) return true;
+  if (env->NowMs() > lost.abort.deadline_ms + kFenceWindowMs) return true;
   // Safe at any time for the same reason as in ResolveLostCommit: the fence only ever makes a
   // commit impossible, and if the commit row exists it reports commit.
   return lost.decider->FenceAbort(lost.abort, /*by_coordinator=*/true).ok();

@@ -617,32 +617,48 @@ Result<Outcome> MariaDbParticipant::FenceAbort(const Decision& d, bool by_coordi
   SEIGO_RETURN_IF_ERROR(ps.status());
   // The time condition is evaluated by the decider's own clock, the same clock that refuses a
   // late commit (see CommitWithDecision); a false condition inserts NULL and fails (1048).
-  std::string cond = by_coordinator
-                         ? std::string(kServerNowMs) + " < " +
-                               std::to_string(d.deadline_ms + kCoordinatorFenceWindowMs)
-                         : std::string(kServerNowMs) + " >= " + std::to_string(d.deadline_ms);
+  const std::string window_end = std::to_string(d.deadline_ms + kFenceWindowMs);
+  std::string cond = std::string(kServerNowMs) + " < " + window_end;
+  if (!by_coordinator) {
+    cond += std::string(" AND ") + kServerNowMs + " >= " + std::to_string(d.deadline_ms);
+  }
   std::string sql = "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms) VALUES ('" +
                     d.gid + "', IF(" + cond + ", 'A', NULL), '" + ShardList(d.shards) + "', " +
                     std::to_string(d.deadline_ms) + ")";
   Status s = ps.conn().Run(sql);
   if (s.ok()) return Outcome::kAbort;
   const std::string& m = s.message();
-  if (m.find("(1062)") != std::string::npos) {
-    // A decision exists (the commit row, or an earlier abort): it is final.
-    QueryResult r;
-    SEIGO_RETURN_IF_ERROR(ps.conn().Run(
-        "SELECT outcome FROM seigo_decision WHERE gid='" + d.gid + "'", &r));
-    if (r.rows.empty() || !r.rows[0][0]) return Status::Busy("decision row vanished; retry");
-    return *r.rows[0][0] == "C" ? Outcome::kCommit : Outcome::kAbort;
-  }
-  if (m.find("(1048)") != std::string::npos) {
-    return Status::Busy(by_coordinator ? "too long after the deadline to fence"
-                                       : "the deadline has not passed by the decider's clock");
-  }
+  const bool exists = m.find("(1062)") != std::string::npos;
+  const bool refused = m.find("(1048)") != std::string::npos;
   if (s.Is(Code::kConflict)) {
     return Status::Busy("a live decider holds the decision row lock (commit in progress)");
   }
-  return s;
+  if (!exists && !refused) return s;
+  if (refused && by_coordinator) return Status::Busy("too long after the deadline to fence");
+  // A decision exists (final), or the resolver is outside its window. A locking read waits for
+  // an uncommitted insert of the gid (a stalled decider) instead of missing it.
+  QueryResult r;
+  Status rs = ps.conn().Run("SELECT outcome, " + std::string(kServerNowMs) +
+                                " FROM seigo_decision WHERE gid='" + d.gid + "' LOCK IN SHARE MODE",
+                            &r);
+  if (rs.Is(Code::kConflict)) {
+    return Status::Busy("a live decider holds the decision row lock (commit in progress)");
+  }
+  SEIGO_RETURN_IF_ERROR(rs);
+  if (!r.rows.empty() && r.rows[0][0]) return *r.rows[0][0] == "C" ? Outcome::kCommit
+                                                                    : Outcome::kAbort;
+  if (exists) return Status::Busy("decision row vanished; retry");
+  QueryResult now;
+  SEIGO_RETURN_IF_ERROR(ps.conn().Run("SELECT " + std::string(kServerNowMs), &now));
+  Result<int64_t> now_ms = now.Int(0, 0);
+  if (!now_ms.ok()) return now_ms.status();
+  if (*now_ms < d.deadline_ms) {
+    return Status::Busy("the deadline has not passed by the decider's clock");
+  }
+  if (*now_ms >= d.deadline_ms + kFenceWindowMs) {
+    return Outcome::kAbort;  // no row, and none can be written any more: abort holds
+  }
+  return Status::Busy("fence refused at the window's edge; retry");
 }
 
 Result<std::vector<Decision>> MariaDbParticipant::ListExpiredDecisions(int64_t retention_ms,
