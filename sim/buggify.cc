@@ -115,7 +115,26 @@ FaultSite CrashPointSite(CrashSite site) {
   return FaultSite::kCount;
 }
 
-Buggify::Buggify(Rng* rng) : rng_(rng) {
+bool ParseFaultSite(std::string_view name, FaultSite* out) {
+  for (int i = 0; i < static_cast<int>(FaultSite::kCount); ++i) {
+    if (name == FaultSiteName(static_cast<FaultSite>(i))) {
+      *out = static_cast<FaultSite>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string FaultSiteList() {
+  std::string out;
+  for (int i = 0; i < static_cast<int>(FaultSite::kCount); ++i) {
+    if (!out.empty()) out += ", ";
+    out += FaultSiteName(static_cast<FaultSite>(i));
+  }
+  return out;
+}
+
+Buggify::Buggify(Rng* rng, const std::vector<FaultSite>& forced) : rng_(rng) {
   for (size_t i = 0; i < sites_.size(); ++i) {
     Site& s = sites_[i];
     s.enabled = rng_->Chance(kSiteOnProbability);
@@ -127,6 +146,12 @@ Buggify::Buggify(Rng* rng) : rng_(rng) {
     } else {
       s.probability = rng_->LogUniform(kHotMin, kHotMax);
     }
+  }
+  // After the draws, so that forcing a site leaves every other site's draw as it was.
+  for (FaultSite f : forced) {
+    Site& s = sites_[Index(f)];
+    s.enabled = true;
+    s.probability = !IsHot(f) ? kRareFireProbability : IsExpensive(f) ? kHotMax / 10 : kHotMax;
   }
 }
 

@@ -16,6 +16,8 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "seigo/env.h"
 #include "sim/rng.h"
@@ -59,12 +61,15 @@ enum class FaultSite : int {
 };
 
 const char* FaultSiteName(FaultSite site);
+bool ParseFaultSite(std::string_view name, FaultSite* out);
+std::string FaultSiteList();  // every site's name, comma-separated
 FaultSite CrashPointSite(CrashSite site);
 
 class Buggify {
  public:
-  // Draws which sites are on (and the hot sites' rates) from `rng`.
-  explicit Buggify(Rng* rng);
+  // Draws which sites are on (and the hot sites' rates) from `rng`. Sites in `forced` are on in
+  // every seed, at the top of their rate range (focused runs and regression tests).
+  explicit Buggify(Rng* rng, const std::vector<FaultSite>& forced = {});
 
   // True if the fault at `site` fires now. Never true once Disable() was called.
   bool Fire(FaultSite site);

@@ -27,7 +27,7 @@ void Checker::OnBranchEnded(uint32_t shard, const Xid& xid, bool committed, bool
   GidRecord& g = gids_[xid.gid];
   const bool commit_decided = g.decided && *g.decided == Outcome::kCommit;
   if (committed && !commit_decided) {
-    // Invariant 2/4: a branch is committed only after its commit decision is durable.
+    // Invariant 2: a branch is committed only after its commit decision is durable.
     Violation("branch of gid " + Short(xid.gid) + " on shard " + std::to_string(shard) +
               " committed (" + why + ") without a commit decision (decision: " +
               (g.decided ? OutcomeName(*g.decided) : "none") + ")");
@@ -49,23 +49,11 @@ void Checker::OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool
 void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* how) {
   GidRecord& g = gids_[d.gid];
   if (g.decided && *g.decided != d.outcome) {
-    // Invariant 4: a gid's decision never changes, not even after its row was collected.
-    const std::string what = "decision of gid " + Short(d.gid) + " flipped from " +
-                             OutcomeName(*g.decided) + " to " + OutcomeName(d.outcome) +
-                             " on shard " + std::to_string(shard) + " (" + how + ")";
-    // The known issue: the first row was collected, which the resolver does only once no branch
-    // is prepared, and every branch did finish as first decided. A stale resolver pass (its
-    // XA RECOVER scan older than the collection) then fenced the gid again.
-    bool settled = g.row_forgotten;
-    const Fate want = *g.decided == Outcome::kCommit ? Fate::kCommitted : Fate::kRolledBack;
-    for (const auto& [s, fate] : g.branches) settled = settled && fate == want;
-    if (settled && !strict_) {
-      stats_.stale_fences_after_gc++;
-      g.stale_fenced = true;
-      if (known_issues_.size() < 5) known_issues_.push_back(what + ", after its row was collected");
-    } else {
-      Violation(what + (settled ? " (stale fence after GC; --strict)" : ""));
-    }
+    // Invariant 1: a gid's decision never changes, not even after its row was collected (a
+    // stalled resolver once rewrote a collected commit row as abort: sim/README.md, "Fixed").
+    Violation("decision of gid " + Short(d.gid) + " flipped from " + OutcomeName(*g.decided) +
+              " to " + OutcomeName(d.outcome) + " on shard " + std::to_string(shard) + " (" + how +
+              ")");
   }
   if (!g.decided) {
     g.decided = d.outcome;
@@ -86,7 +74,7 @@ void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* h
 
 void Checker::OnDecisionForgotten(uint32_t shard, const std::string& gid) {
   (void)shard;
-  gids_[gid].row_forgotten = true;
+  (void)gid;
   stats_.decisions_forgotten++;
 }
 
@@ -126,7 +114,7 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
       break;
   }
   if (r.state != TxState::kCommitted) return;
-  // Invariant 5 (at once): "committed" means the commit point has passed when Run returns.
+  // Invariant 3: "committed" means the commit point has passed when Run returns.
   const std::string where = "txn " + std::to_string(txn) + " attempt " + std::to_string(r.attempts);
   if (r.shards > 1) {
     stats_.multi_shard_committed++;
@@ -148,7 +136,7 @@ void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
     return;
   }
   stats_.phase2_ok++;
-  // FinishPhase2's contract: OK = the branch is committed (now, not eventually).
+  // Invariant 4, FinishPhase2's contract: OK = the branch is committed (now, not eventually).
   bool committed = false;
   auto it = gids_.find(xid.gid);
   if (it != gids_.end()) {
@@ -162,19 +150,12 @@ void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
 }
 
 void Checker::OnInDoubtReported(const InDoubtTx& tx) {
+  // Invariant 5.
   if (!tx.decision) return;
   auto it = gids_.find(tx.gid);
   if (it == gids_.end() || !it->second.decided || *it->second.decided != tx.decision->outcome) {
-    const std::string what = "seigo status reported gid " + Short(tx.gid) + " as decided " +
-                             OutcomeName(tx.decision->outcome) +
-                             ", which is not the decision that was taken";
-    if (it != gids_.end() && it->second.stale_fenced && !strict_) {
-      // What the known issue looks like to a user: the rewritten row, read by `seigo status`.
-      stats_.stale_fences_after_gc++;
-      if (known_issues_.size() < 5) known_issues_.push_back(what + " (the rewritten row)");
-      return;
-    }
-    Violation(what);
+    Violation("seigo status reported gid " + Short(tx.gid) + " as decided " +
+              OutcomeName(tx.decision->outcome) + ", which is not the decision that was taken");
   }
 }
 
@@ -190,7 +171,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
     const int attempt = TagAttempt(it->first);
     if (!e.committed.empty()) committed_attempts.push_back(attempt);
     if (!e.committed.empty() && !e.discarded.empty()) {
-      // Invariant 2 on data: one attempt's writes committed on one shard, discarded on another.
+      // Invariant 9: one attempt's writes committed on one shard, discarded on another.
       std::string detail;
       for (const ShardEffect& x : e.committed) {
         detail += " +shard" + std::to_string(x.shard) + ":key" + std::to_string(x.key);
@@ -223,7 +204,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
                                               : std::to_string(committed_attempts[0])));
         break;
       }
-      // Invariant 5: exactly the writes the closure saw succeed, on every shard it touched.
+      // Invariant 9: exactly the writes the closure saw succeed, on every shard it touched.
       std::vector<ShardEffect> want = t.attempts.count(r.attempts)
                                           ? t.attempts.at(r.attempts).expected
                                           : std::vector<ShardEffect>{};
@@ -250,7 +231,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
     }
     case TxState::kAborted:
     case TxState::kGaveUp:
-      // Invariant 6: no trace.
+      // Invariant 9: no trace.
       if (!committed_attempts.empty()) {
         Violation(name + " reported " + state + ", but attempt " +
                   std::to_string(committed_attempts[0]) + " committed");
@@ -269,7 +250,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
 
 void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
                          const std::map<int64_t, int64_t>& initial_rows) {
-  // Invariant 3: nothing left in doubt, nothing left locked or connected.
+  // Invariant 10: nothing left in doubt, nothing left locked or connected.
   for (const ShardFinalState& s : shards) {
     for (const Xid& x : s.prepared) {
       Violation("branch of gid " + Short(x.gid) + " still prepared on shard " +
@@ -286,7 +267,6 @@ void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
     // The rows left on the shard agree with what was ever decided.
     for (const auto& [gid, o] : s.decisions) {
       auto g = gids_.find(gid);
-      if (g != gids_.end() && g->second.stale_fenced) continue;  // reported as a known issue
       if (g == gids_.end() || !g->second.decided || *g->second.decided != o) {
         Violation("decision row of gid " + Short(gid) + " on shard " + std::to_string(s.index) +
                   " says " + OutcomeName(o) + ", which is not the decision that was taken");
@@ -294,7 +274,7 @@ void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
     }
   }
 
-  // Invariant 2 on branches: all committed or all rolled back, as decided.
+  // Invariant 8: all branches committed or all rolled back, as decided.
   for (const auto& [gid, g] : gids_) {
     const bool commit = g.decided && *g.decided == Outcome::kCommit;
     for (const auto& [shard, fate] : g.branches) {
@@ -319,10 +299,10 @@ void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
     }
   }
 
-  // Invariants 2, 5, 6 per transaction.
+  // Invariant 9 per transaction.
   for (const auto& [txn, t] : txns_) CheckTxn(txn, t);
 
-  // Invariant 1: conservation, no negative balance, and the rows are exactly the initial rows
+  // Invariant 7: conservation, no negative balance, and the rows are exactly the initial rows
   // plus every committed write.
   std::map<int64_t, int64_t> expect = initial_rows;
   for (const auto& [tag, e] : effects_) {

@@ -45,14 +45,9 @@ class Checker {
     uint64_t multi_shard_committed = 0, attempts = 0;
     uint64_t commit_decisions = 0, abort_decisions = 0, decisions_forgotten = 0;
     uint64_t phase2_ok = 0, phase2_left = 0;
-    uint64_t stale_fences_after_gc = 0;  // the known issue below (fences and status reports)
   };
 
-  // `strict`: also count the known issue "stale fence after GC" as a violation. That is a
-  // decision row rewritten with the other outcome after the first row was garbage-collected,
-  // when every branch had already finished according to the first decision: the data is right,
-  // the decision record is not (sim/README.md, "Known issue").
-  Checker(Tracer* tracer, bool strict) : tracer_(tracer), strict_(strict) {}
+  explicit Checker(Tracer* tracer) : tracer_(tracer) {}
 
   // ---- Reported by the simulated shards ----
   void OnBranchStarted(uint32_t shard, const Xid& xid);
@@ -87,16 +82,12 @@ class Checker {
   void Violation(const std::string& what);
   bool violated() const { return !violations_.empty(); }
   const std::vector<std::string>& violations() const { return violations_; }
-  // Tolerated occurrences of the known issue (empty in strict mode: they are violations there).
-  const std::vector<std::string>& known_issues() const { return known_issues_; }
   const Stats& stats() const { return stats_; }
 
  private:
   enum class Fate { kActive, kPrepared, kCommitted, kRolledBack };
   struct GidRecord {
     std::optional<Outcome> decided;  // the first decision ever written; never forgotten
-    bool row_forgotten = false;      // its row was garbage-collected at least once
-    bool stale_fenced = false;       // the known issue happened to it
     uint32_t decider = 0;
     std::vector<uint32_t> decision_shards;
     std::map<uint32_t, Fate> branches;  // XA branches by shard
@@ -128,10 +119,8 @@ class Checker {
   void CheckTxn(int64_t txn, const TxnRecord& t);
 
   Tracer* tracer_;
-  const bool strict_;
   Stats stats_;
   std::vector<std::string> violations_;
-  std::vector<std::string> known_issues_;
   std::map<std::string, GidRecord> gids_;
   std::map<int64_t, TagEffects> effects_;  // by attempt tag
   std::map<int64_t, TxnRecord> txns_;

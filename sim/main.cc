@@ -25,16 +25,16 @@ void Usage(FILE* out) {
   std::fprintf(
       out,
       "usage: seigo_sim [--seed N | --seeds COUNT [--first-seed N]] [--variant NAME]\n"
-      "                 [--expect-violation] [--max-seeds N] [--strict] [--check-determinism]\n"
-      "                 [--trace]\n"
+      "                 [--expect-violation] [--max-seeds N] [--check-determinism]\n"
+      "                 [--force-fault SITE]... [--trace]\n"
       "\n"
       "  --seed N             run one seed and print its world, faults and result\n"
       "  --seeds COUNT        run COUNT seeds starting at --first-seed (default 1)\n"
       "  --variant NAME       %s (default correct)\n"
       "  --expect-violation   self-test: run seeds until the checker catches a violation;\n"
       "                       exit 0 if it does within --max-seeds (default 2000), else 1\n"
-      "  --strict             count the known issue (a stale resolver fence rewriting a\n"
-      "                       garbage-collected decision, sim/README.md) as a violation\n"
+      "  --force-fault SITE   switch fault site SITE on in every seed, at its highest rate\n"
+      "                       (repeatable; sites: see sim/README.md or a wrong name)\n"
       "  --check-determinism  run every seed twice and compare the fingerprints\n"
       "  --trace              print every event of the seed (use with --seed)\n"
       "\n"
@@ -51,17 +51,23 @@ bool ParseU64(const char* s, uint64_t* out) {
   return true;
 }
 
-bool g_strict = false;
+// Options that shape every seed (and so belong in a replay command).
+seigo::sim::RunOptions g_options;
 
 std::string ReplayCommand(const char* argv0, uint64_t seed, Variant v) {
   std::string cmd = std::string(argv0) + " --seed " + std::to_string(seed);
   if (v != Variant::kCorrect) cmd += std::string(" --variant ") + seigo::sim::VariantName(v);
-  if (g_strict) cmd += " --strict";
+  for (seigo::sim::FaultSite f : g_options.forced_faults) {
+    cmd += std::string(" --force-fault ") + seigo::sim::FaultSiteName(f);
+  }
   return cmd;
 }
 
 SeedResult Run(uint64_t seed, Variant v, bool trace = false) {
-  return seigo::sim::RunSeed(seed, v, trace, g_strict);
+  seigo::sim::RunOptions o = g_options;
+  o.variant = v;
+  o.trace = trace;
+  return seigo::sim::RunSeed(seed, o);
 }
 
 void PrintViolation(const char* argv0, const SeedResult& r, Variant v) {
@@ -73,7 +79,7 @@ void PrintViolation(const char* argv0, const SeedResult& r, Variant v) {
 }
 
 struct Totals {
-  uint64_t seeds = 0, violations = 0, known_issue_seeds = 0;
+  uint64_t seeds = 0, violations = 0;
   seigo::sim::Checker::Stats s;
   uint64_t faults = 0, passes = 0, process_crashes = 0, shard_crashes = 0, switches = 0;
   int64_t simulated_ms = 0;
@@ -96,8 +102,6 @@ struct Totals {
     s.decisions_forgotten += r.stats.decisions_forgotten;
     s.phase2_ok += r.stats.phase2_ok;
     s.phase2_left += r.stats.phase2_left;
-    s.stale_fences_after_gc += r.stats.stale_fences_after_gc;
-    known_issue_seeds += r.known_issues.empty() ? 0 : 1;
     faults += r.faults_fired;
     passes += r.resolver_passes;
     process_crashes += r.process_crashes;
@@ -128,14 +132,6 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.shard_crashes), static_cast<double>(t.simulated_ms) / 3.6e6,
       seconds);
   std::printf("sim: coverage: %s\n", t.coverage.Describe().c_str());
-  if (t.s.stale_fences_after_gc > 0) {
-    std::printf(
-        "sim: KNOWN ISSUE tolerated in %llu seeds: a stale resolver fence rewrote a collected "
-        "decision, or seigo status showed such a row (%llu times; data intact; see "
-        "sim/README.md; --strict fails them)\n",
-        static_cast<unsigned long long>(t.known_issue_seeds),
-        static_cast<unsigned long long>(t.s.stale_fences_after_gc));
-  }
 }
 
 }  // namespace
@@ -175,7 +171,16 @@ int main(int argc, char** argv) {
     } else if (a == "--check-determinism") {
       check_determinism = true;
     } else if (a == "--strict") {
-      g_strict = true;
+      // Accepted so that old replay commands still work: every check is strict.
+    } else if (a == "--force-fault") {
+      seigo::sim::FaultSite f;
+      if (i + 1 >= argc || !seigo::sim::ParseFaultSite(argv[i + 1], &f)) {
+        std::fprintf(stderr, "seigo_sim: --force-fault needs one of: %s\n",
+                     seigo::sim::FaultSiteList().c_str());
+        return kExitUsage;
+      }
+      g_options.forced_faults.push_back(f);
+      ++i;
     } else if (a == "--trace") {
       trace = true;
     } else if (a == "--help" || a == "-h") {
@@ -220,7 +225,6 @@ int main(int argc, char** argv) {
         return kExitViolation;
       }
     }
-    for (const std::string& k : r.known_issues) std::printf("  known issue: %s\n", k.c_str());
     if (!r.ok()) {
       PrintViolation(argv[0], r, variant);
       return kExitViolation;

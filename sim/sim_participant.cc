@@ -373,9 +373,10 @@ Result<QueryResult> SimShard::Execute(uint64_t conn, const std::string& sql,
     return Status::QueryFailed("You have an error in your SQL syntax near '" + sql + "' (1064)");
   }
 
-  // Outside a transaction (autocommit mode) a statement is its own transaction. seigo never means
-  // to do that: it happens only if the protocol kept using a session whose transaction the server
-  // had already rolled back (a deadlock) — which the "poisoned attempt" rule forbids.
+  // Outside a transaction (autocommit mode) a statement is its own transaction. Invariant 6: seigo
+  // never means to do that; it happens only if the protocol kept using a session whose
+  // transaction the server had already rolled back (a deadlock), which the "poisoned attempt"
+  // rule forbids.
   const bool autocommit = t == nullptr;
   if (autocommit) {
     ctx_.checker->Violation("a statement ran outside any transaction (autocommit) on " + name_ +

@@ -98,7 +98,7 @@ struct WorldConfig {
 
 class Simulation final : public Network {
  public:
-  Simulation(uint64_t seed, Variant variant, bool trace, bool strict);
+  Simulation(uint64_t seed, const RunOptions& options);
   ~Simulation() override;
   SeedResult Run();
 
@@ -176,14 +176,14 @@ void SimEnv::CrashPoint(CrashSite site) { sim_->OnCrashPoint(process_, site); }
 // ---------------------------------------------------------------------------------------------
 // Set-up
 
-Simulation::Simulation(uint64_t seed, Variant variant, bool trace, bool strict)
+Simulation::Simulation(uint64_t seed, const RunOptions& options)
     : seed_(seed),
-      variant_(variant),
+      variant_(options.variant),
       rng_(seed),
-      faults_(&rng_),
-      checker_(&tracer_, strict),
+      faults_(&rng_, options.forced_faults),
+      checker_(&tracer_),
       sched_(&rng_, kStartMs) {
-  if (trace) tracer_.Enable([this] { return sched_.now(); }, kStartMs);
+  if (options.trace) tracer_.Enable([this] { return sched_.now(); }, kStartMs);
   DrawWorld();
   ShardContext ctx;
   ctx.sched = &sched_;
@@ -689,7 +689,6 @@ SeedResult Simulation::Run() {
   processes_.clear();
 
   res.violations = checker_.violations();
-  res.known_issues = checker_.known_issues();
   res.coverage = coverage_;
   res.stats = checker_.stats();
   res.faults_fired = faults_.total_fired();
@@ -806,8 +805,8 @@ const char* VariantList() {
   return "correct, no_fence, ignore_deadline, nota_is_done, commit_before_decision";
 }
 
-SeedResult RunSeed(uint64_t seed, Variant variant, bool trace, bool strict) {
-  Simulation sim(seed, variant, trace, strict);
+SeedResult RunSeed(uint64_t seed, const RunOptions& options) {
+  Simulation sim(seed, options);
   return sim.Run();
 }
 

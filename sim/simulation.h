@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "sim/buggify.h"
 #include "sim/checker.h"
 #include "sim/common.h"
 
@@ -20,9 +21,8 @@ namespace seigo::sim {
 
 struct SeedResult {
   uint64_t seed = 0;
-  std::vector<std::string> violations;    // empty = every invariant held
-  std::vector<std::string> known_issues;  // tolerated known-issue occurrences (not in strict)
-  uint64_t fingerprint = 0;               // equal for two runs of the same seed and variant
+  std::vector<std::string> violations;  // empty = every invariant held
+  uint64_t fingerprint = 0;             // equal for two runs of the same seed and variant
   Checker::Stats stats;
   uint64_t faults_fired = 0;
   uint64_t resolver_passes = 0;
@@ -37,9 +37,13 @@ struct SeedResult {
   bool ok() const { return violations.empty(); }
 };
 
-// `trace`: print every event of the seed to stdout. `strict`: the known issue (Checker) is a
-// violation too.
-SeedResult RunSeed(uint64_t seed, Variant variant, bool trace, bool strict);
+struct RunOptions {
+  Variant variant = Variant::kCorrect;
+  bool trace = false;                    // print every event of the seed to stdout
+  std::vector<FaultSite> forced_faults;  // switched on in every seed (Buggify)
+};
+
+SeedResult RunSeed(uint64_t seed, const RunOptions& options);
 
 }  // namespace seigo::sim
 
