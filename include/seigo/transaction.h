@@ -45,7 +45,8 @@ class Tx {
                                      std::initializer_list<Value> params) = 0;
   // 1 for the first run of the closure, 2 for the first retry, ...
   virtual int attempt() const = 0;
-  // The gid of this attempt (doc/xid.md); empty until a second shard is touched.
+  // The gid of this attempt (doc/xid.md). Every attempt has one; it reaches the shards (XIDs,
+  // decision row) only when the attempt touches a second shard.
   virtual const std::string& gid() const = 0;
 
   // Runs a statement on the shard that owns `key`.
