@@ -132,20 +132,29 @@ struct Trade {
   int64_t buyer, seller, item, price;
 };
 
-// The atomic version: one transaction, four statements, two shards.
-Status TradeTx(Tx& tx, const Trade& t) {
+// The seller's half of a trade: one item out, the price in.
+Status SellerSide(Tx& tx, const Trade& t) {
   SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.seller, 1,
       "UPDATE inventory SET qty = qty - 1 WHERE player_id = ? AND item_id = ? AND qty >= 1",
       {t.seller, t.item}));
+  return tx.ExecExpect(t.seller, 1, "UPDATE players SET gold = gold + ? WHERE player_id = ?",
+                       {t.price, t.seller});
+}
+
+// The buyer's half: the price out (never below zero), the item in.
+Status BuyerSide(Tx& tx, const Trade& t) {
   SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.buyer, 1,
       "UPDATE players SET gold = gold - ? WHERE player_id = ? AND gold >= ?",
       {t.price, t.buyer, t.price}));
-  Result<QueryResult> r = tx.Exec(t.buyer,
-      "INSERT INTO inventory (player_id, item_id, qty) VALUES (?, ?, 1) "
-      "ON DUPLICATE KEY UPDATE qty = qty + 1", {t.buyer, t.item});
-  if (!r.ok()) return r.status();
-  return tx.ExecExpect(t.seller, 1, "UPDATE players SET gold = gold + ? WHERE player_id = ?",
-                       {t.price, t.seller});
+  return tx.Exec(t.buyer,
+                 "INSERT INTO inventory (player_id, item_id, qty) VALUES (?, ?, 1) "
+                 "ON DUPLICATE KEY UPDATE qty = qty + 1", {t.buyer, t.item}).status();
+}
+
+// The atomic version: both halves in one transaction (two shards).
+Status TradeTx(Tx& tx, const Trade& t) {
+  SEIGO_RETURN_IF_ERROR(SellerSide(tx, t));
+  return BuyerSide(tx, t);
 }
 
 struct Stats {
@@ -208,13 +217,7 @@ int DemoRun(const Common& common, int clients, double seconds, const std::string
         continue;
       }
       // Naive: the seller's side, then the buyer's side, as two local transactions.
-      TxResult a = c->Run([&](Tx& tx) -> Status {
-        SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.seller, 1,
-            "UPDATE inventory SET qty = qty - 1 WHERE player_id = ? AND item_id = ? AND qty >= 1",
-            {t.seller, t.item}));
-        return tx.ExecExpect(t.seller, 1, "UPDATE players SET gold = gold + ? WHERE player_id = ?",
-                             {t.price, t.seller});
-      });
+      TxResult a = c->Run([&](Tx& tx) { return SellerSide(tx, t); });
       st.attempts += static_cast<uint64_t>(a.attempts);
       if (a.state == TxState::kAborted) {
         st.business_aborts++;
@@ -224,15 +227,7 @@ int DemoRun(const Common& common, int clients, double seconds, const std::string
         (a.state == TxState::kGaveUp ? st.gave_up : st.unknown)++;
         continue;  // a lost reply may have committed the seller's side: nothing undoes it
       }
-      TxResult b = c->Run([&](Tx& tx) -> Status {
-        SEIGO_RETURN_IF_ERROR(tx.ExecExpect(t.buyer, 1,
-            "UPDATE players SET gold = gold - ? WHERE player_id = ? AND gold >= ?",
-            {t.price, t.buyer, t.price}));
-        Result<QueryResult> r = tx.Exec(t.buyer,
-            "INSERT INTO inventory (player_id, item_id, qty) VALUES (?, ?, 1) "
-            "ON DUPLICATE KEY UPDATE qty = qty + 1", {t.buyer, t.item});
-        return r.status();
-      });
+      TxResult b = c->Run([&](Tx& tx) { return BuyerSide(tx, t); });
       st.attempts += static_cast<uint64_t>(b.attempts);
       if (b.state == TxState::kCommitted) {
         st.committed++;
