@@ -666,8 +666,10 @@ Result<std::vector<Decision>> MariaDbParticipant::ListExpiredDecisions(int64_t r
   PooledSession ps(this);
   SEIGO_RETURN_IF_ERROR(ps.status());
   QueryResult r;
-  SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string(kDecisionColumns) + "WHERE deadline_ms + " +
-                                          std::to_string(retention_ms) + " < " + kServerNowMs +
+  // "deadline_ms < now - retention" rather than "deadline_ms + retention < now": the index
+  // by_deadline serves it, so a pass reads only the expired rows, not the whole table.
+  SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string(kDecisionColumns) + "WHERE deadline_ms < " +
+                                          kServerNowMs + " - " + std::to_string(retention_ms) +
                                           " ORDER BY deadline_ms LIMIT " + std::to_string(limit),
                                       &r));
   return DecisionsFrom(r);
