@@ -75,6 +75,11 @@ def cells():
     return out
 
 
+class ServerLost(Exception):
+    """A shard's mariadbd does not come back after a restart (it crashes during its own crash
+    recovery): the run has no verdict; the matrix sets up fresh shards and goes on."""
+
+
 def log(msg):
     print(f"crashmatrix: {msg}", flush=True)
 
@@ -98,6 +103,12 @@ class Matrix:
         self.proxy = None
         self.rate = 800.0  # committed trades/s, measured by the seigo baseline
         self.rows = []
+        self.lost = 0
+        self.commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip()
+        self.dirty = bool(subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "src", "include", "tools"],
+            capture_output=True, text=True).stdout.strip())
         os.makedirs(os.path.join(a.out, "logs"), exist_ok=True)
         self.jsonl = open(os.path.join(a.out, "runs.jsonl"), "w")
 
@@ -107,8 +118,10 @@ class Matrix:
         r = subprocess.run(["bash", os.path.join(ROOT, "scripts/servers.sh"), *map(str, args)],
                            env=self.env, capture_output=True, text=True)
         if check and r.returncode != 0:
-            raise RuntimeError(f"servers.sh {' '.join(map(str, args))} failed:\n"
-                               f"{r.stdout}{r.stderr}")
+            msg = f"servers.sh {' '.join(map(str, args))} failed:\n{r.stdout}{r.stderr}"
+            if args and args[0] in ("start", "restart") and "did not start" in r.stderr:
+                raise ServerLost(msg)
+            raise RuntimeError(msg)
         return r
 
     def seigo(self, args, shards=None, crash_at=None, timeout=120):
@@ -232,47 +245,138 @@ class Matrix:
         self.demos, self.notes, self.hung, self.crash_in_doubt = [], [], 0, -1
         self.run_rng = random.Random(self.rng.getrandbits(64))
         t0 = time.monotonic()
+        row = dict(fault=fault, mode=mode, run=i, fired=0, violations=0, in_doubt=-1,
+                   crash_in_doubt=-1, audit_rc=None, recover_tries=0, recover_rc=None, hung=0,
+                   stray_trx=0, violations_after_restart=None, committed=0, gave_up=0,
+                   unknown=0, half_done=0, error=False, server_lost=False)
+        try:
+            self.run_body(fault, mode, i, row)
+        except ServerLost as e:
+            row["server_lost"] = True
+            for p in self.demos:
+                if p.returncode is None:
+                    p.kill()
+                    self.wait_demo(p)
+            self.replace_lost_servers(str(e))
+        except Exception as e:  # noqa: BLE001 - record it and go on with the next run
+            row["error"] = True
+            self.note(f"harness error: {type(e).__name__}: {str(e).strip()[:300]}")
+            for p in self.demos:
+                if p.returncode is None:
+                    p.kill()
+                    self.wait_demo(p)
+            try:
+                self.heal(row)
+            except ServerLost as e2:
+                row["server_lost"] = True
+                self.replace_lost_servers(str(e2))
+        row.update(seconds=round(time.monotonic() - t0, 2), notes=self.notes, hung=self.hung,
+                   crash_in_doubt=self.crash_in_doubt)
+        self.rows.append(row)
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        flag = "" if not row["violations"] else f"  <-- {row['violations']} VIOLATION line(s)"
+        if mode == "seigo" and (row["violations"] or row["error"] or row["recover_rc"] != 0
+                                or row["stray_trx"]):
+            flag += (f"  (audit rc {row['audit_rc']}, recover rc {row['recover_rc']} after "
+                     f"{row['recover_tries']} tries, {row['stray_trx']} stray InnoDB "
+                     f"transaction(s); see {self.run_dir})")
+        log(f"{fault:28s} {mode:5s} #{i}: fired={row['fired']} committed={row['committed']} "
+            f"gave_up={row['gave_up']} unknown={row['unknown']} in_doubt={row['in_doubt']} "
+            f"recover_tries={row['recover_tries']} {row['seconds']:.1f}s{flag}"
+            + (f" [{'; '.join(self.notes)}]" if self.notes else ""))
+        return row
+
+    def run_body(self, fault, mode, i, row):
         self.servers_up()
         if self.proxy:
             self.ctl("reset")
             self.ctl(f"set seed {self.run_rng.getrandbits(32)}")
         self.setup()
-        fired = self.inject(fault, mode, i)
+        row["fired"] = self.inject(fault, mode, i)
         for p in self.demos:
             if p.returncode is None:
                 self.wait_demo(p)
+        row.update(self.demo_stats())
         if self.proxy:
             self.ctl("pass")
         self.servers_up()
         # What the run left in doubt for the after-run `seigo recover` (the restarted
         # application's resolver usually finishes most of it first).
-        src, sout, serr = self.seigo(["status"], timeout=60)
-        m = re.search(r"^(\d+) in doubt", sout, re.M)
-        in_doubt = int(m.group(1)) if m else -1
-        if in_doubt > 0:
-            self.note(f"{in_doubt} in doubt after the run")
-        tries, rec_rc, rec_text = self.recover_loop()
+        row["in_doubt"] = self.in_doubt(save="status-after-run.txt")
+        if row["in_doubt"] > 0:
+            self.note(f"{row['in_doubt']} in doubt after the run")
+        row["recover_tries"], row["recover_rc"], rec_text = self.recover_loop()
         arc, aout, aerr = self.seigo(["demo", "audit"], timeout=60)
         violations = [l for l in aout.splitlines() if l.startswith("VIOLATION")]
-        stats = self.demo_stats()
-        row = dict(fault=fault, mode=mode, run=i, fired=fired, violations=len(violations),
-                   in_doubt=in_doubt, crash_in_doubt=self.crash_in_doubt,
-                   audit_rc=arc, recover_tries=tries, recover_rc=rec_rc, hung=self.hung,
-                   seconds=round(time.monotonic() - t0, 2), notes=self.notes, **stats)
+        row.update(audit_rc=arc, violations=len(violations))
         row["error"] = arc not in (0, 1) or (arc == 1 and not violations)
+        # Every seigo process has exited and `seigo recover` found nothing in doubt: no InnoDB
+        # transaction may be left on any shard. One that is left is invisible to XA RECOVER
+        # and holds its row locks (see TESTING.md, "limbo branch").
+        trx = self.innodb_trx()
+        row["stray_trx"] = sum(len(t) for t in trx.values())
         with open(os.path.join(self.run_dir, "after.txt"), "w") as f:
-            f.write(f"--- status: rc {src}\n{sout}{serr}{rec_text}--- audit: rc {arc}\n{aout}{aerr}")
-        self.rows.append(row)
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
-        flag = "" if not violations else f"  <-- {len(violations)} VIOLATION line(s)"
-        if mode == "seigo" and (violations or row["error"] or rec_rc != 0):
-            flag += f"  (audit rc {arc}, recover rc {rec_rc} after {tries} tries; see {self.run_dir})"
-        log(f"{fault:28s} {mode:5s} #{i}: fired={fired} committed={stats['committed']} "
-            f"gave_up={stats['gave_up']} unknown={stats['unknown']} "
-            f"in_doubt={in_doubt} recover_tries={tries} {row['seconds']:.1f}s{flag}"
-            + (f" [{'; '.join(self.notes)}]" if self.notes else ""))
-        return row
+            f.write(f"{rec_text}--- audit: rc {arc}\n{aout}{aerr}--- information_schema."
+                    f"innodb_trx after recovery:\n{json.dumps(trx, indent=1)}\n")
+        if row["stray_trx"]:
+            self.note(f"{row['stray_trx']} stray InnoDB transaction(s) after recovery: "
+                      + "; ".join(f"shard {s}: {t}" for s, t in trx.items() if t))
+        # Naive violations are expected and permanent (setup reseeds before the next run).
+        if (mode == "seigo" and row["violations"]) or row["stray_trx"] or row["error"]:
+            self.heal(row)
+
+    def innodb_trx(self):
+        """{shard: [(trx_id, state, started)]} of InnoDB transactions on each shard."""
+        out = {}
+        for i in range(self.n):
+            r = subprocess.run(
+                ["mariadb", f"--defaults-file={self.a.state_dir}/mariadb-{i}/my.cnf", "-N", "-B",
+                 "-e", "SELECT trx_id, trx_state, trx_started FROM information_schema.innodb_trx"],
+                capture_output=True, text=True, timeout=30)
+            out[i] = [l.split("\t") for l in r.stdout.splitlines() if l.strip()]
+        return out
+
+    def replace_lost_servers(self, why):
+        """A mariadbd that crashes in its own crash recovery stays down: keep its error log,
+        wipe the state dir, start fresh shards (the next run's setup reseeds them)."""
+        self.lost += 1
+        first = why.strip().splitlines()[0] if why.strip() else why
+        for i in range(self.n):
+            src = os.path.join(self.a.state_dir, f"mariadb-{i}", "error.log")
+            if os.path.exists(src):
+                with open(src, errors="replace") as f:
+                    tail = f.readlines()[-400:]
+                with open(os.path.join(self.run_dir, f"mariadb-{i}-error.log.tail"), "w") as f:
+                    f.writelines(tail)
+        if self.a.keep_lost:
+            dst = f"{self.a.state_dir.rstrip('/')}-lost-{self.lost}"
+            shutil.rmtree(dst, ignore_errors=True)
+            self.servers("stop", check=False)
+            shutil.copytree(self.a.state_dir, dst, symlinks=True)
+            self.note(f"lost shard's state kept in {dst}")
+        self.note(f"SHARD LOST: {first} (mariadbd aborts in its crash recovery, see "
+                  f"mariadb-*-error.log.tail); fresh shards set up, this run has no verdict")
+        self.servers("wipe", check=False)
+        self.servers("start", self.n, "--base-port", self.a.base_port)
+
+    def heal(self, row):
+        """Diagnosis and clean-up after a bad run: stop and start every shard (a transaction
+        InnoDB still holds comes back as a prepared XA branch), `seigo recover`, audit again.
+        The next run starts from a clean state either way (demo setup reseeds)."""
+        try:
+            self.servers("stop")
+            self.servers("start", self.n, "--base-port", self.a.base_port)
+            tries, rc, text = self.recover_loop()
+            arc, aout, aerr = self.seigo(["demo", "audit"], timeout=60)
+            v = sum(1 for l in aout.splitlines() if l.startswith("VIOLATION"))
+            row["violations_after_restart"] = v
+            self.note(f"after a restart of every shard + `seigo recover` ({tries} tries, "
+                      f"rc {rc}): {v} VIOLATION line(s)")
+            with open(os.path.join(self.run_dir, "after-restart.txt"), "w") as f:
+                f.write(f"{text}--- audit: rc {arc}\n{aout}{aerr}")
+        except Exception as e:  # noqa: BLE001
+            self.note(f"restart after a bad run failed: {e}")
 
     def demo_stats(self):
         """Sums what the demo processes report (a killed one: its last progress line)."""
@@ -382,16 +486,19 @@ class Matrix:
             return self.proxy_cell(what, mode)
         raise ValueError(f"unknown fault {fault}")
 
-    def in_doubt(self):
+    def in_doubt(self, save=None):
         """How many transactions `seigo status` lists as in doubt (-1: it failed)."""
         rc, out, err = self.seigo(["status"], timeout=60)
+        if save:
+            with open(os.path.join(self.run_dir, save), "w") as f:
+                f.write(f"rc {rc}\n{out}{err}")
         m = re.search(r"^(\d+) in doubt", out, re.M)
         return int(m.group(1)) if m else -1
 
     def app_restart(self, p, mode):
         """The application comes back: an unarmed demo run for the rest of the run time."""
         if p.returncode is not None and p.returncode < 0:
-            n = self.in_doubt()
+            n = self.in_doubt(save=f"status-after-crash-{len(self.demos)}.txt")
             self.crash_in_doubt = max(self.crash_in_doubt, 0) + max(n, 0)
             self.note(f"{n} in doubt after the crash")
         rest = max(1.0, self.a.seconds - (time.monotonic() - p.t0))
@@ -511,39 +618,53 @@ class Matrix:
         a = self.a
         groups = {}
         for row in self.rows:
+            if row.get("server_lost"):
+                continue  # no verdict: counted separately below
             groups.setdefault((row["fault"], row["mode"]), []).append(row)
         lines = ["| fault | mode | runs | fault fired | runs with violations | violation lines "
-                 "| in doubt after crash | in doubt after run | trades committed | gave up | outcome unknown | errors "
+                 "| in doubt after crash | in doubt after run | trades committed | gave up "
+                 "| outcome unknown | stray InnoDB trx | violations after shard restart | errors "
                  "| time (s) |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for (fault, mode), rows in groups.items():
             s = lambda k: sum(r[k] for r in rows)  # noqa: E731
+            after_restart = lambda rows: (  # noqa: E731
+                sum(r["violations_after_restart"] for r in rows
+                    if r["violations_after_restart"] is not None)
+                if any(r["violations_after_restart"] is not None for r in rows) else "")
             cd = lambda rows: (sum(max(0, r["crash_in_doubt"]) for r in rows)  # noqa: E731
                                if any(r["crash_in_doubt"] >= 0 for r in rows) else "")
             lines.append(
                 f"| {fault} | {mode} | {len(rows)} | {sum(1 for r in rows if r['fired'])} "
                 f"| {sum(1 for r in rows if r['violations'])} | {s('violations')} "
-                f"| {cd(rows)} | {s('in_doubt')} | {s('committed')} | {s('gave_up')} | {s('unknown')} "
+                f"| {cd(rows)} | {s('in_doubt')} | {s('committed')} | {s('gave_up')} "
+                f"| {s('unknown')} | {s('stray_trx')} | {after_restart(rows)} "
                 f"| {sum(1 for r in rows if r['error'] or r['hung'] or r['recover_rc'] != 0)} "
                 f"| {s('seconds'):.0f} |")
         # Naive mode reaches no crash site: those cells are seigo-only.
         lines.append("| coord:&lt;site&gt;, resolver:&lt;site&gt;, proxy:drop_prepare, "
                      "proxy:drop_xacommit, coord:pause, shard:pause | naive | n/a | | | | | | | "
-                     "| | | |")
+                     "| | | | | |")
         by_mode = {}
+        lost_rows = [r for r in self.rows if r.get("server_lost")]
         for row in self.rows:
-            m = by_mode.setdefault(row["mode"], dict(runs=0, viol_runs=0, viol=0, err=0, t=0.0))
+            if row.get("server_lost"):
+                continue
+            m = by_mode.setdefault(row["mode"], dict(runs=0, viol_runs=0, viol=0, err=0, t=0.0,
+                                                     stray=0))
+            m["stray"] += row["stray_trx"]
             m["runs"] += 1
             m["viol_runs"] += bool(row["violations"])
             m["viol"] += row["violations"]
             m["err"] += bool(row["error"] or row["hung"] or row["recover_rc"] != 0)
             m["t"] += row["seconds"]
-        seigo = by_mode.get("seigo", dict(runs=0, viol_runs=0, viol=0, err=0, t=0.0))
+        seigo = by_mode.get("seigo", dict(runs=0, viol_runs=0, viol=0, err=0, t=0.0, stray=0))
         naive = by_mode.get("naive", dict(runs=0, viol_runs=0, viol=0, err=0, t=0.0))
         problems = []
-        if seigo["viol"] or seigo["err"]:
+        if seigo["viol"] or seigo["err"] or seigo["stray"]:
             problems.append(f"seigo: {seigo['viol_runs']} run(s) with violations "
-                            f"({seigo['viol']} line(s)), {seigo['err']} run(s) with errors")
+                            f"({seigo['viol']} line(s)), {seigo['stray']} stray InnoDB "
+                            f"transaction(s), {seigo['err']} run(s) with errors")
         if not self.selftest_ok:
             problems.append("the proxy self-test did not see lost replies")
         if not a.only and not a.proxy_selftest_only and naive["viol"] == 0:
@@ -556,11 +677,12 @@ class Matrix:
             summary.append(f"| {mode} | {m['runs']} | {m['viol_runs']} | {m['viol']} "
                            f"| {m['err']} | {m['t']:.0f} |")
         cmd = "crashmatrix/run.sh " + " ".join(a.argv)
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
         md = [f"# Crash matrix results ({'quick' if a.quick else 'full'})", "",
               f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}; commit "
-              f"{commit or '?'}; {os.cpu_count()} cores",
+              f"{self.commit or '?'}{' (+ uncommitted changes)' if self.dirty else ''}; binary "
+              f"{a.seigo_source} (copied at start, built "
+              f"{datetime.datetime.fromtimestamp(os.path.getmtime(a.seigo)).strftime('%H:%M:%S')}); "
+              f"{os.cpu_count()} cores",
               f"- command: `{cmd.strip()}` (seed {a.seed}: the fault choices repeat with "
               f"`--seed {a.seed}`; the demo's trades and timing do not)",
               f"- {a.shards} shards, {a.runs} run(s) per cell (baseline 1), {a.seconds:g} s of "
@@ -569,11 +691,19 @@ class Matrix:
               f"- total wall time {self.elapsed:.0f} s",
               f"- proxy self-test (every decision insert's reply dropped): "
               f"{'passed' if self.selftest_ok else 'FAILED'}",
+              f"- shards lost (a mariadbd that aborted in its own crash recovery after kill -9 "
+              f"and never came back; those runs have no verdict and are not in the table): "
+              f"{len(lost_rows)}"
+              + "".join(f"; {r['fault']} {r['mode']} #{r['run']}" for r in lost_rows),
               f"- verdict: **{'PASS' if ok else 'FAIL'}**"
               + ("" if ok else ": " + "; ".join(problems)), "",
               "\"fault fired\": runs where the crash site was reached (resolver cells: both the "
               "coordinator crash and the resolver crash), the process/shard was killed, or the "
-              "proxy cut/dropped at least once. \"in doubt after crash\": transactions `seigo "
+              "proxy cut/dropped at least once. \"stray InnoDB trx\": transactions "
+              "information_schema.innodb_trx still lists after every seigo process exited and "
+              "`seigo recover` exited 0 (must be 0). \"violations after shard restart\": after "
+              "a bad run every shard is stopped and started, `seigo recover` runs and the audit "
+              "is repeated. \"in doubt after crash\": transactions `seigo "
               "status` listed right after a coordinator/resolver process died (before the "
               "application restarted). \"in doubt after run\": transactions `seigo "
               "status` listed after the traffic stopped, before the after-run `seigo recover` "
@@ -617,6 +747,8 @@ def main():
                     help="shard i on port P+i, the proxy on P+10, its control on P+11")
     ap.add_argument("--recover-tries", type=int, default=40)
     ap.add_argument("--keep-servers", action="store_true")
+    ap.add_argument("--keep-lost", action="store_true",
+                    help="copy a lost shard's state dir aside (STATE_DIR-lost-N) for analysis")
     ap.add_argument("--proxy-selftest-only", action="store_true",
                     help="only check that the proxy loses replies (ctest CrashMatrixProxyDropsReplies)")
     a = ap.parse_args()
@@ -634,6 +766,11 @@ def main():
     if a.state_dir in ("", "/"):
         sys.exit("crashmatrix: refusing that state dir")
     os.makedirs(a.out, exist_ok=True)
+    # Test a private copy: build/seigo may be rebuilt by someone else while the matrix runs.
+    a.seigo_source = a.seigo
+    snapshot = os.path.join(a.out, "seigo-under-test")
+    shutil.copy2(a.seigo, snapshot)
+    a.seigo = snapshot
     # SIGTERM (e.g. a ctest timeout): unwind, so that the servers and the proxy are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     # One matrix at a time per state dir (it wipes it).

@@ -8,15 +8,17 @@
 #   zero VIOLATION lines; naive mode (the negative control) must have some.
 #
 #   --quick: the CI size (2 runs per cell, 2 s of trades each; about 2-3 minutes on 2 cores).
-#   Default (full): 10 runs per cell, 4 s each (about 15-20 minutes).
+#   Default (full): 10 runs per cell, 4 s each (about 15 minutes).
 #   It starts and stops its OWN MariaDB shards (scripts/servers.sh, state dir
 #   /tmp/seigo-crashmatrix, which it wipes; ports 33461+, proxy 33471, control 33472): never
 #   the servers that scripts/test.sh starts. Needs build/seigo (cmake --build build --target
 #   seigo_cli) unless --seigo is given.
 #   Writes results-<quick|full>-<date>.md, runs.jsonl and per-run logs to --out (default
 #   build/crashmatrix). All options: crashmatrix/run.sh --help.
-#   Exit status: 0 iff seigo had zero violations and no errors in every run, the proxy
-#   self-test saw lost replies, and naive mode showed at least one violation; 1 otherwise.
+#   Exit status: 0 iff seigo had zero violations, zero stray InnoDB transactions and no errors
+#   in every run, the proxy self-test saw lost replies, and naive mode showed at least one
+#   violation; 1 otherwise. A run whose shard never came back after kill -9 (mariadbd aborting
+#   in its own crash recovery) has no verdict: fresh shards are set up and it is only reported.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 command -v python3 >/dev/null || { echo "crashmatrix: python3 is needed (scripts/install-deps.sh)" >&2; exit 1; }
