@@ -27,7 +27,8 @@ class Coordinator::Impl {
         raw_(RawPointers(owned_)),
         options_(o),
         env_(env),
-        protocol_(raw_, env, o.protocol) {}
+        protocol_(raw_, env, o.protocol),
+        max_queue_(static_cast<size_t>(std::max(1, o.phase2_threads)) * 4) {}
 
   ~Impl() { Stop(); }
 
@@ -63,11 +64,27 @@ class Coordinator::Impl {
       case TxState::kOutcomeUnknown: unknown_++; break;
     }
     if (!out.phase2.empty()) {
-      std::lock_guard<std::mutex> l(mu_);
-      for (core::Phase2Item& item : out.phase2) queue_.push_back(std::move(item));
-      queued_ += out.phase2.size();
+      // Phase 2 is asynchronous but bounded: every queued item holds a connection and a prepared
+      // branch's row locks. When the queue is full the caller commits its own branches
+      // (backpressure), so neither connections nor locks pile up under load.
+      bool inline_phase2;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        inline_phase2 = queue_.size() >= max_queue_;
+        if (!inline_phase2) {
+          for (core::Phase2Item& item : out.phase2) queue_.push_back(std::move(item));
+          queued_ += out.phase2.size();
+        }
+      }
+      if (inline_phase2) {
+        for (core::Phase2Item& item : out.phase2) {
+          Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
+          (s.ok() ? phase2_done_ : phase2_left_)++;
+        }
+      } else {
+        cv_.notify_one();
+      }
     }
-    if (!out.phase2.empty()) cv_.notify_one();
     if (out.lost) {
       std::lock_guard<std::mutex> l(mu_);
       lost_.push_back(std::move(*out.lost));
@@ -158,6 +175,7 @@ class Coordinator::Impl {
   CoordinatorOptions options_;
   Env* env_;
   core::Protocol protocol_;
+  const size_t max_queue_;  // phase-2 items queued at most; beyond, callers do their own
 
   std::mutex mu_;
   std::condition_variable cv_, drained_cv_, resolver_cv_;

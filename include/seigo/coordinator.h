@@ -40,8 +40,10 @@ struct CoordinatorOptions {
   // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
   // background (0 = neither; then call Recover() yourself or run `seigo recover`).
   int64_t resolver_interval_ms = 1'000;
-  // Threads that run phase 2 (XA COMMIT of prepared branches) off the callers' path.
-  int phase2_threads = 2;
+  // Threads that run phase 2 (XA COMMIT of prepared branches) off the callers' path. At most
+  // 4 items per thread wait in the queue; beyond that a caller commits its own branches before
+  // Run() returns (backpressure: queued branches hold connections and row locks).
+  int phase2_threads = 4;
   // Time, randomness and crash points; nullptr = DefaultEnv(). Must outlive the Coordinator.
   Env* env = nullptr;
 };
