@@ -33,7 +33,9 @@ echo "=== machine: $(nproc) cores, $(uname -r), $(mariadbd --version | sed 's/ f
 # microseconds with this machine's rate measured by a calibration loop (callgrind count over
 # native time of the same loop).
 echo "=== P4 (callgrind)"
-ir_of() { sed -n 's/^summary: \([0-9]*\).*/\1/p' "$1"; }
+# Total instructions collected (callgrind's "totals:" line; "summary:" counts only before the
+# instrumentation was switched on).
+ir_of() { sed -n 's/^totals: \([0-9]*\).*/\1/p' "$1"; }
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.txn" \
   "$OUT/bench/seigo_bench" --shards "$SEIGO_SHARDS" --callgrind-txns 300 2>/dev/null
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.cal" \

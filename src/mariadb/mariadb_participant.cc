@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <functional>
 #include <unordered_map>
 
 namespace seigo::mariadb {
@@ -185,11 +186,23 @@ class Conn {
   bool broken_ = false;
 };
 
+// Called when a session is closed while it may own a prepared branch (see OrphanedBranch).
+using OrphanHook = std::function<void(const std::string& xid_key, unsigned long thread_id)>;
+
+std::string XidKey(const Xid& x) { return x.Gtrid() + "/" + x.Bqual(); }
+
 class MariaSession final : public Session {
  public:
-  explicit MariaSession(bool autocommit) : autocommit_(autocommit) {}
+  MariaSession(bool autocommit, OrphanHook on_orphan)
+      : autocommit_(autocommit), on_orphan_(std::move(on_orphan)) {}
   ~MariaSession() override {
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
+    // Closing the connection detaches a prepared branch it owns. Tell the participant which
+    // server thread owned it, so that nobody commits the branch from another connection
+    // before that thread is gone (MariaDbParticipant::WaitForOwnerGone).
+    if (in_tx_ && branch_ && on_orphan_ && conn_.mysql() != nullptr) {
+      on_orphan_(XidKey(*branch_), mysql_thread_id(conn_.mysql()));
+    }
   }
 
   Conn& conn() { return conn_; }
@@ -201,7 +214,11 @@ class MariaSession final : public Session {
     in_tx_ = true;  // the first statement opens it (autocommit=0): no round trip
     return Status::OK();
   }
-  Status BeginBranch(const Xid& xid) override { return Begin("XA START " + XidSql(xid)); }
+  Status BeginBranch(const Xid& xid) override {
+    Status s = Begin("XA START " + XidSql(xid));
+    if (s.ok()) branch_ = xid;
+    return s;
+  }
 
   Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) override;
 
@@ -276,7 +293,9 @@ class MariaSession final : public Session {
 
   Conn conn_;
   const bool autocommit_;
+  const OrphanHook on_orphan_;
   bool in_tx_ = false;
+  std::optional<Xid> branch_;  // the XA branch of the current transaction, if any
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
 
@@ -474,7 +493,7 @@ MariaDbParticipant::~MariaDbParticipant() = default;
 Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Config& config,
                                                                      bool prepare_schema) {
   std::unique_ptr<MariaDbParticipant> p(new MariaDbParticipant(config));
-  auto s = std::make_unique<MariaSession>(/*autocommit=*/true);
+  auto s = std::make_unique<MariaSession>(/*autocommit=*/true, nullptr);
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
   SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql()).Annotate(p->name()));
   if (prepare_schema) {
@@ -509,7 +528,12 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
       return s;
     }
   }
-  auto s = std::make_unique<MariaSession>(autocommit);
+  auto s = std::make_unique<MariaSession>(
+      autocommit, [this](const std::string& key, unsigned long thread_id) {
+        std::lock_guard<std::mutex> l(mu_);
+        if (orphans_.size() >= 4096) orphans_.erase(orphans_.begin());  // bounded: see the .h
+        orphans_[key] = thread_id;
+      });
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, autocommit).Annotate(name_));
   return std::unique_ptr<Session>(std::move(s));
 }
@@ -557,15 +581,57 @@ Result<std::vector<Xid>> MariaDbParticipant::RecoverPrepared() {
   return out;
 }
 
+// MariaDB 10.11 trap seen by the crash matrix (crashmatrix/results/limbo-branch-2026-11-26.md):
+// an XA COMMIT sent from a new connection while the server is still tearing down the connection
+// that owned the prepared branch can be written to the binlog while InnoDB keeps the branch
+// prepared and XA RECOVER stops listing it. So a branch whose owner this process closed is
+// committed or rolled back from elsewhere only once that server thread is gone.
+std::optional<unsigned long> MariaDbParticipant::OrphanOwner(const Xid& xid) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = orphans_.find(XidKey(xid));
+  if (it == orphans_.end()) return std::nullopt;
+  return it->second;
+}
+
+void MariaDbParticipant::ForgetOrphan(const Xid& xid) {
+  std::lock_guard<std::mutex> l(mu_);
+  orphans_.erase(XidKey(xid));
+}
+
+namespace {
+// kBusy while server thread `thread_id` still exists.
+Status OwnerGone(Conn& conn, unsigned long thread_id) {
+  QueryResult r;
+  SEIGO_RETURN_IF_ERROR(conn.Run(
+      "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = " + std::to_string(thread_id),
+      &r));
+  Result<int64_t> n = r.Int(0, 0);
+  if (!n.ok()) return n.status();
+  if (*n > 0) {
+    return Status::Busy("the connection that owned the branch (server thread " +
+                        std::to_string(thread_id) + ") is still closing");
+  }
+  return Status::OK();
+}
+}  // namespace
+
 Status MariaDbParticipant::CommitXid(const Xid& xid) {
   PooledSession ps(this);
   SEIGO_RETURN_IF_ERROR(ps.status());
+  if (auto owner = OrphanOwner(xid)) {
+    SEIGO_RETURN_IF_ERROR(OwnerGone(ps.conn(), *owner));
+    ForgetOrphan(xid);
+  }
   return ps.conn().Run("XA COMMIT " + XidSql(xid));
 }
 
 Status MariaDbParticipant::RollbackXid(const Xid& xid) {
   PooledSession ps(this);
   SEIGO_RETURN_IF_ERROR(ps.status());
+  if (auto owner = OrphanOwner(xid)) {
+    SEIGO_RETURN_IF_ERROR(OwnerGone(ps.conn(), *owner));
+    ForgetOrphan(xid);
+  }
   return ps.conn().Run("XA ROLLBACK " + XidSql(xid));
 }
 

@@ -9,6 +9,7 @@
 #ifndef SEIGO_MARIADB_PARTICIPANT_H_
 #define SEIGO_MARIADB_PARTICIPANT_H_
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +62,10 @@ class MariaDbParticipant final : public Participant {
   explicit MariaDbParticipant(const Config& config);
 
   class PooledSession;  // RAII: a recovery session, released on scope exit
+  // Branches whose owning connection this process closed while they may have been prepared
+  // (see OwnerGone in the .cc): the server thread id that owned `xid`, if any.
+  std::optional<unsigned long> OrphanOwner(const Xid& xid);
+  void ForgetOrphan(const Xid& xid);
   Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
                                                bool autocommit);
   void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
@@ -72,6 +77,8 @@ class MariaDbParticipant final : public Participant {
   // recovery and tool sessions with autocommit=1 (each statement its own transaction).
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
+  // Branches whose owning connection this process closed: XID key -> server thread id.
+  std::map<std::string, unsigned long> orphans_;          // guarded by mu_
 };
 
 // The SQL of seigo's tables on every shard (doc/decision-table.md).
