@@ -180,6 +180,7 @@ SimShard::Trx& SimShard::NewTrx(uint64_t conn, bool xa) {
   t.id = id;
   t.xa = xa;
   t.conn = conn;
+  t.started_ms = NowMs();
   if (Conn* c = FindConn(conn)) c->trx = id;
   return t;
 }
@@ -627,6 +628,15 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   return Outcome::kAbort;
 }
 
+Result<std::optional<int64_t>> SimShard::SelectOldestTrx(uint64_t conn) {
+  if (FindConn(conn) == nullptr) return Lost();
+  std::optional<int64_t> oldest;
+  for (const auto& [id, t] : trxs_) {
+    if (!oldest || t.started_ms < *oldest) oldest = t.started_ms;
+  }
+  return oldest;
+}
+
 Result<std::vector<Decision>> SimShard::SelectExpired(uint64_t conn, int64_t retention_ms,
                                                       size_t limit) {
   if (FindConn(conn) == nullptr) return Lost();
@@ -948,6 +958,12 @@ Result<std::vector<Decision>> SimParticipant::ListExpiredDecisions(int64_t reten
     return s.Call([retention_ms, limit](SimShard* sh, uint64_t c) {
       return sh->SelectExpired(c, retention_ms, limit);
     });
+  });
+}
+
+Result<std::optional<int64_t>> SimParticipant::OldestTransactionStartMs() {
+  return OnPooledSession([](SimSession& s) {
+    return s.Call([](SimShard* sh, uint64_t c) { return sh->SelectOldestTrx(c); });
   });
 }
 

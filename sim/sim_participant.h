@@ -135,6 +135,7 @@ class SimShard {
   Result<std::optional<Decision>> SelectDecision(uint64_t conn, const std::string& gid);
   Result<Outcome> FenceInsert(uint64_t conn, const Decision& d, bool by_coordinator);
   Result<std::vector<Decision>> SelectExpired(uint64_t conn, int64_t retention_ms, size_t limit);
+  Result<std::optional<int64_t>> SelectOldestTrx(uint64_t conn);
   Status DeleteDecisions(uint64_t conn, const std::vector<std::string>& gids);
 
   // ---- Faults ----
@@ -164,6 +165,7 @@ class SimShard {
     std::vector<std::string> locks;
     std::vector<std::string> inserted_decisions;  // uncommitted decision rows of this trx
     uint64_t waits_for = 0;  // the transaction whose lock this one waits for (deadlocks)
+    int64_t started_ms = 0;  // this server's clock (INNODB_TRX.trx_started)
   };
   struct DecisionRow {
     Decision d;
@@ -277,6 +279,7 @@ class SimParticipant final : public Participant {
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
+  Result<std::optional<int64_t>> OldestTransactionStartMs() override;
 
  private:
   template <typename F>

@@ -196,6 +196,11 @@ class Participant {
   virtual Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms,
                                                             size_t limit) = 0;
   virtual Status ForgetDecisions(std::span<const std::string> gids) = 0;
+  // Start time (this server's clock, unix ms, rounded down) of the oldest transaction open on
+  // this shard — prepared XA branches included, even one that XA RECOVER fails to list — or
+  // nullopt if none. Garbage collection keeps every decision whose deadline is not older than
+  // this on all shards: a branch of a gid always starts before the gid's deadline.
+  virtual Result<std::optional<int64_t>> OldestTransactionStartMs() = 0;
 };
 
 }  // namespace seigo

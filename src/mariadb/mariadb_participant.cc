@@ -757,6 +757,22 @@ Status MariaDbParticipant::ForgetDecisions(std::span<const std::string> gids) {
   return Status::OK();
 }
 
+Result<std::optional<int64_t>> MariaDbParticipant::OldestTransactionStartMs() {
+  PooledSession ps(this);
+  SEIGO_RETURN_IF_ERROR(ps.status());
+  // INNODB_TRX lists every open InnoDB transaction, prepared XA branches included (needs the
+  // PROCESS privilege). trx_started has whole seconds: subtract one to stay on the safe side.
+  QueryResult r;
+  SEIGO_RETURN_IF_ERROR(ps.conn().Run(
+      "SELECT CAST(UNIX_TIMESTAMP(MIN(trx_started)) * 1000 AS SIGNED) - 1000 "
+      "FROM information_schema.INNODB_TRX",
+      &r));
+  if (r.rows.empty() || !r.rows[0][0]) return std::optional<int64_t>();
+  Result<int64_t> v = r.Int(0, 0);
+  if (!v.ok()) return v.status();
+  return std::optional<int64_t>(*v);
+}
+
 Result<QueryResult> MariaDbParticipant::Query(std::string_view sql,
                                                std::span<const Value> params) {
   PooledSession ps(this);

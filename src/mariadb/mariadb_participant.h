@@ -52,6 +52,7 @@ class MariaDbParticipant final : public Participant {
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
+  Result<std::optional<int64_t>> OldestTransactionStartMs() override;
 
   // Runs one text statement on a pooled connection (for tools: schema setup, audits).
   Result<QueryResult> Query(std::string_view sql, std::span<const Value> params = {});
