@@ -44,7 +44,7 @@ std::string Shards(const std::vector<uint32_t>& v) {
   return s;
 }
 
-int Status_(const Common& c) {
+int PrintStatus(const Common& c) {
   int rc = kExitOk;
   auto coord = OpenForTool(c, &rc);
   if (!coord) return rc;
@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     }
     common.shards = env;
   }
-  if (status->parsed()) return seigo::cli::Status_(common);
+  if (status->parsed()) return seigo::cli::PrintStatus(common);
   if (recover->parsed()) return seigo::cli::Recover(common);
   if (setup->parsed()) return DemoSetup(common, players, items);
   if (run->parsed()) return DemoRun(common, clients, seconds, mode);

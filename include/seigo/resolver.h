@@ -50,7 +50,8 @@ struct ResolveReport {
   };
   std::vector<Applied> applied;    // branches committed or rolled back by this pass
   std::vector<Pending> pending;    // still in doubt; a later pass will retry
-  std::vector<std::string> fenced; // gids this pass decided to abort (fencing inserts written)
+  std::vector<std::string> fenced; // gids this pass decided to abort: a fencing insert, or
+                                   // no decision past the fence window (nothing written)
   size_t forgotten = 0;            // decision rows garbage-collected
   std::vector<Status> errors;      // shards that could not be scanned, failed calls
   bool complete = true;            // every shard was scanned

@@ -65,11 +65,9 @@ class Attempt final : public Tx {
         start_ms_(p.env_->NowMs()),
         deadline_ms_(start_ms_ + p.options_.txn_timeout_ms) {}
 
-  ~Attempt() override {
-    // Every path out of Commit/Abort has already released the sessions; this is a backstop so
-    // that a session is never returned to a pool in an unknown state: destroying it closes the
-    // connection and the server discards whatever was not prepared.
-  }
+  // No destructor work: every path out of Commit/Abort releases the sessions. A session still
+  // held here (only if a closure throws) is destroyed, never pooled: its connection closes and
+  // the server discards whatever was not prepared.
 
   uint32_t ShardFor(int64_t key) const override {
     return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.shard_count()));
