@@ -359,11 +359,12 @@ std::unique_ptr<seigo::Coordinator> OpenCoordinator(const std::string& shards) {
 double MeasureRecovery(Env& env, int n) {
   std::vector<std::unique_ptr<seigo::mariadb::MariaDbParticipant>> owned;
   std::vector<seigo::Participant*> raw;
+  std::string deployment;
   for (uint32_t s = 0; s < 2; ++s) {
     seigo::mariadb::Config c;
     c.url = env.map.shard(s);
     c.index = s;
-    auto p = seigo::mariadb::MariaDbParticipant::Open(c, false);
+    auto p = seigo::mariadb::MariaDbParticipant::Open(c, false, &deployment);
     if (!p.ok()) Die(p.status().ToString());
     raw.push_back(p->get());
     owned.push_back(std::move(*p));

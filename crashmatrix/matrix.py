@@ -54,12 +54,13 @@ RESOLVER_SITES = ["resolver_after_fence", "resolver_before_apply"]
 PROXY_FAULTS = {
     # name: (drop_match regex or None, drop_prob, cut_prob, cut-all moments per run)
     "cut": (None, 0.0, 0.003, 2),
-    "drop_commit": (r"(^|;)\s*COMMIT\s*$", 0.05, 0.0, 0),
+    # The commit point (decider) and the one-shard commit: both end with a one-phase XA COMMIT.
+    "drop_commit": (r"XA COMMIT [^;]* ONE PHASE", 0.05, 0.0, 0),
     "drop_prepare": (r"XA PREPARE", 0.05, 0.0, 0),
     "drop_xacommit": (r"^\s*XA COMMIT", 0.05, 0.0, 0),
     # The proxy self-test: every decision insert (the decider's commit and the coordinator's
     # fence) loses its reply, so seigo cannot learn the outcome: outcome_unknown.
-    "selftest": (r"^INSERT INTO seigo_decision", 1.0, 0.0, 0),
+    "selftest": (r"(^|;)INSERT INTO seigo_decision", 1.0, 0.0, 0),
 }
 
 

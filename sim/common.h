@@ -17,8 +17,8 @@ enum class Variant {
   kNoFence,               // FenceAbort writes no abort row, yet reports "abort"
   kIgnoreDeadline,        // a resolver's fence is accepted before the deadline, and the
                           // decider's commit insert overwrites an existing (abort) row
-  kNotaIsDone,            // XA RECOVER hides branches owned by live connections, so XAER_NOTA
-                          // looks like "finished"
+  kNotaIsDone,            // XA RECOVER hides branches owned by live connections, and a commit
+                          // by XID takes XAER_NOTA for "finished" (no marker check)
   kCommitBeforeDecision,  // XA PREPARE already makes the branch's writes visible and permanent
 };
 const char* VariantName(Variant v);

@@ -202,6 +202,8 @@ void SimShard::CommitTrx(uint64_t id, const char* why) {
     ctx_.checker->OnEffects(index_, t.effects, /*committed=*/true);
   }
   if (t.xa) {
+    // The branch's marker (inserted by its PREPARE batch) commits with it.
+    if (t.xa_state == XaState::kPrepared) committed_markers_.insert(t.xid.gid);
     Trace("branch %s committed (%s)", t.xid.gid.substr(0, 8).c_str(), why);
     ctx_.checker->OnBranchEnded(index_, t.xid, true, t.xa_state == XaState::kPrepared, why);
   }
@@ -628,13 +630,25 @@ Result<Outcome> SimShard::FenceInsert(uint64_t conn, const Decision& d, bool by_
   return Outcome::kAbort;
 }
 
-Result<std::optional<int64_t>> SimShard::SelectOldestTrx(uint64_t conn) {
+Result<std::vector<BranchTrace>> SimShard::SelectMarkers(uint64_t conn,
+                                                         const std::vector<std::string>& gids) {
   if (FindConn(conn) == nullptr) return Lost();
-  std::optional<int64_t> oldest;
-  for (const auto& [id, t] : trxs_) {
-    if (!oldest || t.started_ms < *oldest) oldest = t.started_ms;
+  std::vector<BranchTrace> out;
+  for (const std::string& g : gids) {
+    BranchTrace tr = committed_markers_.count(g) ? BranchTrace::kCommitted : BranchTrace::kNone;
+    for (const auto& [id, t] : trxs_) {
+      // A marker exists from the PREPARE on: an open prepared branch holds an uncommitted one.
+      if (t.xa && t.xid.gid == g && t.xa_state == XaState::kPrepared) tr = BranchTrace::kOpen;
+    }
+    out.push_back(tr);
   }
-  return oldest;
+  return out;
+}
+
+Status SimShard::DeleteMarkers(uint64_t conn, const std::vector<std::string>& gids) {
+  if (FindConn(conn) == nullptr) return Lost();
+  for (const std::string& g : gids) committed_markers_.erase(g);
+  return Status::OK();
 }
 
 Result<std::vector<Decision>> SimShard::SelectExpired(uint64_t conn, int64_t retention_ms,
@@ -918,20 +932,55 @@ auto SimParticipant::OnPooledSession(F f) -> decltype(f(std::declval<SimSession&
 }
 
 Result<std::vector<Xid>> SimParticipant::RecoverPrepared() {
-  return OnPooledSession([](SimSession& s) {
+  Result<std::vector<Xid>> all = OnPooledSession([](SimSession& s) {
     return s.Call([](SimShard* sh, uint64_t c) { return sh->XaRecover(c); });
   });
+  if (!all.ok()) return all;
+  std::erase_if(*all, [&](const Xid& x) { return x.deployment != deployment_; });
+  return all;
 }
 
+// As src/mariadb: the branch's marker, not the server's answer alone, says what happened.
 Status SimParticipant::CommitXid(const Xid& xid) {
-  return OnPooledSession([&xid](SimSession& s) {
+  Status s = OnPooledSession([&xid](SimSession& s) {
     return s.Call([xid](SimShard* sh, uint64_t c) { return sh->XaCommit(c, xid); });
   });
+  if (!s.Is(Code::kNotFound)) return s;
+  // Variant::kNotaIsDone: the planted flaw — XAER_NOTA believed without asking the marker.
+  if (shard_->variant() == Variant::kNotaIsDone) return Status::OK();
+  std::string g = xid.gid;
+  Result<std::vector<BranchTrace>> t = ProbeBranches(std::span<const std::string>(&g, 1));
+  if (t.ok() && t->at(0) == BranchTrace::kCommitted) return Status::OK();
+  return s;
 }
 
 Status SimParticipant::RollbackXid(const Xid& xid) {
-  return OnPooledSession([&xid](SimSession& s) {
+  Status s = OnPooledSession([&xid](SimSession& s) {
     return s.Call([xid](SimShard* sh, uint64_t c) { return sh->XaRollback(c, xid); });
+  });
+  if (!s.Is(Code::kNotFound)) return s;
+  std::string g = xid.gid;
+  Result<std::vector<BranchTrace>> t = ProbeBranches(std::span<const std::string>(&g, 1));
+  if (!t.ok()) return s;
+  if (t->at(0) == BranchTrace::kCommitted) {
+    return Status::Corruption("asked to roll back a committed branch of " + g);
+  }
+  // Without a marker the branch never prepared here or has rolled back already. (An active,
+  // never-prepared branch has no marker yet: like MariaDB's NOTA for it, nothing to do.)
+  return t->at(0) == BranchTrace::kNone ? Status::OK() : s;
+}
+
+Result<std::vector<BranchTrace>> SimParticipant::ProbeBranches(std::span<const std::string> gids) {
+  std::vector<std::string> v(gids.begin(), gids.end());
+  return OnPooledSession([&v](SimSession& s) {
+    return s.Call([v](SimShard* sh, uint64_t c) { return sh->SelectMarkers(c, v); });
+  });
+}
+
+Status SimParticipant::ForgetBranches(std::span<const std::string> gids) {
+  std::vector<std::string> v(gids.begin(), gids.end());
+  return OnPooledSession([&v](SimSession& s) {
+    return s.Call([v](SimShard* sh, uint64_t c) { return sh->DeleteMarkers(c, v); });
   });
 }
 
@@ -958,12 +1007,6 @@ Result<std::vector<Decision>> SimParticipant::ListExpiredDecisions(int64_t reten
     return s.Call([retention_ms, limit](SimShard* sh, uint64_t c) {
       return sh->SelectExpired(c, retention_ms, limit);
     });
-  });
-}
-
-Result<std::optional<int64_t>> SimParticipant::OldestTransactionStartMs() {
-  return OnPooledSession([](SimSession& s) {
-    return s.Call([](SimShard* sh, uint64_t c) { return sh->SelectOldestTrx(c); });
   });
 }
 

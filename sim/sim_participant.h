@@ -39,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,7 @@ class SimShard {
   bool up() const { return up_; }
   int64_t NowMs() const;  // this server's clock, NOW(6)
   Coverage* coverage() const { return ctx_.coverage; }
+  Variant variant() const { return ctx_.variant; }
 
   void LoadRow(int64_t key, int64_t value) { rows_[key] = value; }
 
@@ -135,7 +137,10 @@ class SimShard {
   Result<std::optional<Decision>> SelectDecision(uint64_t conn, const std::string& gid);
   Result<Outcome> FenceInsert(uint64_t conn, const Decision& d, bool by_coordinator);
   Result<std::vector<Decision>> SelectExpired(uint64_t conn, int64_t retention_ms, size_t limit);
-  Result<std::optional<int64_t>> SelectOldestTrx(uint64_t conn);
+  // seigo_branch markers (written inside a branch by its PREPARE): ProbeBranches semantics.
+  Result<std::vector<BranchTrace>> SelectMarkers(uint64_t conn,
+                                                 const std::vector<std::string>& gids);
+  Status DeleteMarkers(uint64_t conn, const std::vector<std::string>& gids);
   Status DeleteDecisions(uint64_t conn, const std::vector<std::string>& gids);
 
   // ---- Faults ----
@@ -210,6 +215,7 @@ class SimShard {
 
   std::map<int64_t, int64_t> rows_;               // committed data
   std::map<std::string, DecisionRow> decisions_;  // seigo_decision, by gid
+  std::set<std::string> committed_markers_;        // seigo_branch rows of committed branches
   std::map<uint64_t, Trx> trxs_;
   std::map<std::string, uint64_t> xa_index_;  // XID -> trx, for every XA branch
   std::map<uint64_t, Conn> conns_;
@@ -263,23 +269,27 @@ class SimParticipant final : public Participant {
  public:
   static constexpr size_t kMaxIdle = 4;
 
+  static constexpr const char* kDeployment = "5e1905e1905e1905";
+
   SimParticipant(SimShard* shard, Network* net, int process)
       : shard_(shard), net_(net), process_(process) {}
   ~SimParticipant() override = default;  // pooled sessions close
 
   uint32_t index() const override { return shard_->index(); }
   std::string name() const override { return shard_->name(); }
+  const std::string& deployment() const override { return deployment_; }
   Result<std::unique_ptr<Session>> Acquire() override;
   void Release(std::unique_ptr<Session> session) override;
 
   Result<std::vector<Xid>> RecoverPrepared() override;
   Status CommitXid(const Xid& xid) override;
   Status RollbackXid(const Xid& xid) override;
+  Result<std::vector<BranchTrace>> ProbeBranches(std::span<const std::string> gids) override;
+  Status ForgetBranches(std::span<const std::string> gids) override;
   Result<std::optional<Decision>> ReadDecision(std::string_view gid) override;
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
-  Result<std::optional<int64_t>> OldestTransactionStartMs() override;
 
  private:
   template <typename F>
@@ -288,6 +298,7 @@ class SimParticipant final : public Participant {
   SimShard* shard_;
   Network* net_;
   int process_;
+  std::string deployment_ = kDeployment;
   std::vector<std::unique_ptr<SimSession>> idle_;
 };
 

@@ -7,6 +7,7 @@
 #include "seigo/coordinator.h"
 
 #include <atomic>
+#include <cstdio>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -78,8 +79,7 @@ class Coordinator::Impl {
       }
       if (inline_phase2) {
         for (core::Phase2Item& item : out.phase2) {
-          Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
-          (s.ok() ? phase2_done_ : phase2_left_)++;
+          CountPhase2(core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol));
         }
       } else {
         cv_.notify_one();
@@ -98,14 +98,32 @@ class Coordinator::Impl {
     drained_cv_.wait(l, [&] { return finished_ >= target; });
   }
 
+  // One resolver pass, after trying to settle this process's lost commits (so that the pass can
+  // finish their branches; also when the caller drives recovery, resolver_interval_ms = 0).
   ResolveReport Recover() {
+    std::vector<core::LostCommit> lost;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      lost.swap(lost_);
+    }
+    std::vector<core::LostCommit> keep;
+    for (core::LostCommit& x : lost) {
+      if (!core::Protocol::TrySettle(x, env_)) keep.push_back(std::move(x));
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (core::LostCommit& x : keep) lost_.push_back(std::move(x));
+    }
     std::lock_guard<std::mutex> l(resolve_mu_);  // one pass at a time from this process
-    return core::ResolvePass(raw_, env_, options_.resolver);
+    ResolveReport r = core::ResolvePass(raw_, env_, options_.resolver);
+    limbo_ += r.limbo.size();
+    return r;
   }
 
   InDoubtReport InDoubt() { return core::InspectInDoubt(raw_, env_); }
 
   const ShardMap& map() const { return map_; }
+  const std::string& deployment() const { return owned_[0]->deployment(); }
   mariadb::MariaDbParticipant* shard(uint32_t i) { return owned_[i].get(); }
 
   Counters counters() const {
@@ -117,6 +135,7 @@ class Coordinator::Impl {
     c.attempts = attempts_;
     c.phase2_done = phase2_done_;
     c.phase2_left = phase2_left_;
+    c.limbo = limbo_;
     return c;
   }
 
@@ -126,6 +145,20 @@ class Coordinator::Impl {
     std::vector<Participant*> out;
     for (const auto& p : v) out.push_back(p.get());
     return out;
+  }
+
+  void CountPhase2(const Status& s) {
+    if (s.ok()) {
+      phase2_done_++;
+      return;
+    }
+    phase2_left_++;
+    if (s.Is(Code::kCorruption)) {
+      // A limbo branch: the decision is kept (GC probes the branch's marker), but an operator
+      // must restart the server. Say so now, not only in the next resolver report.
+      limbo_++;
+      std::fprintf(stderr, "seigo: %s\n", s.ToString().c_str());
+    }
   }
 
   void Phase2Loop() {
@@ -139,8 +172,7 @@ class Coordinator::Impl {
         item = std::move(queue_.front());
         queue_.pop_front();
       }
-      Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
-      (s.ok() ? phase2_done_ : phase2_left_)++;
+      CountPhase2(core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol));
       {
         std::lock_guard<std::mutex> l(mu_);
         finished_++;
@@ -155,17 +187,9 @@ class Coordinator::Impl {
       resolver_cv_.wait_for(l, std::chrono::milliseconds(options_.resolver_interval_ms),
                    [&] { return stopping_; });
       if (stopping_) return;
-      std::vector<core::LostCommit> lost;
-      lost.swap(lost_);
       l.unlock();
-      // Settle lost commits first, so that this very pass can finish their branches.
-      std::vector<core::LostCommit> keep;
-      for (core::LostCommit& x : lost) {
-        if (!core::Protocol::TrySettle(x, env_)) keep.push_back(std::move(x));
-      }
       Recover();
       l.lock();
-      for (core::LostCommit& x : keep) lost_.push_back(std::move(x));
     }
   }
 
@@ -188,7 +212,7 @@ class Coordinator::Impl {
   std::mutex resolve_mu_;
 
   std::atomic<uint64_t> committed_{0}, aborted_{0}, gave_up_{0}, unknown_{0}, attempts_{0};
-  std::atomic<uint64_t> phase2_done_{0}, phase2_left_{0};
+  std::atomic<uint64_t> phase2_done_{0}, phase2_left_{0}, limbo_{0};
 };
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions& o) {
@@ -202,6 +226,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
                                    "into XIDs, doc/xid.md)");
   }
   std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts;
+  std::string deployment;  // shard 0's; every other shard must belong to the same deployment
   for (size_t i = 0; i < map->size(); ++i) {
     mariadb::Config c;
     c.url = map->shard(i);
@@ -209,7 +234,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     c.lock_wait_timeout_s = o.lock_wait_timeout_s;
     c.connect_timeout_s = o.connect_timeout_s;
     c.read_timeout_s = o.read_timeout_s;
-    auto p = mariadb::MariaDbParticipant::Open(c, o.prepare_schema);
+    if (o.max_idle_connections > 0) c.max_idle = static_cast<size_t>(o.max_idle_connections);
+    auto p = mariadb::MariaDbParticipant::Open(c, o.prepare_schema, &deployment);
     if (!p.ok()) return p.status();
     parts.push_back(std::move(*p));
   }
@@ -227,6 +253,7 @@ ResolveReport Coordinator::Recover() { return impl_->Recover(); }
 InDoubtReport Coordinator::InDoubt() { return impl_->InDoubt(); }
 void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }
 const ShardMap& Coordinator::shard_map() const { return impl_->map(); }
+const std::string& Coordinator::deployment() const { return impl_->deployment(); }
 Coordinator::Counters Coordinator::counters() const { return impl_->counters(); }
 
 Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,

@@ -1,5 +1,6 @@
 // The real Env: system clock, sleeping threads, per-thread random generators and crash points
 // armed by the environment variable SEIGO_CRASH_AT (doc/testing-hooks.md).
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -72,13 +73,32 @@ class PosixEnv final : public Env {
     if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   }
 
+  // Per-thread generators, reseeded in a child after fork(): otherwise parent and child would
+  // draw the same gids (the child's thread-local state is a copy of the parent's).
   uint64_t Random64() override {
-    thread_local std::mt19937_64 gen = [] {
+    struct Gen {
+      std::mt19937_64 gen;
+      uint64_t fork_generation = ~uint64_t{0};
+    };
+    thread_local Gen g;
+    const uint64_t now = ForkGeneration().load(std::memory_order_relaxed);
+    if (g.fork_generation != now) {
       std::random_device rd;
       std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-      return std::mt19937_64(seq);
+      g.gen.seed(seq);
+      g.fork_generation = now;
+    }
+    return g.gen();
+  }
+
+  static std::atomic<uint64_t>& ForkGeneration() {
+    static std::atomic<uint64_t> generation{0};
+    static const bool registered = [] {
+      ::pthread_atfork(nullptr, nullptr, [] { ForkGeneration().fetch_add(1); });
+      return true;
     }();
-    return gen();
+    (void)registered;
+    return generation;
   }
 
   void CrashPoint(CrashSite site) override {

@@ -114,12 +114,15 @@ int64_t GlobalStatus(Coordinator& c, uint32_t shard, const std::string& name) {
   return r.ok() && !r->rows.empty() ? *r->Int(0, 0) : -1;
 }
 
-TEST_F(CoordinatorTest, OneShardPathIssuesNoXaAndNoDecisionRow) {
+// The one-shard path commits its local transaction in one phase: no XA PREPARE, no decision row.
+// (Every transaction session runs inside an XA transaction so that the server refuses
+// statements that would end it; the one-shard path ends with XA COMMIT ... ONE PHASE.)
+TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndWritesNoDecisionRow) {
   FreshTable("t_one");
   int64_t a, b;
   KeysOnTwoShards(&a, &b);
-  const int64_t xa0 = GlobalStatus(*coord_, 0, "COM_XA_START");
-  const int64_t xa1 = GlobalStatus(*coord_, 1, "COM_XA_START");
+  const int64_t xa0 = GlobalStatus(*coord_, 0, "COM_XA_PREPARE");
+  const int64_t xa1 = GlobalStatus(*coord_, 1, "COM_XA_PREPARE");
   auto decisions = [&] {
     return *coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision")->Int(0, 0);
   };
@@ -132,17 +135,17 @@ TEST_F(CoordinatorTest, OneShardPathIssuesNoXaAndNoDecisionRow) {
   EXPECT_EQ(r.shards, 1u);
   EXPECT_EQ(r.gid, "");
   EXPECT_EQ(ValueOf("t_one", a), 2);
-  EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_START"), xa0);
-  EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_START"), xa1);
+  EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_PREPARE"), xa0);
+  EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_PREPARE"), xa1);
   EXPECT_EQ(decisions(), decisions_before);
   // The same counters do move for a two-shard transaction (so the checks above can fail):
-  // shard 0 (touched first) decides with a local commit, shard 1 gets the XA branch.
+  // shard 0 (touched first) decides with a one-phase commit, shard 1's branch is prepared.
   ASSERT_TRUE(coord_->Run([&](Tx& tx) -> Status {
     SEIGO_RETURN_IF_ERROR(tx.Exec(a, "UPDATE t_one SET v = v + 1 WHERE k = ?", {a}).status());
     return tx.Exec(b, "INSERT INTO t_one (k, v) VALUES (?, 1)", {b}).status();
   }).committed());
-  EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_START"), xa0);
-  EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_START"), xa1 + 1);
+  EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_PREPARE"), xa0);
+  EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_PREPARE"), xa1 + 1);
   EXPECT_EQ(decisions(), decisions_before + 1);
 }
 
@@ -418,10 +421,11 @@ TEST_F(CoordinatorTest, ResolverPastTheFenceWindowRollsBackWithoutWritingADecisi
   ASSERT_TRUE(map.ok());
   c.url = map->shard(1);
   c.index = 1;
-  auto p = mariadb::MariaDbParticipant::Open(c, false);
+  std::string deployment = coord_->deployment();
+  auto p = mariadb::MariaDbParticipant::Open(c, false, &deployment);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   const int64_t now = DefaultEnv()->NowMs();
-  Xid xid{core::NewGid(DefaultEnv()), 0, now - 100'000, now - 90'000, 1};
+  Xid xid{deployment, core::NewGid(DefaultEnv()), 0, now - 100'000, now - 90'000, 1};
   {
     auto s = (*p)->Acquire();
     ASSERT_TRUE(s.ok());

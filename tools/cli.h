@@ -15,6 +15,8 @@ inline constexpr int kExitFailed = 1;        // audit found violations / the ope
 inline constexpr int kExitUsage = 2;         // bad command line or malformed input
 inline constexpr int kExitUnavailable = 3;   // a shard is unreachable, refused us, or too old
 inline constexpr int kExitInDoubt = 4;       // recover: transactions remain in doubt
+inline constexpr int kExitLimbo = 5;         // recover: a branch is stuck in the MariaDB limbo
+                                             // state; restart that server, then recover
 
 // Options every shard-touching subcommand shares.
 struct Common {
@@ -24,9 +26,10 @@ struct Common {
 };
 
 // Opens a coordinator for a tool: no background resolver (tools run passes explicitly).
+// `prepare_schema` false for tools that promise to change nothing (`seigo status`).
 // On failure prints the error to stderr and stores the exit code.
 std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code,
-                                         bool background = false);
+                                         bool background = false, bool prepare_schema = true);
 
 // Exit code for a failed Status.
 int ExitCodeFor(const Status& s);

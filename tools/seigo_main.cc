@@ -21,8 +21,10 @@ int ExitCodeFor(const Status& s) {
   }
 }
 
-std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool background) {
+std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool background,
+                                         bool prepare_schema) {
   CoordinatorOptions o;
+  o.prepare_schema = prepare_schema;
   o.shards = c.shards;
   o.lock_wait_timeout_s = c.lock_wait_timeout_s;
   o.protocol.txn_timeout_ms = c.txn_timeout_ms;
@@ -46,7 +48,8 @@ std::string Shards(const std::vector<uint32_t>& v) {
 
 int PrintStatus(const Common& c) {
   int rc = kExitOk;
-  auto coord = OpenForTool(c, &rc);
+  // Changes nothing: no tables created, no shard claimed, no resolver pass.
+  auto coord = OpenForTool(c, &rc, /*background=*/false, /*prepare_schema=*/false);
   if (!coord) return rc;
   InDoubtReport r = coord->InDoubt();
   for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
@@ -84,6 +87,9 @@ int Recover(const Common& c) {
     std::printf("%s  shards %s  still in doubt: %s\n", p.gid.c_str(), Shards(p.shards).c_str(),
                 p.reason.c_str());
   }
+  for (const ResolveReport::Limbo& l : r.limbo) {
+    std::printf("%s  shard %u  LIMBO: %s\n", l.gid.c_str(), l.shard, l.message.c_str());
+  }
   for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
   size_t committed = 0, rolled_back = 0;
   for (const auto& a : r.applied) (a.outcome == Outcome::kCommit ? committed : rolled_back)++;
@@ -91,6 +97,7 @@ int Recover(const Common& c) {
               "doubt, %zu decision row(s) forgotten%s\n",
               committed, rolled_back, r.pending.size(), r.forgotten,
               r.complete ? "" : " (some shards could not be scanned)");
+  if (!r.limbo.empty()) return kExitLimbo;
   if (!r.complete) return kExitUnavailable;
   return r.pending.empty() ? kExitOk : kExitInDoubt;
 }

@@ -35,8 +35,11 @@ struct CoordinatorOptions {
   int lock_wait_timeout_s = 2;
   int connect_timeout_s = 3;
   int read_timeout_s = 30;
-  // Create seigo's tables on each shard if missing, and claim each shard's index.
+  // Create (or upgrade) seigo's tables on each shard if missing, and claim each shard's index
+  // and deployment. false: change nothing; the shards must have been set up before.
   bool prepare_schema = true;
+  // Idle connections kept per shard and pool (transactions; recovery). 0 = the default (64).
+  int max_idle_connections = 0;
   // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
   // background (0 = neither; then call Recover() yourself or run `seigo recover`).
   int64_t resolver_interval_ms = 1'000;
@@ -63,8 +66,13 @@ class Coordinator {
   // Runs `fn` as one atomic transaction across the shards it touches (transaction.h).
   TxResult Run(const TxFn& fn);
 
-  // One resolver pass now (also what `seigo recover` runs).
+  // One resolver pass now (also what `seigo recover` runs). It first tries to settle this
+  // process's own lost commits (kOutcomeUnknown results), so callers that run recovery
+  // themselves (resolver_interval_ms = 0) get them finished too.
   ResolveReport Recover();
+
+  // The deployment id of this shard list (doc/xid.md): stored on every shard at setup.
+  const std::string& deployment() const;
 
   // What is in doubt right now, changing nothing (what `seigo status` prints).
   InDoubtReport InDoubt();
@@ -84,6 +92,8 @@ class Coordinator {
     uint64_t attempts = 0;        // closure runs
     uint64_t phase2_done = 0;     // branches committed by phase 2
     uint64_t phase2_left = 0;     // branches left to the resolver
+    uint64_t limbo = 0;           // branches a commit/rollback by XID did not finish although
+                                  // the server said OK (doc/limbo-branch.md): need an operator
   };
   Counters counters() const;
 

@@ -11,16 +11,21 @@
 //     branch owns it: on MariaDB no other connection can commit or roll it back until this one
 //     disconnects (doc/protocol.md, "the owning connection"), so phase 2 runs here.
 //   * Participant: the shard itself, for recovery. Its calls are idempotent by XID and safe from
-//     any process at any time: RecoverPrepared, CommitXid, RollbackXid, and the decision table
-//     (ReadDecision, FenceAbort, ListExpiredDecisions, ForgetDecisions) that lives on every shard that
-//     can act as a decider.
+//     any process at any time: RecoverPrepared, CommitXid, RollbackXid, ProbeBranches,
+//     ForgetBranches, and the decision table (ReadDecision, FenceAbort, ListExpiredDecisions,
+//     ForgetDecisions) that lives on every shard that can act as a decider.
+//
+// Deployments: several seigo deployments (and non-seigo XA users) may share one server. Every
+// XID names its deployment (doc/xid.md) and a participant only ever lists, commits or rolls back
+// XIDs of its own deployment.
 //
 // Error contract (every call): kConflict = deadlock / lock-wait timeout, the server rolled the
 // statement or the transaction back; kUnavailable = connection refused or lost, the effect of the
 // call is unknown (the Session is then Broken()); kQueryFailed = the server rejected it;
 // kNotFound = XAER_NOTA (no such XID visible to this connection — which on MariaDB ALSO happens
 // while another live connection owns the branch, so it never means "done" by itself);
-// kBusy = cannot be decided now, nothing changed.
+// kBusy = cannot be decided now, nothing changed. Server error numbers travel in
+// Status::server_errno().
 //
 // Thread-safety: Participant methods may be called from many threads at once. A Session is used
 // by one thread at a time.
@@ -40,23 +45,26 @@
 
 namespace seigo {
 
-// The identity of one XA branch: which global transaction, who decides it, until when it may
-// commit, and which shard this branch is on. Wire format in doc/xid.md.
+// The identity of one XA branch: which deployment, which global transaction, who decides it,
+// until when it may commit, and which shard this branch is on. Wire format in doc/xid.md.
 struct Xid {
   static constexpr int32_t kFormatId = 0x73656967;  // "seig"
+  std::string deployment;   // 16 lowercase hex digits: the deployment (seigo_shard, doc/xid.md)
   std::string gid;          // 32 lowercase hex digits, unique per attempt
   uint32_t decider = 0;     // shard index whose local commit is the commit point
   int64_t start_ms = 0;     // unix ms when the attempt began (for ages in reports)
   int64_t deadline_ms = 0;  // unix ms; no commit after it, no resolver abort before it
   uint32_t branch = 0;      // shard index of this branch
 
-  // "sg1-<gid>-<decider>-<start_ms>-<deadline_ms - start_ms>"; at most 64 bytes as long as
+  // "sg2-<gid>-<decider>-<start_ms>-<deadline_ms - start_ms>"; at most 64 bytes as long as
   // decider < 1000 and the timeout < 10^7 ms (both enforced by the library).
   std::string Gtrid() const;
-  std::string Bqual() const;  // "<branch>"
-  // Parses XA RECOVER's columns. kNotFound if the XID is not seigo's (other formatID or
-  // prefix); kCorruption if it claims to be seigo's but does not parse.
+  std::string Bqual() const;  // "<branch>-<deployment>"
+  // Parses XA RECOVER's columns. kNotFound if the XID is not a current seigo XID (other
+  // formatID or prefix, including the deployment-less "sg1" of seigo 0.1); kCorruption if it
+  // claims to be one but does not parse. The caller compares `deployment` with its own.
   static Result<Xid> Parse(int64_t format_id, std::string_view gtrid, std::string_view bqual);
+  static bool IsDeploymentId(std::string_view s);  // 16 lowercase hex digits
 
   bool operator==(const Xid&) const = default;
 };
@@ -71,6 +79,14 @@ struct Decision {
   std::vector<uint32_t> shards;  // every shard with a branch, decider included
   int64_t deadline_ms = 0;
   int64_t decided_at_ms = 0;  // filled by reads (server clock)
+};
+
+// What a shard still holds of one gid's branch (ProbeBranches).
+enum class BranchTrace : char {
+  kNone,       // nothing: rolled back, never prepared here, or committed and forgotten
+  kOpen,       // an open transaction of this gid (active or prepared) exists on the server —
+               // even one that XA RECOVER does not list (the MariaDB limbo branch)
+  kCommitted,  // the branch committed and its marker is not forgotten yet
 };
 
 // A statement parameter. Values are sent separately from the SQL text (server-side prepared
@@ -135,14 +151,17 @@ class Session {
   // One statement with '?' placeholders.
   virtual Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) = 0;
 
-  // XA END + XA PREPARE in one round trip. OK = the branch is durable and survives crashes.
+  // XA END + XA PREPARE in one round trip, with the branch's marker (ProbeBranches) written
+  // inside the branch first. OK = the branch is durable and survives crashes.
   virtual Status Prepare(const Xid& xid) = 0;
   // COMMIT of a local transaction (the one-shard path). kUnavailable = outcome unknown.
   virtual Status CommitLocal() = 0;
   // THE COMMIT POINT of a multi-shard transaction: inserts the commit decision row and commits
   // the local transaction, in one round trip. The server refuses the insert (kAborted) when its
   // clock is past d.deadline_ms or when the gid already has a row (a resolver's fence); then
-  // nothing is committed. kUnavailable = outcome unknown.
+  // nothing is committed. kUnavailable or kOutcomeUnknown (the commit itself failed after the
+  // insert went in) = outcome unknown: the caller learns it through the fence. Any other error =
+  // the insert failed, nothing committed.
   virtual Status CommitWithDecision(const Decision& d) = 0;
   // XA COMMIT of the branch this session prepared.
   virtual Status CommitPrepared(const Xid& xid) = 0;
@@ -162,6 +181,8 @@ class Participant {
 
   virtual uint32_t index() const = 0;  // position in the shard map
   virtual std::string name() const = 0;  // for messages: "shard 1 (127.0.0.1:3307/seigo)"
+  // The deployment this shard belongs to (Xid::deployment); the same on every shard of a map.
+  virtual const std::string& deployment() const = 0;
 
   // A session for one transaction. Real participants pool connections.
   virtual Result<std::unique_ptr<Session>> Acquire() = 0;
@@ -169,9 +190,26 @@ class Participant {
   virtual void Release(std::unique_ptr<Session> session) = 0;
 
   // Recovery calls: each runs on a fresh (pooled) connection, idempotent by XID.
-  virtual Result<std::vector<Xid>> RecoverPrepared() = 0;  // seigo XIDs in XA RECOVER
-  virtual Status CommitXid(const Xid& xid) = 0;            // kNotFound: see above
+  // This deployment's XIDs in XA RECOVER (others' are never returned).
+  virtual Result<std::vector<Xid>> RecoverPrepared() = 0;
+  // Commits a prepared branch from a connection that does not own it. OK = the branch is
+  // committed (by this call or earlier: its marker says so). kNotFound = nothing to act on now
+  // (owned by a live connection, or gone without a commit trace). kBusy = the owning connection
+  // is still being torn down (committing now could hit the MariaDB limbo race), or it was hung
+  // past its deadline and has just been killed; retry. kCorruption = the server answered OK but
+  // the branch is still open: the limbo branch (doc/limbo-branch.md); the message says what to
+  // do. Nothing may treat that branch as finished.
+  virtual Status CommitXid(const Xid& xid) = 0;
+  // Rolls back a prepared branch. OK = no transaction of the XID is left (by this call or
+  // earlier). kNotFound / kBusy as for CommitXid; kCorruption = still open after an OK (limbo),
+  // or the branch had committed.
   virtual Status RollbackXid(const Xid& xid) = 0;
+  // What each gid's branch left on this shard, from seigo's own records (the marker every
+  // branch writes inside itself before it prepares). Safe against other clients of the server:
+  // unrelated open transactions do not matter. Same order as `gids`.
+  virtual Result<std::vector<BranchTrace>> ProbeBranches(std::span<const std::string> gids) = 0;
+  // Deletes the committed markers of `gids` (after their decision is no longer needed).
+  virtual Status ForgetBranches(std::span<const std::string> gids) = 0;
 
   // Decision table on this shard (when it is a decider).
   virtual Result<std::optional<Decision>> ReadDecision(std::string_view gid) = 0;
@@ -196,11 +234,6 @@ class Participant {
   virtual Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms,
                                                             size_t limit) = 0;
   virtual Status ForgetDecisions(std::span<const std::string> gids) = 0;
-  // Start time (this server's clock, unix ms, rounded down) of the oldest transaction open on
-  // this shard — prepared XA branches included, even one that XA RECOVER fails to list — or
-  // nullopt if none. Garbage collection keeps every decision whose deadline is not older than
-  // this on all shards: a branch of a gid always starts before the gid's deadline.
-  virtual Result<std::optional<int64_t>> OldestTransactionStartMs() = 0;
 };
 
 }  // namespace seigo

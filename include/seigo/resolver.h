@@ -48,10 +48,20 @@ struct ResolveReport {
     std::vector<uint32_t> shards;
     std::string reason;  // "running, deadline in 3.2 s", "decider shard 1 unreachable", ...
   };
+  // A branch that a commit or rollback by XID did not finish although the server answered OK,
+  // or that seigo's records show open while XA RECOVER does not list it: the MariaDB limbo
+  // branch (doc/limbo-branch.md). Its decision is kept; `message` says what to do (restart the
+  // server, then recover).
+  struct Limbo {
+    std::string gid;
+    uint32_t shard = 0;
+    std::string message;
+  };
   std::vector<Applied> applied;    // branches committed or rolled back by this pass
   std::vector<Pending> pending;    // still in doubt; a later pass will retry
   std::vector<std::string> fenced; // gids this pass decided to abort: a fencing insert, or
                                    // no decision past the fence window (nothing written)
+  std::vector<Limbo> limbo;        // see Limbo: each needs an operator
   size_t forgotten = 0;            // decision rows garbage-collected
   std::vector<Status> errors;      // shards that could not be scanned, failed calls
   bool complete = true;            // every shard was scanned

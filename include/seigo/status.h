@@ -41,6 +41,9 @@ class Status {
  public:
   Status() = default;  // OK
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  // `server_errno`: the store's own error number (MariaDB's 1213, 2013, ...), 0 if none.
+  Status(Code code, std::string message, int server_errno)
+      : code_(code), message_(std::move(message)), server_errno_(server_errno) {}
 
   static Status OK() { return Status(); }
   static Status InvalidArgument(std::string m) { return {Code::kInvalidArgument, std::move(m)}; }
@@ -59,6 +62,9 @@ class Status {
   Code code() const { return code_; }
   const std::string& message() const { return message_; }
   bool Is(Code c) const { return code_ == c; }
+  // The store's error number behind this status (e.g. 1062 duplicate key), 0 if there is none.
+  // It survives Annotate(), so callers test numbers, never message text.
+  int server_errno() const { return server_errno_; }
 
   // "Conflict: Deadlock found when trying to get lock" or "OK".
   std::string ToString() const;
@@ -69,6 +75,7 @@ class Status {
  private:
   Code code_ = Code::kOk;
   std::string message_;
+  int server_errno_ = 0;
 };
 
 // A T or a non-OK Status. Constructing a Result from an OK Status is a bug (asserted).

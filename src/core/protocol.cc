@@ -138,7 +138,8 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
     st = b.session->BeginLocal();  // the decider: an ordinary local transaction
   } else {
     b.xa = true;
-    b.xid = Xid{gid_, branches_[0].shard, start_ms_, deadline_ms_, shard};
+    b.xid = Xid{p_.participants_[0]->deployment(), gid_, branches_[0].shard, start_ms_,
+                deadline_ms_, shard};
     st = b.session->BeginBranch(b.xid);
   }
   if (!st.ok()) {
@@ -166,13 +167,13 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
 
   if (branches_.size() == 1) {
     // One-shard fast path: a plain local commit. There is no decision row, so a lost reply is
-    // truly unknowable by seigo; atomicity still holds (one InnoDB transaction).
+    // truly unknowable by seigo; atomicity still holds (one local transaction).
     Status s = decider.session->CommitLocal();
     if (s.ok()) {
       decider.participant->Release(std::move(decider.session));
       return s;
     }
-    if (s.Is(Code::kUnavailable)) {
+    if (s.Is(Code::kUnavailable) || s.Is(Code::kOutcomeUnknown)) {
       decider.session.reset();  // connection is gone; the server finishes or discards the work
       return Status::OutcomeUnknown("the COMMIT reply from " + decider.participant->name() +
                                     " was lost (one-shard transaction, no decision record): " +
@@ -224,10 +225,14 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     HandOverPhase2(phase2);
     return Status::OK();
   }
-  if (s.Is(Code::kUnavailable)) return ResolveLostCommit(commit, phase2, lost);
+  // A lost reply, or a commit statement that itself failed after the insert went in: the
+  // outcome is not ours to assume either way. The fence tells.
+  if (s.Is(Code::kUnavailable) || s.Is(Code::kOutcomeUnknown)) {
+    return ResolveLostCommit(commit, phase2, lost);
+  }
 
-  // The server answered with an error: the batch stopped before or at COMMIT, so the decider's
-  // transaction did not commit. Roll back everything.
+  // The server answered with an error before the commit (the insert was refused, or the
+  // transaction was already rolled back): nothing committed. Roll back everything.
   Abort(s.Is(Code::kAborted));
   if (s.Is(Code::kAborted)) {
     return Status::Conflict("the decider refused the commit (deadline passed or fenced): " +
@@ -365,20 +370,17 @@ Status Protocol::FinishPhase2(Phase2Item item, Env* env, const ProtocolOptions& 
     return s;
   }
   // The owning connection failed. Closing it detaches the branch on the server (if the server
-  // still has it prepared); then any connection may commit it.
+  // still has it prepared); then any connection may commit it — once the server has finished
+  // tearing the old connection down, which CommitXid waits for (kBusy until then).
   item.session.reset();
   for (int i = 0; i < options.phase2_tries; ++i) {
     if (i > 0) env->SleepMs(std::min<int64_t>(options.backoff_max_ms, 20LL << i));
     s = item.participant->CommitXid(item.xid);
     if (s.ok()) return s;
-    if (!s.Is(Code::kNotFound)) continue;
-    // XAER_NOTA is ambiguous on MariaDB: already committed, or still owned by our old session
-    // whose server side has not noticed the disconnect. Only XA RECOVER tells them apart.
-    Result<std::vector<Xid>> listed = item.participant->RecoverPrepared();
-    if (!listed.ok()) continue;
-    if (std::find(listed->begin(), listed->end(), item.xid) == listed->end()) {
-      return Status::OK();  // not prepared any more, and the decision is commit: committed
-    }
+    // The server said OK but the branch did not commit (the MariaDB limbo branch): retrying
+    // cannot help; the decision stays until an operator restarts the server and a resolver
+    // commits the branch then. The caller reports it.
+    if (s.Is(Code::kCorruption)) return s;
   }
   return Status::Busy("phase 2 of " + item.xid.Gtrid() + " on " + item.participant->name() +
                       " left to the resolver: " + s.ToString());

@@ -12,8 +12,10 @@
 //   * XAER_NOTA on XA COMMIT/ROLLBACK means "finished, or owned by a live connection"; either
 //     way there is nothing to do now, and a later pass looks again. It is never counted as done.
 //   * Decision rows are deleted only when no shard lists a branch of theirs (scanned AFTER the
-//     rows were read, see CollectGarbage) and the deadline is decision_retention_ms behind the
-//     decider's clock — so no commit can arrive later and no coordinator will still ask.
+//     rows were read, see CollectGarbage), the deadline is decision_retention_ms behind the
+//     decider's clock — so no commit can arrive later and no coordinator will still ask — and
+//     every branch shard's own record of the gid (its marker, ProbeBranches) shows no open
+//     transaction: proof from seigo's records, not from what else runs on the servers.
 
 #include <algorithm>
 #include <cstdio>
@@ -65,14 +67,97 @@ std::string Seconds(int64_t ms) {
 // committed before the scan started had all its branches prepared before that (a commit row is
 // written only after every PREPARE succeeded; an abort row's transaction can no longer commit),
 // so if the scan lists none of them, none will ever be prepared again for a commit.
+//
+// XA RECOVER is not the whole truth on MariaDB (the limbo branch: prepared inside InnoDB, not
+// listed), so each branch shard is also asked what its marker says (ProbeBranches). A row is
+// forgotten only when no branch shard holds an open transaction of the gid; the markers of
+// committed branches go first, then the row. Crash window: markers gone, row kept — the next
+// pass finds no marker (kNone) and forgets the row.
 size_t CollectGarbage(std::span<Participant* const> ps,
                       const std::vector<std::vector<Decision>>& before, const Scan& scan,
                       ResolveReport* report) {
+  struct Candidate {
+    const Decision* d;
+    uint32_t decider;
+    bool finished = true;
+  };
+  std::vector<Candidate> cands;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    for (const Decision& d : before[i]) {
+      if (!scan.by_gid.count(d.gid)) cands.push_back({&d, static_cast<uint32_t>(i)});
+    }
+  }
+  if (cands.empty()) return 0;
+  // Per branch shard: which candidates to probe there.
+  std::vector<std::vector<size_t>> on(ps.size());
+  for (size_t c = 0; c < cands.size(); ++c) {
+    for (uint32_t s : cands[c].d->shards) {
+      if (s == cands[c].decider) continue;  // the decider's work is a local transaction
+      if (s >= ps.size()) {
+        cands[c].finished = false;  // a shard we cannot ask: keep the row
+        continue;
+      }
+      on[s].push_back(c);
+    }
+  }
+  std::vector<std::vector<std::string>> committed_markers(ps.size());
+  for (size_t s = 0; s < ps.size(); ++s) {
+    if (on[s].empty()) continue;
+    std::vector<std::string> gids;
+    for (size_t c : on[s]) gids.push_back(cands[c].d->gid);
+    Result<std::vector<BranchTrace>> traces = ps[s]->ProbeBranches(gids);
+    if (!traces.ok() || traces->size() != gids.size()) {
+      for (size_t c : on[s]) cands[c].finished = false;
+      report->errors.push_back(traces.status().Annotate("probing branches on " + ps[s]->name()));
+      continue;
+    }
+    for (size_t k = 0; k < on[s].size(); ++k) {
+      Candidate& cand = cands[on[s][k]];
+      switch ((*traces)[k]) {
+        case BranchTrace::kNone:
+          break;
+        case BranchTrace::kCommitted:
+          committed_markers[s].push_back(cand.d->gid);
+          break;
+        case BranchTrace::kOpen:
+          cand.finished = false;
+          // Past retention and not in XA RECOVER, yet open on the server. For a commit
+          // decision every branch was prepared before the row was written: this is a prepared
+          // branch the server does not list (limbo). For an abort decision it may also be a
+          // transaction of a hung coordinator that never prepared.
+          report->limbo.push_back(
+              {cand.d->gid, static_cast<uint32_t>(s),
+               std::string("decided ") + OutcomeName(cand.d->outcome) + " long ago, but " +
+                   ps[s]->name() + " still has an open transaction of it that XA RECOVER does "
+                   "not list (doc/limbo-branch.md). Its locks are held. Remedy: restart that "
+                   "server, then run `seigo recover`; the decision is kept until then"});
+          break;
+      }
+    }
+  }
+  std::vector<std::vector<std::string>> forget(ps.size());
+  for (const Candidate& c : cands) {
+    if (c.finished) forget[c.decider].push_back(c.d->gid);
+  }
+  std::set<std::string> finished_gids;
+  for (const auto& v : forget) finished_gids.insert(v.begin(), v.end());
+  for (size_t s = 0; s < ps.size(); ++s) {
+    std::vector<std::string> gids;
+    for (const std::string& g : committed_markers[s]) {
+      if (finished_gids.count(g)) gids.push_back(g);
+    }
+    if (gids.empty()) continue;
+    Status st = ps[s]->ForgetBranches(gids);
+    if (!st.ok()) {
+      report->errors.push_back(st.Annotate("forgetting branch markers on " + ps[s]->name()));
+      for (const std::string& g : gids) finished_gids.erase(g);  // keep their rows
+    }
+  }
   size_t forgotten = 0;
   for (size_t i = 0; i < ps.size(); ++i) {
     std::vector<std::string> gids;
-    for (const Decision& d : before[i]) {
-      if (!scan.by_gid.count(d.gid)) gids.push_back(d.gid);
+    for (const std::string& g : forget[i]) {
+      if (finished_gids.count(g)) gids.push_back(g);
     }
     if (gids.empty()) continue;
     Status s = ps[i]->ForgetDecisions(gids);
@@ -162,6 +247,8 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
       Status s = outcome == Outcome::kCommit ? p->CommitXid(x) : p->RollbackXid(x);
       if (s.ok()) {
         report.applied.push_back({gid, x.branch, outcome});
+      } else if (s.Is(Code::kCorruption)) {
+        report.limbo.push_back({gid, x.branch, s.message()});
       } else if (s.Is(Code::kNotFound)) {
         pending(std::string("decided ") + OutcomeName(outcome) + "; branch on " + p->name() +
                 " is owned by a live connection or finished concurrently");
@@ -172,27 +259,7 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
     }
   }
 
-  if (gc && scan.complete) {
-    // Belt and braces against a prepared branch that XA RECOVER fails to list (a MariaDB race
-    // seen by the crash matrix, doc/protocol.md): a branch of a gid starts before the gid's
-    // deadline, so no open transaction on any shard is older than the deadlines collected.
-    std::optional<int64_t> oldest;
-    for (Participant* p : ps) {
-      Result<std::optional<int64_t>> o = p->OldestTransactionStartMs();
-      if (!o.ok()) {
-        gc = false;
-        report.errors.push_back(o.status().Annotate("oldest transaction on " + p->name()));
-        break;
-      }
-      if (o->has_value() && (!oldest || **o < *oldest)) oldest = **o;
-    }
-    if (gc && oldest) {
-      for (std::vector<Decision>& v : expired) {
-        std::erase_if(v, [&](const Decision& d) { return d.deadline_ms >= *oldest; });
-      }
-    }
-    if (gc) report.forgotten = CollectGarbage(ps, expired, scan, &report);
-  }
+  if (gc && scan.complete) report.forgotten = CollectGarbage(ps, expired, scan, &report);
   return report;
 }
 

@@ -37,7 +37,7 @@ Status Status::Annotate(std::string_view context) const {
     m += ": ";
     m += message_;
   }
-  return Status(code_, std::move(m));
+  return Status(code_, std::move(m), server_errno_);
 }
 
 }  // namespace seigo

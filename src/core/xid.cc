@@ -6,7 +6,7 @@
 namespace seigo {
 namespace {
 
-constexpr std::string_view kPrefix = "sg1-";
+constexpr std::string_view kPrefix = "sg2-";
 
 bool IsLowerHex(std::string_view s) {
   for (char c : s) {
@@ -39,7 +39,9 @@ std::string Xid::Gtrid() const {
   return s;
 }
 
-std::string Xid::Bqual() const { return std::to_string(branch); }
+std::string Xid::Bqual() const { return std::to_string(branch) + "-" + deployment; }
+
+bool Xid::IsDeploymentId(std::string_view s) { return s.size() == 16 && IsLowerHex(s); }
 
 Result<Xid> Xid::Parse(int64_t format_id, std::string_view gtrid, std::string_view bqual) {
   if (format_id != kFormatId || gtrid.substr(0, kPrefix.size()) != kPrefix) {
@@ -66,7 +68,11 @@ Result<Xid> Xid::Parse(int64_t format_id, std::string_view gtrid, std::string_vi
   if (!ParseNumber(part[2], &x.start_ms)) return bad("bad start time");
   if (!ParseNumber(part[3], &timeout)) return bad("bad timeout");
   x.deadline_ms = x.start_ms + timeout;
-  if (!ParseNumber(bqual, &x.branch)) return bad("bad branch");
+  size_t dash = bqual.find('-');
+  if (dash == std::string_view::npos) return bad("no deployment in bqual");
+  if (!ParseNumber(bqual.substr(0, dash), &x.branch)) return bad("bad branch");
+  if (!IsDeploymentId(bqual.substr(dash + 1))) return bad("bad deployment");
+  x.deployment = std::string(bqual.substr(dash + 1));
   return x;
 }
 

@@ -1,7 +1,16 @@
 // MariaDB/MySQL participant over Connector/C. See mariadb_participant.h.
 //
-// SQL built here contains only values seigo generated and validated itself (hex gids, decimal
-// numbers, shard lists); application values always travel as prepared-statement parameters.
+// SQL built here contains only values seigo generated and validated itself (hex gids and
+// deployment ids, decimal numbers, shard lists); application values always travel as
+// prepared-statement parameters.
+//
+// Every transaction session runs its work inside an XA transaction — the decider's and the
+// one-shard transaction too, which commit with XA COMMIT ... ONE PHASE. That is what makes a
+// closure's COMMIT, BEGIN, SET autocommit inside a transaction, DDL (implicit commit), LOCK
+// TABLES or a procedure that commits impossible: the server refuses them in an active XA
+// transaction (XAER_RMFAIL) instead of committing half of the work. The XA START of the next
+// transaction rides in the same round trip as the end of the previous one (a "spare" XA
+// transaction, never prepared), so this costs no round trip.
 
 #include "mariadb/mariadb_participant.h"
 
@@ -10,9 +19,11 @@
 #include <mysqld_error.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <unordered_map>
 
 namespace seigo::mariadb {
@@ -23,19 +34,43 @@ const char* const kSchemaSql =
     " outcome CHAR(1) CHARACTER SET ascii NOT NULL,"
     " shards VARCHAR(4000) CHARACTER SET ascii NOT NULL,"
     " deadline_ms BIGINT NOT NULL,"
-    " decided_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),"
+    " decided_ms BIGINT NOT NULL DEFAULT 0,"
     " KEY by_deadline (deadline_ms)"
+    ") ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS seigo_branch ("
+    " gid CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,"
+    " decider INT NOT NULL,"
+    " owner BIGINT UNSIGNED NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " deadline_ms BIGINT NOT NULL"
     ") ENGINE=InnoDB;"
     "CREATE TABLE IF NOT EXISTS seigo_shard ("
     " one TINYINT NOT NULL PRIMARY KEY,"
     " shard_index INT NOT NULL,"
-    " claimed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+    " deployment CHAR(16) CHARACTER SET ascii NULL,"
+    " claimed_ms BIGINT NOT NULL DEFAULT 0"
     ") ENGINE=InnoDB";
 
 namespace {
 
-// The server's clock in unix milliseconds, as an SQL expression.
-constexpr const char* kServerNowMs = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000 AS SIGNED)";
+// The server's clock in unix milliseconds, as an SQL expression. Independent of the session
+// time zone (UTC_TIMESTAMP and TIMESTAMPDIFF on DATETIME do no zone conversion, so no DST hour
+// repeats or vanishes); UNIX_TIMESTAMP(NOW()) is NOT: it converts through the session zone,
+// which with time_zone=SYSTEM on a DST host is off by an hour around the change. It does follow
+// the session's `timestamp` variable, which a closure could set: the commit batch resets it in
+// the same round trip (CommitWithDecision), and sessions whose state a caller changed never go
+// back to the pool.
+constexpr const char* kServerNowMs =
+    "(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)";
+constexpr const char* kServerUptimeS =
+    "(SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS"
+    " WHERE VARIABLE_NAME = 'UPTIME')";
+
+// A branch whose owner connection is still attached this long after its deadline belongs to a
+// hung process: the resolver closes that connection (KILL) so that the decision can be applied.
+constexpr int64_t kHungOwnerMs = kMinDecisionRetentionMs;
+
+constexpr size_t kMaxCachedStatements = 64;
 
 std::string XidSql(const Xid& x) {
   return "'" + x.Gtrid() + "','" + x.Bqual() + "'," + std::to_string(Xid::kFormatId);
@@ -70,34 +105,48 @@ bool IsGid(std::string_view g) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+std::string RandomHex(int digits) {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  uint64_t a = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  uint64_t b = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ counter.fetch_add(1);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(a),
+                static_cast<unsigned long long>(b));
+  return std::string(buf, static_cast<size_t>(digits));
+}
+
 // Driver/server error -> Status. The one table of error meanings (doc/protocol.md).
 Status MapError(unsigned int err, const char* msg) {
   std::string m = std::string(msg ? msg : "") + " (" + std::to_string(err) + ")";
+  const int e = static_cast<int>(err);
   switch (err) {
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
     case ER_XA_RBDEADLOCK:
     case ER_XA_RBTIMEOUT:
     case ER_XA_RBROLLBACK:
-      return Status::Conflict(m);
+      return Status(Code::kConflict, m, e);
     case ER_XAER_NOTA:
-      return Status::NotFound(m);
+      return Status(Code::kNotFound, m, e);
     case ER_CONNECTION_KILLED:
     case ER_SERVER_SHUTDOWN:
     case ER_NET_READ_ERROR:
     case ER_NET_READ_INTERRUPTED:
     case ER_NET_ERROR_ON_WRITE:
     case ER_NET_WRITE_INTERRUPTED:
-      return Status::Unavailable(m);
+      return Status(Code::kUnavailable, m, e);
     case ER_ACCESS_DENIED_ERROR:
     case ER_DBACCESS_DENIED_ERROR:
     case ER_BAD_DB_ERROR:
-      return Status::InvalidArgument(m);
+      return Status(Code::kInvalidArgument, m, e);
+    case ER_NET_PACKET_TOO_LARGE:  // 1153: resending the same packet cannot succeed
+      return Status(Code::kInvalidArgument, m + " — a value is larger than max_allowed_packet", e);
     default:
       break;
   }
-  if (err >= 2000 && err < 3000) return Status::Unavailable(m);  // client-side: CR_*
-  return Status::QueryFailed(m);
+  if (err >= 2000 && err < 3000) return Status(Code::kUnavailable, m, e);  // client-side: CR_*
+  return Status(Code::kQueryFailed, m, e);
 }
 
 // One connection. Not thread-safe.
@@ -110,9 +159,8 @@ class Conn {
     if (mysql_ != nullptr) mysql_close(mysql_);
   }
 
-  // `autocommit` false for transaction sessions: their first statement opens the transaction
-  // implicitly, which saves the START TRANSACTION round trip (XA START works in this mode as
-  // long as nothing ran since the last COMMIT/ROLLBACK, which the pool guarantees).
+  // `autocommit` false for transaction sessions (they run inside XA transactions; autocommit=0
+  // keeps a statement that slips out of one from committing on its own).
   Status Connect(const Config& c, bool autocommit) {
     mysql_ = mysql_init(nullptr);
     if (mysql_ == nullptr) return Status::Internal("mysql_init failed (out of memory)");
@@ -130,24 +178,40 @@ class Conn {
       broken_ = true;
       return s.Annotate("connecting to " + c.url.Redacted());
     }
-    // Strict mode: the decision insert relies on NULL-into-NOT-NULL being an error.
+    // Strict mode on top of the server's own sql_mode: the decision insert relies on
+    // NULL-into-NOT-NULL being an error. session_track_state_change makes the server flag every
+    // reply after which the session's state (variables, time zone, schema, temporary tables,
+    // ...) differs: such a session is never pooled (SessionChanged).
     return Run("SET SESSION innodb_lock_wait_timeout=" + std::to_string(c.lock_wait_timeout_s) +
-               ", SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', autocommit=" +
+               ", SESSION sql_mode=CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')"
+               ", SESSION session_track_state_change=ON, autocommit=" +
                (autocommit ? "1" : "0"));
   }
 
-  // Runs text SQL (possibly several statements); drains every result; returns the first error.
-  // The server stops a multi-statement batch at its first error.
-  Status Run(const std::string& sql, QueryResult* out = nullptr) {
+  // Runs text SQL (possibly several statements); drains every result; returns the first error
+  // and records which statement (0-based) failed in failed_at(). The server stops a
+  // multi-statement batch at its first error. `out` receives the first result set; `more`, if
+  // given, every further one (every one if `out` is null).
+  Status Run(const std::string& sql, QueryResult* out = nullptr,
+             std::vector<QueryResult>* more = nullptr) {
+    failed_at_ = 0;
     if (broken_) return Status::Unavailable("connection already lost");
     if (mysql_real_query(mysql_, sql.data(), sql.size()) != 0) return Fail();
+    bool first = true;
     for (;;) {
       MYSQL_RES* res = mysql_store_result(mysql_);
       if (res != nullptr) {
-        if (out != nullptr && out->columns.empty()) {
+        QueryResult* dst = nullptr;
+        if (first && out != nullptr) {
+          dst = out;
+        } else if (more != nullptr) {
+          dst = &more->emplace_back();
+        }
+        first = false;
+        if (dst != nullptr) {
           unsigned n = mysql_num_fields(res);
           MYSQL_FIELD* f = mysql_fetch_fields(res);
-          for (unsigned i = 0; i < n; ++i) out->columns.emplace_back(f[i].name);
+          for (unsigned i = 0; i < n; ++i) dst->columns.emplace_back(f[i].name);
           while (MYSQL_ROW row = mysql_fetch_row(res)) {
             unsigned long* len = mysql_fetch_lengths(res);
             std::vector<std::optional<std::string>> r;
@@ -155,18 +219,19 @@ class Conn {
               if (row[i] == nullptr) r.emplace_back(std::nullopt);
               else r.emplace_back(std::string(row[i], len[i]));
             }
-            out->rows.push_back(std::move(r));
+            dst->rows.push_back(std::move(r));
           }
         }
         mysql_free_result(res);
       } else if (mysql_field_count(mysql_) != 0) {
         return Fail();
-      } else if (out != nullptr) {
+      } else if (out != nullptr && first) {
         out->affected_rows = mysql_affected_rows(mysql_);
         out->last_insert_id = mysql_insert_id(mysql_);
       }
       int next = mysql_next_result(mysql_);
       if (next < 0) return Status::OK();
+      ++failed_at_;
       if (next > 0) return Fail();
     }
   }
@@ -177,103 +242,180 @@ class Conn {
     return s;
   }
 
+  // After a successful statement: the server's status flags of its reply.
+  bool InTransaction() const { return (mysql_->server_status & SERVER_STATUS_IN_TRANS) != 0; }
+  bool SessionChanged() const {
+    return (mysql_->server_status & SERVER_SESSION_STATE_CHANGED) != 0;
+  }
+
   MYSQL* mysql() { return mysql_; }
   bool broken() const { return broken_; }
   void set_broken() { broken_ = true; }
+  int failed_at() const { return failed_at_; }
 
  private:
   MYSQL* mysql_ = nullptr;
   bool broken_ = false;
+  int failed_at_ = 0;
 };
-
-// Called when a session is closed while it may own a prepared branch (see OrphanedBranch).
-using OrphanHook = std::function<void(const std::string& xid_key, unsigned long thread_id)>;
-
-std::string XidKey(const Xid& x) { return x.Gtrid() + "/" + x.Bqual(); }
 
 class MariaSession final : public Session {
  public:
-  MariaSession(bool autocommit, OrphanHook on_orphan)
-      : autocommit_(autocommit), on_orphan_(std::move(on_orphan)) {}
+  MariaSession(bool transactional, uint64_t generation)
+      : transactional_(transactional), generation_(generation) {}
   ~MariaSession() override {
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
-    // Closing the connection detaches a prepared branch it owns. Tell the participant which
-    // server thread owned it, so that nobody commits the branch from another connection
-    // before that thread is gone (MariaDbParticipant::WaitForOwnerGone).
-    if (in_tx_ && branch_ && on_orphan_ && conn_.mysql() != nullptr) {
-      on_orphan_(XidKey(*branch_), mysql_thread_id(conn_.mysql()));
-    }
+    // Closing the connection rolls back an active XA transaction and detaches a prepared one;
+    // whoever commits or rolls back a detached branch later first waits until the server has
+    // finished tearing this connection down (MariaDbParticipant::CheckOwner).
   }
 
   Conn& conn() { return conn_; }
-  bool clean() const { return !in_tx_ && !conn_.broken(); }
+  uint64_t generation() const { return generation_; }
+  // May go back to the pool: no transaction of ours open (an untouched spare is fine), the
+  // connection healthy, and no session state changed by a caller's statement.
+  bool clean() const {
+    return (state_ == State::kNone || state_ == State::kSpare) && !conn_.broken() && !tainted_;
+  }
+
+  // After Connect, for transaction sessions: the spare XA transaction of the first use.
+  Status StartSpare() {
+    std::string spare = NextSpare();
+    Status s = conn_.Run("XA START " + spare);
+    if (s.ok()) {
+      spare_ = std::move(spare);
+      state_ = State::kSpare;
+    }
+    return s;
+  }
 
   Status BeginLocal() override {
-    if (autocommit_) return Begin("START TRANSACTION");
     if (conn_.broken()) return Status::Unavailable("connection already lost");
-    in_tx_ = true;  // the first statement opens it (autocommit=0): no round trip
+    if (state_ == State::kSpare) {
+      state_ = State::kLocal;  // already open: no round trip
+      return Status::OK();
+    }
+    if (state_ != State::kNone) return Status::Internal("BeginLocal on a busy session");
+    SEIGO_RETURN_IF_ERROR(StartSpare());
+    state_ = State::kLocal;
     return Status::OK();
   }
+
   Status BeginBranch(const Xid& xid) override {
-    Status s = Begin("XA START " + XidSql(xid));
-    if (s.ok()) branch_ = xid;
+    if (conn_.broken()) return Status::Unavailable("connection already lost");
+    std::string sql;
+    if (state_ == State::kSpare) {
+      sql = "XA END " + spare_ + ";XA ROLLBACK " + spare_ + ";";
+    } else if (state_ != State::kNone) {
+      return Status::Internal("BeginBranch on a busy session");
+    }
+    sql += "XA START " + XidSql(xid);
+    Status s = conn_.Run(sql);
+    if (!s.ok()) {
+      conn_.set_broken();  // which statement ran is uncertain enough: do not reuse
+      return s;
+    }
+    state_ = State::kBranch;
+    branch_ = xid;
     return s;
   }
 
   Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) override;
 
   Status Prepare(const Xid& xid) override {
-    return conn_.Run("XA END " + XidSql(xid) + ";XA PREPARE " + XidSql(xid));
+    // The marker goes in inside the branch, before XA END: it is prepared, committed or rolled
+    // back with the branch, so it shows what became of the branch (ProbeBranches), holds the
+    // owner's server thread id for CheckOwner, and reveals a commit by XID that did not take
+    // effect (VerifyCommitted).
+    Status s = conn_.Run(
+        "INSERT INTO seigo_branch (gid, decider, owner, created_ms, deadline_ms) VALUES ('" +
+        xid.gid + "', " + std::to_string(xid.decider) + ", CONNECTION_ID(), " + kServerNowMs +
+        ", " + std::to_string(xid.deadline_ms) + ");XA END " + XidSql(xid) + ";XA PREPARE " +
+        XidSql(xid));
+    if (s.ok()) state_ = State::kPrepared;
+    return s;
   }
 
   Status CommitLocal() override {
-    Status s = conn_.Run("COMMIT");
-    if (s.ok()) in_tx_ = false;
-    return s;
+    if (state_ != State::kLocal) return Status::Internal("CommitLocal without a local transaction");
+    const std::string next = NextSpare();
+    Status s = conn_.Run("XA END " + spare_ + ";XA COMMIT " + spare_ + " ONE PHASE;XA START " +
+                         next);
+    return FinishCommit(s, /*commit_index=*/1, next);
   }
 
   Status CommitWithDecision(const Decision& d) override {
-    // One round trip: the insert and the COMMIT. If the insert fails (duplicate gid = fenced,
-    // NULL outcome = past the deadline by this server's clock), the server stops the batch and
-    // COMMIT never runs; the caller then rolls back.
-    std::string sql = "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms) VALUES ('" +
-                      d.gid + "', IF(" + kServerNowMs + " < " + std::to_string(d.deadline_ms) +
-                      ", 'C', NULL), '" + ShardList(d.shards) + "', " +
-                      std::to_string(d.deadline_ms) + ");COMMIT";
+    if (state_ != State::kLocal) {
+      return Status::Internal("CommitWithDecision without a local transaction");
+    }
+    // One round trip: reset the session clock (a closure may have SET timestamp), insert the
+    // commit row, end and commit the transaction, open the next spare. If the insert fails
+    // (duplicate gid = fenced; NULL outcome = past the deadline by this server's clock) the
+    // server stops the batch and nothing commits.
+    const std::string next = NextSpare();
+    std::string sql = "SET @@session.timestamp=DEFAULT;"
+                      "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms, decided_ms) "
+                      "VALUES ('" + d.gid + "', IF(" + kServerNowMs + " < " +
+                      std::to_string(d.deadline_ms) + ", 'C', NULL), '" + ShardList(d.shards) +
+                      "', " + std::to_string(d.deadline_ms) + ", " + kServerNowMs + ");XA END " +
+                      spare_ + ";XA COMMIT " + spare_ + " ONE PHASE;XA START " + next;
     Status s = conn_.Run(sql);
-    if (s.ok()) {
-      in_tx_ = false;
-      return s;
+    if (!s.ok() && !s.Is(Code::kUnavailable) && conn_.failed_at() == 1) {
+      if (s.server_errno() == ER_DUP_ENTRY) {
+        return Status(Code::kAborted, "gid " + d.gid + " already has a decision (fenced by a "
+                      "resolver)", s.server_errno());
+      }
+      if (s.server_errno() == ER_BAD_NULL_ERROR) {
+        return Status(Code::kAborted, "the decider's clock is past the deadline",
+                      s.server_errno());
+      }
+      return s;  // the insert failed: nothing committed
     }
-    if (std::strstr(s.message().c_str(), "(1062)") != nullptr) {
-      return Status::Aborted("gid " + d.gid + " already has a decision (fenced by a resolver)");
-    }
-    if (std::strstr(s.message().c_str(), "(1048)") != nullptr) {
-      return Status::Aborted("the decider's clock is past the deadline");
-    }
-    return s;
+    if (!s.ok() && !s.Is(Code::kUnavailable) && conn_.failed_at() < 1) return s;
+    return FinishCommit(s, /*commit_index=*/3, next);
   }
 
   Status CommitPrepared(const Xid& xid) override {
-    Status s = conn_.Run("XA COMMIT " + XidSql(xid));
-    if (s.ok()) in_tx_ = false;
+    if (state_ != State::kPrepared) return Status::Internal("CommitPrepared of no prepared branch");
+    const std::string next = NextSpare();
+    Status s = conn_.Run("XA COMMIT " + XidSql(xid) + ";XA START " + next);
+    if (s.ok()) {
+      state_ = State::kSpare;
+      spare_ = next;
+      return s;
+    }
+    if (!s.Is(Code::kUnavailable) && conn_.failed_at() == 1) {  // committed; no spare
+      state_ = State::kNone;
+      conn_.set_broken();
+      return Status::OK();
+    }
     return s;
   }
 
   Status RollbackAll(const Xid* xid, bool prepared) override {
-    if (!in_tx_) return Status::OK();
+    (void)prepared;
     Status s;
-    if (xid == nullptr) {
-      s = conn_.Run("ROLLBACK");
-    } else {
-      // An active branch must be ended first; after a deadlock the server already rolled it
-      // back and XA END reports that (XA_RBDEADLOCK), which is fine.
-      if (!prepared) conn_.Run("XA END " + XidSql(*xid));
-      s = conn_.Run("XA ROLLBACK " + XidSql(*xid));
-      if (s.Is(Code::kNotFound)) s = Status::OK();  // nothing was left on the server
+    switch (state_) {
+      case State::kNone:
+      case State::kSpare:
+        return Status::OK();
+      case State::kLocal:
+        // After a deadlock the server already rolled the transaction back and XA END reports
+        // that (XA_RB*), which is fine.
+        conn_.Run("XA END " + spare_);
+        s = conn_.Run("XA ROLLBACK " + spare_);
+        break;
+      case State::kBranch:
+        conn_.Run("XA END " + XidSql(xid ? *xid : branch_));
+        s = conn_.Run("XA ROLLBACK " + XidSql(xid ? *xid : branch_));
+        break;
+      case State::kPrepared:
+        s = conn_.Run("XA ROLLBACK " + XidSql(xid ? *xid : branch_));
+        break;
     }
+    if (s.Is(Code::kNotFound)) s = Status::OK();  // nothing was left on the server
     if (s.ok()) {
-      in_tx_ = false;
+      state_ = State::kNone;
     } else {
       conn_.set_broken();  // unknown state: close it, the server cleans up what is not prepared
     }
@@ -282,53 +424,196 @@ class MariaSession final : public Session {
 
   bool Broken() const override { return conn_.broken(); }
 
+  // Marks the session as changed by a caller (never pooled again).
+  void Taint() { tainted_ = true; }
+
  private:
-  Status Begin(const std::string& sql) {
-    Status s = conn_.Run(sql);
-    if (s.ok()) in_tx_ = true;
-    return s;
+  enum class State {
+    kNone,      // no transaction open
+    kSpare,     // the spare XA transaction is open, nothing ran in it: free to use or drop
+    kLocal,     // the spare is in use: the decider's (or the only shard's) transaction
+    kBranch,    // an active XA branch with a seigo XID
+    kPrepared,  // that branch is prepared
+  };
+
+  // A spare XA transaction's XID: never prepared, so never in XA RECOVER; a formatID that is
+  // not seigo's, unique per session and use.
+  std::string NextSpare() {
+    if (spare_prefix_.empty()) spare_prefix_ = "sgs-" + RandomHex(24) + "-";
+    return "'" + spare_prefix_ + std::to_string(++spare_count_) + "','',1";
+  }
+
+  // The end of a "... ; XA COMMIT ... ONE PHASE; XA START next" batch. `commit_index` is the
+  // position of the XA COMMIT in it.
+  Status FinishCommit(const Status& s, int commit_index, const std::string& next) {
+    if (s.ok()) {
+      state_ = State::kSpare;
+      spare_ = next;
+      return s;
+    }
+    if (s.Is(Code::kUnavailable)) return s;  // outcome unknown; the session is broken
+    const int at = conn_.failed_at();
+    if (at > commit_index) {  // committed, but no spare: close the session after use
+      state_ = State::kNone;
+      conn_.set_broken();
+      return Status::OK();
+    }
+    if (at == commit_index) {
+      // XA COMMIT itself answered with an error: whether the transaction committed is not
+      // something to assume (doc/protocol.md, crash window 4).
+      conn_.set_broken();
+      return Status(Code::kOutcomeUnknown, "the commit failed: " + s.message(), s.server_errno());
+    }
+    return s;  // failed before the commit (XA END: the server had rolled it back)
   }
 
   Result<MYSQL_STMT*> Prepared(std::string_view sql);
+  Result<QueryResult> ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params);
 
   Conn conn_;
-  const bool autocommit_;
-  const OrphanHook on_orphan_;
-  bool in_tx_ = false;
-  std::optional<Xid> branch_;  // the XA branch of the current transaction, if any
+  const bool transactional_;  // a transaction session (XA), not a recovery/tool session
+  const uint64_t generation_;
+  State state_ = State::kNone;
+  bool tainted_ = false;
+  std::string spare_;  // the spare XA transaction's XID, as SQL
+  std::string spare_prefix_;
+  uint64_t spare_count_ = 0;
+  Xid branch_;  // the XA branch of the current transaction (kBranch, kPrepared)
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
 
 Result<MYSQL_STMT*> MariaSession::Prepared(std::string_view sql) {
   auto it = stmts_.find(std::string(sql));
   if (it != stmts_.end()) return it->second;
-  if (stmts_.size() >= 256) {  // an application with unbounded distinct SQL: start over
+  // Bounded per connection: statements x connections x processes must stay well below the
+  // server's max_prepared_stmt_count (default 16382).
+  auto drop_all = [this] {
     for (auto& [k, st] : stmts_) mysql_stmt_close(st);
     stmts_.clear();
-  }
-  MYSQL_STMT* st = mysql_stmt_init(conn_.mysql());
-  if (st == nullptr) return Status::Internal("mysql_stmt_init failed");
-  my_bool update_max = 1;
-  mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &update_max);
-  if (mysql_stmt_prepare(st, sql.data(), sql.size()) != 0) {
+  };
+  if (stmts_.size() >= kMaxCachedStatements) drop_all();
+  for (int round = 0;; ++round) {
+    MYSQL_STMT* st = mysql_stmt_init(conn_.mysql());
+    if (st == nullptr) return Status::Internal("mysql_stmt_init failed");
+    my_bool update_max = 1;
+    mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &update_max);
+    if (mysql_stmt_prepare(st, sql.data(), sql.size()) == 0) {
+      stmts_.emplace(std::string(sql), st);
+      return st;
+    }
     Status s = MapError(mysql_stmt_errno(st), mysql_stmt_error(st));
     mysql_stmt_close(st);
     if (s.Is(Code::kUnavailable)) conn_.set_broken();
+    if (s.server_errno() == ER_MAX_PREPARED_STMT_COUNT_REACHED && round == 0 && !stmts_.empty()) {
+      drop_all();  // give ours back and try once more
+      continue;
+    }
+    if (s.server_errno() == ER_MAX_PREPARED_STMT_COUNT_REACHED) {
+      return Status(Code::kUnavailable, s.message() + " — the server's max_prepared_stmt_count "
+                    "is exhausted by all its clients; raise it", s.server_errno());
+    }
     return s;
   }
-  stmts_.emplace(std::string(sql), st);
-  return st;
+}
+
+// Reads the current result set of `st` into `out` (rows as text).
+Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
+                 const std::function<Status()>& fail) {
+  if (mysql_stmt_store_result(st) != 0) return fail();
+  unsigned n = mysql_num_fields(meta);
+  MYSQL_FIELD* fields = mysql_fetch_fields(meta);
+  std::vector<MYSQL_BIND> rb(n);
+  std::vector<std::vector<char>> bufs(n);
+  std::vector<unsigned long> lens(n);
+  std::vector<my_bool> nulls(n);
+  for (unsigned i = 0; i < n; ++i) {
+    out->columns.emplace_back(fields[i].name);
+    bufs[i].resize(std::max<unsigned long>(fields[i].max_length, 64) + 1);
+    std::memset(&rb[i], 0, sizeof rb[i]);
+    rb[i].buffer_type = MYSQL_TYPE_STRING;
+    rb[i].buffer = bufs[i].data();
+    rb[i].buffer_length = bufs[i].size();
+    rb[i].length = &lens[i];
+    rb[i].is_null = &nulls[i];
+  }
+  Status err;
+  if (mysql_stmt_bind_result(st, rb.data()) != 0) {
+    err = fail();
+  } else {
+    for (;;) {
+      int rc = mysql_stmt_fetch(st);
+      if (rc == MYSQL_NO_DATA) break;
+      if (rc == 1) {
+        err = fail();
+        break;
+      }
+      std::vector<std::optional<std::string>> row;
+      for (unsigned i = 0; i < n; ++i) {
+        if (nulls[i]) {
+          row.emplace_back(std::nullopt);
+          continue;
+        }
+        if (lens[i] > bufs[i].size()) {  // MYSQL_DATA_TRUNCATED: fetch the rest
+          std::string big(lens[i], '\0');
+          MYSQL_BIND b;
+          std::memset(&b, 0, sizeof b);
+          b.buffer_type = MYSQL_TYPE_STRING;
+          b.buffer = big.data();
+          b.buffer_length = big.size();
+          mysql_stmt_fetch_column(st, &b, i, 0);
+          row.emplace_back(std::move(big));
+        } else {
+          row.emplace_back(std::string(bufs[i].data(), lens[i]));
+        }
+      }
+      out->rows.push_back(std::move(row));
+    }
+  }
+  mysql_stmt_free_result(st);
+  if (err.ok()) out->affected_rows = out->rows.size();
+  return err;
 }
 
 Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const Value> params) {
   if (conn_.broken()) return Status::Unavailable("connection already lost");
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
-  MYSQL_STMT* st = *p;
+  Result<QueryResult> r = ExecuteOnce(*p, params);
+  if (!r.ok()) {
+    if (r.status().server_errno() == ER_XAER_RMFAIL &&
+        (state_ == State::kLocal || state_ == State::kBranch)) {
+      // The server refused a statement that would end or leave the transaction: COMMIT,
+      // ROLLBACK, BEGIN, SET autocommit, DDL (implicit commit), LOCK TABLES, XA, or a
+      // procedure running one. Nothing was committed. Not retryable: the closure is wrong.
+      return Status(Code::kInvalidArgument,
+                    "statement not allowed inside a seigo transaction (it would end the "
+                    "transaction; doc/protocol.md, \"What a closure may run\"): " +
+                        std::string(sql) + ": " + r.status().message(),
+                    r.status().server_errno());
+    }
+    return r;
+  }
+  // The reply's status flags: a statement that changed session state (SET of a variable, time
+  // zone, USE, temporary tables, ...) taints the session, which then never goes back to the
+  // pool, so nothing leaks into a later transaction. A transaction that is no longer open is
+  // the protocol's business: refuse to go on (the server should have refused the statement).
+  if (conn_.SessionChanged()) tainted_ = true;
+  const bool want_tx = state_ == State::kLocal || state_ == State::kBranch;
+  if (want_tx && !conn_.InTransaction()) {
+    tainted_ = true;
+    conn_.set_broken();
+    return Status::Internal("the transaction is no longer open after: " + std::string(sql) +
+                            " (the server did not refuse a statement that ended it)");
+  }
+  if (!want_tx && conn_.InTransaction()) tainted_ = true;  // a tool session left in a transaction
+  return r;
+}
+
+Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params) {
   if (mysql_stmt_param_count(st) != params.size()) {
     return Status::InvalidArgument("statement has " + std::to_string(mysql_stmt_param_count(st)) +
                                    " placeholders but " + std::to_string(params.size()) +
-                                   " values were given: " + std::string(sql));
+                                   " values were given");
   }
   std::vector<MYSQL_BIND> binds(params.size());
   std::vector<long long> ints(params.size());
@@ -375,70 +660,26 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
   if (!binds.empty() && mysql_stmt_bind_param(st, binds.data()) != 0) return fail();
   if (mysql_stmt_execute(st) != 0) return fail();
 
+  // The first result set is the statement's; a CALL may return more and always ends with a
+  // status-only result, all of which must be read before the connection can be used again.
   QueryResult out;
-  MYSQL_RES* meta = mysql_stmt_result_metadata(st);
-  if (meta == nullptr) {
-    out.affected_rows = mysql_stmt_affected_rows(st);
-    out.last_insert_id = mysql_stmt_insert_id(st);
-    return out;
-  }
-  if (mysql_stmt_store_result(st) != 0) {
-    mysql_free_result(meta);
-    return fail();
-  }
-  unsigned n = mysql_num_fields(meta);
-  MYSQL_FIELD* fields = mysql_fetch_fields(meta);
-  std::vector<MYSQL_BIND> rb(n);
-  std::vector<std::vector<char>> bufs(n);
-  std::vector<unsigned long> lens(n);
-  std::vector<my_bool> nulls(n);
-  for (unsigned i = 0; i < n; ++i) {
-    out.columns.emplace_back(fields[i].name);
-    bufs[i].resize(std::max<unsigned long>(fields[i].max_length, 64) + 1);
-    std::memset(&rb[i], 0, sizeof rb[i]);
-    rb[i].buffer_type = MYSQL_TYPE_STRING;
-    rb[i].buffer = bufs[i].data();
-    rb[i].buffer_length = bufs[i].size();
-    rb[i].length = &lens[i];
-    rb[i].is_null = &nulls[i];
-  }
-  mysql_free_result(meta);
-  Status err;
-  if (mysql_stmt_bind_result(st, rb.data()) != 0) {
-    err = fail();
-  } else {
-    for (;;) {
-      int rc = mysql_stmt_fetch(st);
-      if (rc == MYSQL_NO_DATA) break;
-      if (rc == 1) {
-        err = fail();
-        break;
-      }
-      std::vector<std::optional<std::string>> row;
-      for (unsigned i = 0; i < n; ++i) {
-        if (nulls[i]) {
-          row.emplace_back(std::nullopt);
-          continue;
-        }
-        if (lens[i] > bufs[i].size()) {  // MYSQL_DATA_TRUNCATED: fetch the rest
-          std::string big(lens[i], '\0');
-          MYSQL_BIND b;
-          std::memset(&b, 0, sizeof b);
-          b.buffer_type = MYSQL_TYPE_STRING;
-          b.buffer = big.data();
-          b.buffer_length = big.size();
-          mysql_stmt_fetch_column(st, &b, i, 0);
-          row.emplace_back(std::move(big));
-        } else {
-          row.emplace_back(std::string(bufs[i].data(), lens[i]));
-        }
-      }
-      out.rows.push_back(std::move(row));
+  bool have_rows = false;
+  for (;;) {
+    MYSQL_RES* meta = mysql_stmt_result_metadata(st);
+    if (meta != nullptr) {
+      QueryResult scratch;
+      Status fs = FetchRows(st, meta, have_rows ? &scratch : &out, fail);
+      mysql_free_result(meta);
+      SEIGO_RETURN_IF_ERROR(fs);
+      have_rows = true;
+    } else if (!have_rows) {
+      out.affected_rows = mysql_stmt_affected_rows(st);
+      out.last_insert_id = mysql_stmt_insert_id(st);
     }
+    int next = mysql_stmt_next_result(st);
+    if (next < 0) break;
+    if (next > 0) return fail();
   }
-  mysql_stmt_free_result(st);
-  if (!err.ok()) return err;
-  out.affected_rows = out.rows.size();
   return out;
 }
 
@@ -459,11 +700,11 @@ Status CheckServerVersion(MYSQL* m) {
 
 }  // namespace
 
-// A session borrowed for one recovery call and returned on scope exit.
+// A recovery/tool session borrowed for one call and returned on scope exit.
 class MariaDbParticipant::PooledSession {
  public:
   explicit PooledSession(MariaDbParticipant* p) : p_(p) {
-    Result<std::unique_ptr<Session>> s = p->AcquireFrom(&p->idle_recovery_, /*autocommit=*/true);
+    Result<std::unique_ptr<Session>> s = p->AcquireFrom(&p->idle_recovery_, false, &reused_);
     if (s.ok()) {
       s_ = std::move(*s);
     } else {
@@ -476,12 +717,37 @@ class MariaDbParticipant::PooledSession {
   const Status& status() const { return status_; }
   Conn& conn() { return static_cast<MariaSession*>(s_.get())->conn(); }
   MariaSession* session() { return static_cast<MariaSession*>(s_.get()); }
+  // True if the connection came from the pool (it may have died while idle).
+  bool reused() const { return reused_; }
 
  private:
   MariaDbParticipant* p_;
   std::unique_ptr<Session> s_;
   Status status_;
+  bool reused_ = false;
 };
+
+namespace {
+const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) { return r.status(); }
+}  // namespace
+
+// Every recovery call is idempotent, so one that failed only because its pooled connection had
+// died while idle (the server restarted) is run once more on a fresh connection.
+template <typename Fn>
+auto MariaDbParticipant::WithSession(Fn fn) -> decltype(fn(std::declval<PooledSession&>())) {
+  for (int round = 0;; ++round) {
+    PooledSession ps(this);
+    if (!ps.status().ok()) return ps.status();
+    auto r = fn(ps);
+    if (round == 0 && ps.reused() && StatusOf(r).Is(Code::kUnavailable) &&
+        ps.conn().broken()) {
+      continue;
+    }
+    return r;
+  }
+}
 
 MariaDbParticipant::MariaDbParticipant(const Config& config)
     : config_(config),
@@ -490,66 +756,160 @@ MariaDbParticipant::MariaDbParticipant(const Config& config)
 
 MariaDbParticipant::~MariaDbParticipant() = default;
 
+namespace {
+
+Status CountColumn(Conn& c, const char* table, const char* column, bool* exists) {
+  QueryResult r;
+  SEIGO_RETURN_IF_ERROR(c.Run(std::string("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
+                                          "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '") +
+                                  table + "' AND COLUMN_NAME = '" + column + "'",
+                              &r));
+  Result<int64_t> n = r.Int(0, 0);
+  if (!n.ok()) return n.status();
+  *exists = *n > 0;
+  return Status::OK();
+}
+
+// Tables made by seigo 0.1: add what is missing, drop the TIMESTAMP columns (they stop working
+// in 2038). Each ALTER runs only if needed, so a normal start runs none.
+Status MigrateSchema(Conn& c) {
+  bool has = false;
+  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_decision", "decided_at", &has));
+  if (has) {
+    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_decision ADD COLUMN IF NOT EXISTS decided_ms "
+                                "BIGINT NOT NULL DEFAULT 0, DROP COLUMN decided_at"));
+  }
+  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_shard", "deployment", &has));
+  if (!has) {
+    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_shard ADD COLUMN deployment CHAR(16) "
+                                "CHARACTER SET ascii NULL"));
+  }
+  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_shard", "claimed_at", &has));
+  if (has) {
+    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_shard ADD COLUMN IF NOT EXISTS claimed_ms "
+                                "BIGINT NOT NULL DEFAULT 0, DROP COLUMN claimed_at"));
+  }
+  return Status::OK();
+}
+
+struct Claim {
+  bool exists = false;
+  int64_t index = 0;
+  std::string deployment;  // "" if the row predates deployments
+};
+
+Result<Claim> ReadClaim(Conn& c) {
+  QueryResult r;
+  Status s = c.Run("SELECT shard_index, deployment FROM seigo_shard WHERE one = 1", &r);
+  if (s.server_errno() == ER_NO_SUCH_TABLE) return Claim{};
+  SEIGO_RETURN_IF_ERROR(s);
+  Claim claim;
+  if (r.rows.empty()) return claim;
+  claim.exists = true;
+  Result<int64_t> idx = r.Int(0, 0);
+  if (!idx.ok()) return idx.status();
+  claim.index = *idx;
+  if (r.rows[0].size() > 1 && r.rows[0][1]) claim.deployment = *r.rows[0][1];
+  return claim;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Config& config,
-                                                                     bool prepare_schema) {
+                                                                     bool prepare_schema,
+                                                                     std::string* deployment) {
   std::unique_ptr<MariaDbParticipant> p(new MariaDbParticipant(config));
-  auto s = std::make_unique<MariaSession>(/*autocommit=*/true, nullptr);
+  auto s = std::make_unique<MariaSession>(/*transactional=*/false, 0);
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
   SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql()).Annotate(p->name()));
+  Conn& c = s->conn();
   if (prepare_schema) {
-    SEIGO_RETURN_IF_ERROR(s->conn().Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
-    // Claim the database as shard `index`, or check an earlier claim. A mismatch means the shard
-    // list was reordered or two URLs name one database: XIDs would point at the wrong decider.
-    std::string idx = std::to_string(config.index);
-    SEIGO_RETURN_IF_ERROR(
-        s->conn().Run("INSERT IGNORE INTO seigo_shard (one, shard_index) VALUES (1, " + idx + ")"));
-    QueryResult r;
-    SEIGO_RETURN_IF_ERROR(s->conn().Run("SELECT shard_index FROM seigo_shard WHERE one=1", &r));
-    Result<int64_t> claimed = r.Int(0, 0);
-    if (!claimed.ok()) return claimed.status().Annotate(p->name() + ": reading seigo_shard");
-    if (*claimed != config.index) {
-      return Status::InvalidArgument(
-          p->name() + " was set up as shard " + std::to_string(*claimed) + ", but the shard "
-          "list names it shard " + idx + ". The order of --shards is each shard's identity; "
-          "give the list in its original order (new shards only at the end)");
-    }
+    SEIGO_RETURN_IF_ERROR(c.Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
+    SEIGO_RETURN_IF_ERROR(MigrateSchema(c).Annotate(p->name() + ": upgrading seigo's tables"));
   }
+  // The shard's claim: its index (the order of the shard list is each shard's identity: XIDs
+  // name deciders by index) and its deployment (XIDs name it, so that resolvers of two
+  // deployments sharing a server never touch each other's branches).
+  const std::string want = deployment->empty() ? RandomHex(16) : *deployment;
+  Result<Claim> claim = ReadClaim(c);
+  if (!claim.ok()) return claim.status().Annotate(p->name() + ": reading seigo_shard");
+  if (prepare_schema && (!claim->exists || claim->deployment.empty())) {
+    const std::string idx = std::to_string(config.index);
+    SEIGO_RETURN_IF_ERROR(c.Run("INSERT IGNORE INTO seigo_shard (one, shard_index, deployment, "
+                                "claimed_ms) VALUES (1, " + idx + ", '" + want + "', " +
+                                kServerNowMs + ")"));
+    SEIGO_RETURN_IF_ERROR(c.Run("UPDATE seigo_shard SET deployment = '" + want +
+                                "' WHERE one = 1 AND deployment IS NULL"));
+    claim = ReadClaim(c);
+    if (!claim.ok()) return claim.status().Annotate(p->name() + ": reading seigo_shard");
+  }
+  if (!claim->exists || claim->deployment.empty()) {
+    return Status::InvalidArgument(
+        p->name() + " is not set up as a seigo shard (no deployment in seigo_shard): open it "
+        "once with prepare_schema, e.g. by the application or `seigo recover`");
+  }
+  if (claim->index != config.index) {
+    return Status::InvalidArgument(
+        p->name() + " was set up as shard " + std::to_string(claim->index) + ", but the shard "
+        "list names it shard " + std::to_string(config.index) + ". The order of --shards is "
+        "each shard's identity; give the list in its original order (new shards only at the "
+        "end)");
+  }
+  if (!Xid::IsDeploymentId(claim->deployment)) {
+    return Status::Corruption(p->name() + ": seigo_shard.deployment '" + claim->deployment +
+                              "' is not 16 hex digits");
+  }
+  if (!deployment->empty() && claim->deployment != *deployment) {
+    return Status::InvalidArgument(
+        p->name() + " belongs to seigo deployment " + claim->deployment + ", but shard 0 of "
+        "this list to deployment " + *deployment + ": the list mixes the databases of two "
+        "deployments");
+  }
+  *deployment = claim->deployment;
+  p->deployment_ = claim->deployment;
   p->ReleaseTo(&p->idle_recovery_, std::move(s));
   return p;
 }
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
-    std::vector<std::unique_ptr<Session>>* pool, bool autocommit) {
+    std::vector<std::unique_ptr<Session>>* pool, bool transactional, bool* reused) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (!pool->empty()) {
+    while (!pool->empty()) {
       std::unique_ptr<Session> s = std::move(pool->back());
       pool->pop_back();
+      // Connections made before a connection of this shard was found dead are suspect (the
+      // server may have restarted): drop them instead of failing a transaction on each.
+      if (static_cast<MariaSession*>(s.get())->generation() < generation_) continue;
+      if (reused != nullptr) *reused = true;
       return s;
     }
   }
-  auto s = std::make_unique<MariaSession>(
-      autocommit, [this](const std::string& key, unsigned long thread_id) {
-        std::lock_guard<std::mutex> l(mu_);
-        if (orphans_.size() >= 4096) orphans_.erase(orphans_.begin());  // bounded: see the .h
-        orphans_[key] = thread_id;
-      });
-  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, autocommit).Annotate(name_));
+  if (reused != nullptr) *reused = false;
+  auto s = std::make_unique<MariaSession>(transactional, generation_.load());
+  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
+  if (transactional) SEIGO_RETURN_IF_ERROR(s->StartSpare().Annotate(name_));
   return std::unique_ptr<Session>(std::move(s));
 }
 
 void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
                                    std::unique_ptr<Session> session) {
   auto* m = static_cast<MariaSession*>(session.get());
+  if (m == nullptr) return;
+  if (m->conn().broken()) {
+    generation_.fetch_add(1);  // see AcquireFrom
+    return;
+  }
   // Only clean sessions go back: one still inside a transaction (or owning a prepared branch)
-  // is closed, and closing is what lets the server detach a prepared branch.
-  if (m == nullptr || !m->clean()) return;
+  // is closed, and closing is what lets the server detach a prepared branch; one whose session
+  // state a caller changed is closed too.
+  if (!m->clean()) return;
   std::lock_guard<std::mutex> l(mu_);
   if (pool->size() < config_.max_idle) pool->push_back(std::move(session));
 }
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire() {
-  return AcquireFrom(&idle_, /*autocommit=*/false);
+  return AcquireFrom(&idle_, /*transactional=*/true, nullptr);
 }
 
 void MariaDbParticipant::Release(std::unique_ptr<Session> session) {
@@ -557,82 +917,237 @@ void MariaDbParticipant::Release(std::unique_ptr<Session> session) {
 }
 
 Result<std::vector<Xid>> MariaDbParticipant::RecoverPrepared() {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  QueryResult r;
-  Status s = ps.conn().Run("XA RECOVER", &r);
-  if (!s.ok()) {
-    if (std::strstr(s.message().c_str(), "(1227)") != nullptr) {
-      s = s.Annotate("XA RECOVER needs the XA_RECOVER_ADMIN privilege on MySQL 8");
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<Xid>> {
+    QueryResult r;
+    Status s = ps.conn().Run("XA RECOVER", &r);
+    if (!s.ok()) {
+      if (s.server_errno() == ER_SPECIFIC_ACCESS_DENIED_ERROR) {
+        s = s.Annotate("XA RECOVER needs the XA_RECOVER_ADMIN privilege on MySQL 8");
+      }
+      return s.Annotate(name_);
     }
-    return s.Annotate(name_);
-  }
-  std::vector<Xid> out;
-  for (const auto& row : r.rows) {
-    if (row.size() < 4 || !row[0] || !row[1] || !row[3]) continue;
-    int64_t format = std::strtoll(row[0]->c_str(), nullptr, 10);
-    size_t glen = std::strtoul(row[1]->c_str(), nullptr, 10);
-    const std::string& data = *row[3];
-    if (glen > data.size()) continue;
-    Result<Xid> x = Xid::Parse(format, std::string_view(data).substr(0, glen),
-                               std::string_view(data).substr(glen));
-    if (x.ok()) out.push_back(std::move(*x));  // other applications' XIDs are not ours
-  }
-  return out;
-}
-
-// MariaDB 10.11 trap seen by the crash matrix (crashmatrix/results/limbo-branch-2026-11-26.md):
-// an XA COMMIT sent from a new connection while the server is still tearing down the connection
-// that owned the prepared branch can be written to the binlog while InnoDB keeps the branch
-// prepared and XA RECOVER stops listing it. So a branch whose owner this process closed is
-// committed or rolled back from elsewhere only once that server thread is gone.
-std::optional<unsigned long> MariaDbParticipant::OrphanOwner(const Xid& xid) {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = orphans_.find(XidKey(xid));
-  if (it == orphans_.end()) return std::nullopt;
-  return it->second;
-}
-
-void MariaDbParticipant::ForgetOrphan(const Xid& xid) {
-  std::lock_guard<std::mutex> l(mu_);
-  orphans_.erase(XidKey(xid));
+    std::vector<Xid> out;
+    for (const auto& row : r.rows) {
+      if (row.size() < 4 || !row[0] || !row[1] || !row[3]) continue;
+      int64_t format = std::strtoll(row[0]->c_str(), nullptr, 10);
+      size_t glen = std::strtoul(row[1]->c_str(), nullptr, 10);
+      const std::string& data = *row[3];
+      if (glen > data.size()) continue;
+      Result<Xid> x = Xid::Parse(format, std::string_view(data).substr(0, glen),
+                                 std::string_view(data).substr(glen));
+      // XA RECOVER is server-wide: other applications' XIDs, and other seigo deployments'
+      // (another database on the same server), are not ours to touch.
+      if (x.ok() && x->deployment == deployment_) out.push_back(std::move(*x));
+    }
+    return out;
+  });
 }
 
 namespace {
-// kBusy while server thread `thread_id` still exists.
-Status OwnerGone(Conn& conn, unsigned long thread_id) {
-  QueryResult r;
-  SEIGO_RETURN_IF_ERROR(conn.Run(
-      "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = " + std::to_string(thread_id),
-      &r));
-  Result<int64_t> n = r.Int(0, 0);
-  if (!n.ok()) return n.status();
-  if (*n > 0) {
-    return Status::Busy("the connection that owned the branch (server thread " +
-                        std::to_string(thread_id) + ") is still closing");
+
+// What the marker of one gid says, read in one round trip.
+struct MarkerState {
+  bool present = false;    // an uncommitted or committed marker row (READ UNCOMMITTED)
+  bool committed = false;  // a committed marker row (consistent read)
+  uint64_t owner = 0;      // server thread that prepared the branch
+  int64_t created_ms = 0;  // this server's clock when the branch prepared
+  bool owner_attached = false;  // InnoDB still ties the branch to that thread
+  bool owner_connected = false;  // that thread is in PROCESSLIST
+  int64_t now_ms = 0;
+  int64_t server_start_ms = 0;  // now - uptime, +-1 s
+};
+
+Result<MarkerState> ReadMarker(Conn& c, const std::string& gid) {
+  // SET TRANSACTION applies to the next statement only (autocommit): the first SELECT reads
+  // uncommitted rows — a prepared branch's marker — the second only committed ones.
+  QueryResult ru;
+  std::vector<QueryResult> more;
+  SEIGO_RETURN_IF_ERROR(c.Run(
+      "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED;"
+      "SELECT b.owner, b.created_ms,"
+      " (SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
+      "  WHERE t.trx_mysql_thread_id = b.owner),"
+      " (SELECT COUNT(*) FROM information_schema.PROCESSLIST p WHERE p.ID = b.owner)"
+      " FROM seigo_branch b WHERE b.gid = '" + gid + "';"
+      "SELECT COUNT(*), " + std::string(kServerNowMs) + ", " + kServerUptimeS +
+      " FROM seigo_branch WHERE gid = '" + gid + "'",
+      nullptr, &more));
+  if (more.size() != 2) return Status::Internal("marker read returned " +
+                                                std::to_string(more.size()) + " result sets");
+  const QueryResult& u = more[0];
+  const QueryResult& k = more[1];
+  MarkerState m;
+  Result<int64_t> n = k.Int(0, 0), now = k.Int(0, 1), up = k.Int(0, 2);
+  if (!n.ok() || !now.ok() || !up.ok()) return Status::Internal("marker read: bad row");
+  m.committed = *n > 0;
+  m.now_ms = *now;
+  m.server_start_ms = *now - *up * 1000;
+  if (!u.rows.empty()) {
+    m.present = true;
+    Result<int64_t> owner = u.Int(0, 0), created = u.Int(0, 1), attached = u.Int(0, 2),
+                    connected = u.Int(0, 3);
+    if (!owner.ok() || !created.ok() || !attached.ok() || !connected.ok()) {
+      return Status::Internal("marker read: bad row");
+    }
+    m.owner = static_cast<uint64_t>(*owner);
+    m.created_ms = *created;
+    m.owner_attached = *attached > 0;
+    m.owner_connected = *connected > 0;
   }
-  return Status::OK();
+  return m;
 }
+
+// Thread ids start again from 1 when the server restarts: the marker's owner is only that
+// server thread if the marker was written in this incarnation of the server. Uptime has whole
+// seconds, so a marker within 2 s of the start counts as this incarnation (the cautious side:
+// at worst a retry waits for an unrelated thread).
+bool SameIncarnation(const MarkerState& m) { return m.created_ms >= m.server_start_ms - 2000; }
+
+// Before committing or rolling back a branch by XID from a connection that does not own it.
+// MariaDB's limbo race (doc/limbo-branch.md): while the owner's connection is being torn down,
+// the XID is already free but InnoDB still ties the transaction to the dying thread; an
+// XA COMMIT or XA ROLLBACK landing then returns OK, is binlogged, and InnoDB keeps the branch
+// prepared and hidden from XA RECOVER until a restart. So we wait while the owner thread is in
+// PROCESSLIST (it is removed early in the teardown) and while INNODB_TRX still ties the branch
+// to it (until the very end). INNODB_TRX is served from a cache that may be up to ~100 ms old
+// under frequent reads, so this narrows the window rather than closing it; the marker check
+// after the commit (CommitXid) is what detects the rest. The marker names the owner, so this
+// works for a branch prepared by any process.
+Status CheckOwner(Conn& c, const Xid& xid, const MarkerState& m) {
+  if (!m.present || m.committed || !SameIncarnation(m)) return Status::OK();
+  if (!m.owner_attached && !m.owner_connected) return Status::OK();
+  if (m.owner_connected && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
+    // A decision exists (only then is this called) and the process that prepared the branch
+    // has held it long past the deadline: it is hung. Closing its connection detaches the
+    // branch; a later call commits or rolls it back once the teardown is over.
+    Status k = c.Run("KILL CONNECTION " + std::to_string(m.owner));
+    return Status::Busy("the connection that owns the branch (server thread " +
+                        std::to_string(m.owner) + ") held it " +
+                        std::to_string((m.now_ms - xid.deadline_ms) / 1000) +
+                        " s past its deadline; " +
+                        (k.ok() ? "closed it" : "closing it failed: " + k.ToString()));
+  }
+  return Status::Busy(std::string("the connection that owns the branch (server thread ") +
+                      std::to_string(m.owner) + ") is " +
+                      (m.owner_connected ? "still open" : "still closing"));
+}
+
+std::string LimboMessage(const std::string& name, const Xid& xid, const char* what) {
+  return std::string("XA ") + what + " of " + xid.Gtrid() + " on " + name +
+         " returned OK but the branch is still open inside the server: the MariaDB limbo "
+         "branch (doc/limbo-branch.md). Its locks stay held and XA RECOVER does not list it "
+         "until the server restarts. Remedy: restart that mariadbd, then run `seigo recover`; "
+         "seigo keeps the decision until then";
+}
+
 }  // namespace
 
 Status MariaDbParticipant::CommitXid(const Xid& xid) {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  if (auto owner = OrphanOwner(xid)) {
-    SEIGO_RETURN_IF_ERROR(OwnerGone(ps.conn(), *owner));
-    ForgetOrphan(xid);
-  }
-  return ps.conn().Run("XA COMMIT " + XidSql(xid));
+  if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
+  return WithSession([&](PooledSession& ps) -> Status {
+    Conn& c = ps.conn();
+    Result<MarkerState> m = ReadMarker(c, xid.gid);
+    SEIGO_RETURN_IF_ERROR(m.status());
+    if (m->committed) return Status::OK();  // committed before (phase 2 or another resolver)
+    SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
+    Status s = c.Run("XA COMMIT " + XidSql(xid));
+    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+    // Whatever the server said, the marker tells what happened.
+    Result<MarkerState> after = ReadMarker(c, xid.gid);
+    SEIGO_RETURN_IF_ERROR(after.status());
+    if (after->committed) return Status::OK();
+    if (s.ok() && after->present) return Status::Corruption(LimboMessage(name_, xid, "COMMIT"));
+    if (s.ok()) return Status::OK();  // committed, and its marker forgotten at once by GC
+    return s;  // XAER_NOTA: owned by a live connection, or nothing of it here
+  });
 }
 
 Status MariaDbParticipant::RollbackXid(const Xid& xid) {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  if (auto owner = OrphanOwner(xid)) {
-    SEIGO_RETURN_IF_ERROR(OwnerGone(ps.conn(), *owner));
-    ForgetOrphan(xid);
+  if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
+  return WithSession([&](PooledSession& ps) -> Status {
+    Conn& c = ps.conn();
+    Result<MarkerState> m = ReadMarker(c, xid.gid);
+    SEIGO_RETURN_IF_ERROR(m.status());
+    if (m->committed) {
+      return Status::Corruption("asked to roll back " + xid.Gtrid() + " on " + name_ +
+                                ", whose branch has committed");
+    }
+    SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
+    Status s = c.Run("XA ROLLBACK " + XidSql(xid));
+    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+    Result<MarkerState> after = ReadMarker(c, xid.gid);
+    SEIGO_RETURN_IF_ERROR(after.status());
+    if (!after->present) return Status::OK();  // nothing of the branch is left
+    if (after->committed) {
+      return Status::Corruption("rolling back " + xid.Gtrid() + " on " + name_ +
+                                ": its branch has committed");
+    }
+    if (s.ok()) return Status::Corruption(LimboMessage(name_, xid, "ROLLBACK"));
+    return s;  // XAER_NOTA while the branch is open: a live connection owns it
+  });
+}
+
+namespace {
+std::string GidList(std::span<const std::string> gids, size_t from, size_t to, Status* bad) {
+  std::string s;
+  for (size_t j = from; j < to; ++j) {
+    if (!IsGid(gids[j])) {
+      *bad = Status::InvalidArgument("not a gid: " + gids[j]);
+      return "";
+    }
+    if (j > from) s += ',';
+    s += "'" + gids[j] + "'";
   }
-  return ps.conn().Run("XA ROLLBACK " + XidSql(xid));
+  return s;
+}
+}  // namespace
+
+Result<std::vector<BranchTrace>> MariaDbParticipant::ProbeBranches(
+    std::span<const std::string> gids) {
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<BranchTrace>> {
+    std::vector<BranchTrace> out(gids.size(), BranchTrace::kNone);
+    for (size_t i = 0; i < gids.size(); i += 500) {
+      const size_t end = std::min(gids.size(), i + 500);
+      Status bad;
+      const std::string list = GidList(gids, i, end, &bad);
+      SEIGO_RETURN_IF_ERROR(bad);
+      // Uncommitted rows first, committed second: a branch that commits in between is seen as
+      // committed, one that rolls back in between as open (the cautious side).
+      std::vector<QueryResult> more;
+      SEIGO_RETURN_IF_ERROR(ps.conn().Run(
+          "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED;"
+          "SELECT gid FROM seigo_branch WHERE gid IN (" + list + ");"
+          "SELECT gid FROM seigo_branch WHERE gid IN (" + list + ")",
+          nullptr, &more));
+      if (more.size() != 2) return Status::Internal("probe returned a wrong number of results");
+      std::unordered_map<std::string, BranchTrace> seen;
+      for (const auto& row : more[0].rows) {
+        if (row[0]) seen[*row[0]] = BranchTrace::kOpen;
+      }
+      for (const auto& row : more[1].rows) {
+        if (row[0]) seen[*row[0]] = BranchTrace::kCommitted;
+      }
+      for (size_t j = i; j < end; ++j) {
+        auto it = seen.find(gids[j]);
+        if (it != seen.end()) out[j] = it->second;
+      }
+    }
+    return out;
+  });
+}
+
+Status MariaDbParticipant::ForgetBranches(std::span<const std::string> gids) {
+  return WithSession([&](PooledSession& ps) -> Status {
+    for (size_t i = 0; i < gids.size(); i += 500) {
+      Status bad;
+      const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
+      SEIGO_RETURN_IF_ERROR(bad);
+      // Never waits on a branch that is still open (it keeps its marker): no lock waits.
+      SEIGO_RETURN_IF_ERROR(ps.conn().Run("SET STATEMENT innodb_lock_wait_timeout=0 FOR "
+                                          "DELETE FROM seigo_branch WHERE gid IN (" + list + ")"));
+    }
+    return Status::OK();
+  });
 }
 
 namespace {
@@ -660,117 +1175,98 @@ Result<std::vector<Decision>> DecisionsFrom(const QueryResult& r) {
   return out;
 }
 constexpr const char* kDecisionColumns =
-    "SELECT gid, outcome, shards, deadline_ms, "
-    "CAST(UNIX_TIMESTAMP(decided_at) * 1000 AS SIGNED) FROM seigo_decision ";
+    "SELECT gid, outcome, shards, deadline_ms, decided_ms FROM seigo_decision ";
 }  // namespace
 
 Result<std::optional<Decision>> MariaDbParticipant::ReadDecision(std::string_view gid) {
   if (!IsGid(gid)) return Status::InvalidArgument("not a gid: " + std::string(gid));
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  QueryResult r;
-  SEIGO_RETURN_IF_ERROR(
-      ps.conn().Run(std::string(kDecisionColumns) + "WHERE gid='" + std::string(gid) + "'", &r));
-  Result<std::vector<Decision>> ds = DecisionsFrom(r);
-  if (!ds.ok()) return ds.status();
-  if (ds->empty()) return std::optional<Decision>();
-  return std::optional<Decision>(std::move(ds->front()));
+  return WithSession([&](PooledSession& ps) -> Result<std::optional<Decision>> {
+    QueryResult r;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(
+        std::string(kDecisionColumns) + "WHERE gid='" + std::string(gid) + "'", &r));
+    Result<std::vector<Decision>> ds = DecisionsFrom(r);
+    if (!ds.ok()) return ds.status();
+    if (ds->empty()) return std::optional<Decision>();
+    return std::optional<Decision>(std::move(ds->front()));
+  });
 }
 
 Result<Outcome> MariaDbParticipant::FenceAbort(const Decision& d, bool by_coordinator) {
   if (!IsGid(d.gid)) return Status::InvalidArgument("not a gid: " + d.gid);
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  // The time condition is evaluated by the decider's own clock, the same clock that refuses a
-  // late commit (see CommitWithDecision); a false condition inserts NULL and fails (1048).
-  const std::string window_end = std::to_string(d.deadline_ms + kFenceWindowMs);
-  std::string cond = std::string(kServerNowMs) + " < " + window_end;
-  if (!by_coordinator) {
-    cond += std::string(" AND ") + kServerNowMs + " >= " + std::to_string(d.deadline_ms);
-  }
-  std::string sql = "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms) VALUES ('" +
-                    d.gid + "', IF(" + cond + ", 'A', NULL), '" + ShardList(d.shards) + "', " +
-                    std::to_string(d.deadline_ms) + ")";
-  Status s = ps.conn().Run(sql);
-  if (s.ok()) return Outcome::kAbort;
-  const std::string& m = s.message();
-  const bool exists = m.find("(1062)") != std::string::npos;
-  const bool refused = m.find("(1048)") != std::string::npos;
-  if (s.Is(Code::kConflict)) {
-    return Status::Busy("a live decider holds the decision row lock (commit in progress)");
-  }
-  if (!exists && !refused) return s;
-  if (refused && by_coordinator) return Status::Busy("too long after the deadline to fence");
-  // A decision exists (final), or the resolver is outside its window. A locking read waits for
-  // an uncommitted insert of the gid (a stalled decider) instead of missing it.
-  QueryResult r;
-  Status rs = ps.conn().Run("SELECT outcome, " + std::string(kServerNowMs) +
-                                " FROM seigo_decision WHERE gid='" + d.gid + "' LOCK IN SHARE MODE",
-                            &r);
-  if (rs.Is(Code::kConflict)) {
-    return Status::Busy("a live decider holds the decision row lock (commit in progress)");
-  }
-  SEIGO_RETURN_IF_ERROR(rs);
-  if (!r.rows.empty() && r.rows[0][0]) return *r.rows[0][0] == "C" ? Outcome::kCommit
-                                                                    : Outcome::kAbort;
-  if (exists) return Status::Busy("decision row vanished; retry");
-  QueryResult now;
-  SEIGO_RETURN_IF_ERROR(ps.conn().Run("SELECT " + std::string(kServerNowMs), &now));
-  Result<int64_t> now_ms = now.Int(0, 0);
-  if (!now_ms.ok()) return now_ms.status();
-  if (*now_ms < d.deadline_ms) {
-    return Status::Busy("the deadline has not passed by the decider's clock");
-  }
-  if (*now_ms >= d.deadline_ms + kFenceWindowMs) {
-    return Outcome::kAbort;  // no row, and none can be written any more: abort holds
-  }
-  return Status::Busy("fence refused at the window's edge; retry");
+  return WithSession([&](PooledSession& ps) -> Result<Outcome> {
+    // The time condition is evaluated by the decider's own clock, the same clock that refuses a
+    // late commit (see CommitWithDecision); a false condition inserts NULL and fails (1048).
+    const std::string window_end = std::to_string(d.deadline_ms + kFenceWindowMs);
+    std::string cond = std::string(kServerNowMs) + " < " + window_end;
+    if (!by_coordinator) {
+      cond += std::string(" AND ") + kServerNowMs + " >= " + std::to_string(d.deadline_ms);
+    }
+    std::string sql =
+        "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms, decided_ms) VALUES ('" +
+        d.gid + "', IF(" + cond + ", 'A', NULL), '" + ShardList(d.shards) + "', " +
+        std::to_string(d.deadline_ms) + ", " + kServerNowMs + ")";
+    Status s = ps.conn().Run(sql);
+    if (s.ok()) return Outcome::kAbort;
+    const bool exists = s.server_errno() == ER_DUP_ENTRY;
+    const bool refused = s.server_errno() == ER_BAD_NULL_ERROR;
+    if (s.Is(Code::kConflict)) {
+      return Status::Busy("a live decider holds the decision row lock (commit in progress)");
+    }
+    if (!exists && !refused) return s;
+    if (refused && by_coordinator) return Status::Busy("too long after the deadline to fence");
+    // A decision exists (final), or the resolver is outside its window. A locking read waits for
+    // an uncommitted insert of the gid (a stalled decider) instead of missing it.
+    QueryResult r;
+    Status rs = ps.conn().Run("SELECT outcome, " + std::string(kServerNowMs) +
+                                  " FROM seigo_decision WHERE gid='" + d.gid +
+                                  "' LOCK IN SHARE MODE",
+                              &r);
+    if (rs.Is(Code::kConflict)) {
+      return Status::Busy("a live decider holds the decision row lock (commit in progress)");
+    }
+    SEIGO_RETURN_IF_ERROR(rs);
+    if (!r.rows.empty() && r.rows[0][0]) {
+      return *r.rows[0][0] == "C" ? Outcome::kCommit : Outcome::kAbort;
+    }
+    if (exists) return Status::Busy("decision row vanished; retry");
+    QueryResult now;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run("SELECT " + std::string(kServerNowMs), &now));
+    Result<int64_t> now_ms = now.Int(0, 0);
+    if (!now_ms.ok()) return now_ms.status();
+    if (*now_ms < d.deadline_ms) {
+      return Status::Busy("the deadline has not passed by the decider's clock");
+    }
+    if (*now_ms >= d.deadline_ms + kFenceWindowMs) {
+      return Outcome::kAbort;  // no row, and none can be written any more: abort holds
+    }
+    return Status::Busy("fence refused at the window's edge; retry");
+  });
 }
 
 Result<std::vector<Decision>> MariaDbParticipant::ListExpiredDecisions(int64_t retention_ms,
                                                                       size_t limit) {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  QueryResult r;
-  // "deadline_ms < now - retention" rather than "deadline_ms + retention < now": the index
-  // by_deadline serves it, so a pass reads only the expired rows, not the whole table.
-  SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string(kDecisionColumns) + "WHERE deadline_ms < " +
-                                          kServerNowMs + " - " + std::to_string(retention_ms) +
-                                          " ORDER BY deadline_ms LIMIT " + std::to_string(limit),
-                                      &r));
-  return DecisionsFrom(r);
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<Decision>> {
+    QueryResult r;
+    // "deadline_ms < now - retention" rather than "deadline_ms + retention < now": the index
+    // by_deadline serves it, so a pass reads only the expired rows, not the whole table.
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string(kDecisionColumns) + "WHERE deadline_ms < " +
+                                            kServerNowMs + " - " + std::to_string(retention_ms) +
+                                            " ORDER BY deadline_ms LIMIT " + std::to_string(limit),
+                                        &r));
+    return DecisionsFrom(r);
+  });
 }
 
 Status MariaDbParticipant::ForgetDecisions(std::span<const std::string> gids) {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  for (size_t i = 0; i < gids.size(); i += 500) {
-    std::string sql = "DELETE FROM seigo_decision WHERE gid IN (";
-    for (size_t j = i; j < std::min(gids.size(), i + 500); ++j) {
-      if (!IsGid(gids[j])) return Status::InvalidArgument("not a gid: " + gids[j]);
-      if (j > i) sql += ',';
-      sql += "'" + gids[j] + "'";
+  return WithSession([&](PooledSession& ps) -> Status {
+    for (size_t i = 0; i < gids.size(); i += 500) {
+      Status bad;
+      const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
+      SEIGO_RETURN_IF_ERROR(bad);
+      SEIGO_RETURN_IF_ERROR(ps.conn().Run("DELETE FROM seigo_decision WHERE gid IN (" + list + ")"));
     }
-    sql += ")";
-    SEIGO_RETURN_IF_ERROR(ps.conn().Run(sql));
-  }
-  return Status::OK();
-}
-
-Result<std::optional<int64_t>> MariaDbParticipant::OldestTransactionStartMs() {
-  PooledSession ps(this);
-  SEIGO_RETURN_IF_ERROR(ps.status());
-  // INNODB_TRX lists every open InnoDB transaction, prepared XA branches included (needs the
-  // PROCESS privilege). trx_started has whole seconds: subtract one to stay on the safe side.
-  QueryResult r;
-  SEIGO_RETURN_IF_ERROR(ps.conn().Run(
-      "SELECT CAST(UNIX_TIMESTAMP(MIN(trx_started)) * 1000 AS SIGNED) - 1000 "
-      "FROM information_schema.INNODB_TRX",
-      &r));
-  if (r.rows.empty() || !r.rows[0][0]) return std::optional<int64_t>();
-  Result<int64_t> v = r.Int(0, 0);
-  if (!v.ok()) return v.status();
-  return std::optional<int64_t>(*v);
+    return Status::OK();
+  });
 }
 
 Result<QueryResult> MariaDbParticipant::Query(std::string_view sql,
@@ -779,5 +1275,15 @@ Result<QueryResult> MariaDbParticipant::Query(std::string_view sql,
   SEIGO_RETURN_IF_ERROR(ps.status());
   return ps.session()->Execute(sql, params);
 }
+
+Result<int64_t> MariaDbParticipant::ServerNowMs() {
+  return WithSession([&](PooledSession& ps) -> Result<int64_t> {
+    QueryResult r;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string("SELECT ") + kServerNowMs, &r));
+    return r.Int(0, 0);
+  });
+}
+
+const char* ServerNowMsSql() { return kServerNowMs; }
 
 }  // namespace seigo::mariadb

@@ -9,7 +9,7 @@
 #ifndef SEIGO_MARIADB_PARTICIPANT_H_
 #define SEIGO_MARIADB_PARTICIPANT_H_
 
-#include <map>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,34 +28,43 @@ struct Config {
   int lock_wait_timeout_s = 2;
   int connect_timeout_s = 3;
   int read_timeout_s = 30;
-  size_t max_idle = 64;  // pooled idle connections kept
+  size_t max_idle = 64;  // pooled idle connections kept (per pool: transactions, recovery)
 };
 
 class MariaDbParticipant final : public Participant {
  public:
   // Connects once and checks that the server can run seigo: MariaDB >= 10.5 or MySQL >= 5.7.7
   // (older servers lose prepared branches when the client disconnects: MySQL bug #12161).
-  // With `prepare_schema`, creates seigo's tables if missing and claims the database as shard
-  // `index` (or checks that it was claimed as that index before).
+  // With `prepare_schema`, creates (or upgrades) seigo's tables and claims the database as shard
+  // `index` of a deployment; without it, changes nothing and requires an earlier claim.
+  // `*deployment`: empty for the first shard of a list (the shard's deployment, or a new one,
+  // is stored there); for the others, the deployment they must belong to (a mismatch is
+  // kInvalidArgument: the list mixes two deployments' databases).
   static Result<std::unique_ptr<MariaDbParticipant>> Open(const Config& config,
-                                                          bool prepare_schema);
+                                                          bool prepare_schema,
+                                                          std::string* deployment);
   ~MariaDbParticipant() override;
 
   uint32_t index() const override { return config_.index; }
   std::string name() const override { return name_; }
+  const std::string& deployment() const override { return deployment_; }
   Result<std::unique_ptr<Session>> Acquire() override;
   void Release(std::unique_ptr<Session> session) override;
   Result<std::vector<Xid>> RecoverPrepared() override;
   Status CommitXid(const Xid& xid) override;
   Status RollbackXid(const Xid& xid) override;
+  Result<std::vector<BranchTrace>> ProbeBranches(std::span<const std::string> gids) override;
+  Status ForgetBranches(std::span<const std::string> gids) override;
   Result<std::optional<Decision>> ReadDecision(std::string_view gid) override;
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
-  Result<std::optional<int64_t>> OldestTransactionStartMs() override;
 
-  // Runs one text statement on a pooled connection (for tools: schema setup, audits).
+  // Runs one statement on a pooled connection (for tools: schema setup, audits). A statement
+  // that changes session state closes that connection afterwards instead of pooling it.
   Result<QueryResult> Query(std::string_view sql, std::span<const Value> params = {});
+  // This server's clock (unix ms) as seigo reads it: independent of time zones.
+  Result<int64_t> ServerNowMs();
 
   const Config& config() const { return config_; }
 
@@ -63,27 +72,30 @@ class MariaDbParticipant final : public Participant {
   explicit MariaDbParticipant(const Config& config);
 
   class PooledSession;  // RAII: a recovery session, released on scope exit
-  // Branches whose owning connection this process closed while they may have been prepared
-  // (see OwnerGone in the .cc): the server thread id that owned `xid`, if any.
-  std::optional<unsigned long> OrphanOwner(const Xid& xid);
-  void ForgetOrphan(const Xid& xid);
+  template <typename Fn>
+  auto WithSession(Fn fn) -> decltype(fn(std::declval<PooledSession&>()));
+  // `reused` (may be null) tells whether the session came from the pool.
   Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
-                                               bool autocommit);
+                                               bool transactional, bool* reused);
   void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
 
   Config config_;
   std::string name_;
+  std::string deployment_;
   std::mutex mu_;
-  // Two pools: transaction sessions run with autocommit=0 (no START TRANSACTION round trip);
-  // recovery and tool sessions with autocommit=1 (each statement its own transaction).
+  // Bumped whenever a connection is found dead: idle connections made before are dropped
+  // instead of reused (after a server restart every one of them is dead).
+  std::atomic<uint64_t> generation_{0};
+  // Two pools: transaction sessions (autocommit=0, idle with a spare XA transaction open, see
+  // the .cc); recovery and tool sessions (autocommit=1: each statement its own transaction).
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
-  // Branches whose owning connection this process closed: XID key -> server thread id.
-  std::map<std::string, unsigned long> orphans_;          // guarded by mu_
 };
 
 // The SQL of seigo's tables on every shard (doc/decision-table.md).
 extern const char* const kSchemaSql;
+// The SQL expression seigo reads the server's clock with (unix ms, time-zone independent).
+const char* ServerNowMsSql();
 
 }  // namespace seigo::mariadb
 
