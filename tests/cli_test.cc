@@ -79,6 +79,31 @@ TEST(Cli, StatusAndRecoverOnHealthyShardsExitZero) {
   EXPECT_NE(r.text.find("recover:"), std::string::npos);
 }
 
+// `seigo status` promises to change nothing. Before issue 7 it created seigo's tables and
+// claimed the shard indexes of any database it was pointed at.
+TEST(Cli, StatusOnDatabasesNeverSetUpChangesNothing) {
+  auto c = Coordinator::Open(TestOptions());
+  ASSERT_TRUE(c.ok());
+  std::string urls;
+  for (uint32_t s = 0; s < 2; ++s) {
+    ASSERT_TRUE((*c)->QueryShard(s, "DROP DATABASE IF EXISTS game_unset").ok());
+    ASSERT_TRUE((*c)->QueryShard(s, "CREATE DATABASE game_unset").ok());
+    const ShardUrl& u = (*c)->shard_map().shard(s);
+    urls += (urls.empty() ? "" : ",") + std::string("mysql://") + u.user + ":" + u.password +
+            "@" + u.host + ":" + std::to_string(u.port) + "/game_unset";
+  }
+  Out o = Cli("status --shards '" + urls + "'");
+  EXPECT_EQ(o.code, 2) << o.text;
+  EXPECT_NE(o.text.find("not set up"), std::string::npos) << o.text;
+  for (uint32_t s = 0; s < 2; ++s) {
+    auto n = (*c)->QueryShard(s, "SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                                 "TABLE_SCHEMA = 'game_unset'");
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n->Int(0, 0), 0) << "seigo status created tables on shard " << s;
+    (*c)->QueryShard(s, "DROP DATABASE game_unset");
+  }
+}
+
 TEST(Cli, DemoSetupRunAuditPasses) {
   const std::string sh = " --shards '" + TestShards() + "'";
   Out s = Cli("demo setup --players 200" + sh);

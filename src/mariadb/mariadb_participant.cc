@@ -4,13 +4,14 @@
 // deployment ids, decimal numbers, shard lists); application values always travel as
 // prepared-statement parameters.
 //
-// Every transaction session runs its work inside an XA transaction — the decider's and the
-// one-shard transaction too, which commit with XA COMMIT ... ONE PHASE. That is what makes a
-// closure's COMMIT, BEGIN, SET autocommit inside a transaction, DDL (implicit commit), LOCK
-// TABLES or a procedure that commits impossible: the server refuses them in an active XA
-// transaction (XAER_RMFAIL) instead of committing half of the work. The XA START of the next
-// transaction rides in the same round trip as the end of the previous one (a "spare" XA
-// transaction, never prepared), so this costs no round trip.
+// What a closure may run (doc/protocol.md): statements that would end or implicitly commit
+// the transaction are refused before they reach the server (ForbiddenInTransaction), and the
+// server's status flags after every statement catch anything that slips through. On XA
+// branches the server itself refuses them too (XAER_RMFAIL). The decider's (and a one-shard)
+// transaction stays a plain local transaction rather than XA ... ONE PHASE: MariaDB 10.11
+// recovers a one-phase XA commit that was interrupted by a crash — even one it had already
+// acknowledged and binlogged — as a PREPARED branch, because its crash recovery matches only
+// its own internal XIDs against the binlog (seen by this repo's tests; doc/limbo-branch.md).
 
 #include "mariadb/mariadb_participant.h"
 
@@ -18,8 +19,11 @@
 #include <mysql.h>
 #include <mysqld_error.h>
 
+#include <poll.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <functional>
@@ -247,6 +251,21 @@ class Conn {
   bool SessionChanged() const {
     return (mysql_->server_status & SERVER_SESSION_STATE_CHANGED) != 0;
   }
+  bool Autocommit() const { return (mysql_->server_status & SERVER_STATUS_AUTOCOMMIT) != 0; }
+
+  // For a pooled connection: true unless the server closed it while it was idle (its socket
+  // then has an EOF or error waiting). No round trip.
+  bool IdleAndAlive() {
+    if (broken_) return false;
+    pollfd p{};
+    p.fd = static_cast<int>(mysql_get_socket(mysql_));
+    p.events = POLLIN | POLLRDHUP;
+    if (p.fd < 0) return false;
+    int n = ::poll(&p, 1, 0);
+    if (n == 0) return true;
+    broken_ = true;
+    return false;
+  }
 
   MYSQL* mysql() { return mysql_; }
   bool broken() const { return broken_; }
@@ -259,62 +278,115 @@ class Conn {
   int failed_at_ = 0;
 };
 
+// Statements a closure may not run inside a seigo transaction: they would end it (COMMIT,
+// ROLLBACK, BEGIN, SET autocommit, XA, LOCK TABLES), commit it implicitly (DDL, FLUSH, ANALYZE,
+// ...), or hide such a statement (SQL-level PREPARE/EXECUTE). Refused before they reach the
+// server; doc/protocol.md, "What a closure may run". Returns the offending keyword, or "".
+std::string ForbiddenInTransaction(std::string_view sql, bool local) {
+  std::string up;
+  up.reserve(sql.size());
+  // Upper-case words, comments dropped, executable comments (/*! ... */, /*M! ... */) opened.
+  for (size_t i = 0; i < sql.size();) {
+    if (sql.compare(i, 2, "--") == 0 || sql[i] == '#') {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+      continue;
+    }
+    if (sql.compare(i, 2, "/*") == 0) {
+      size_t j = i + 2;
+      if (j < sql.size() && sql[j] == 'M') ++j;
+      if (j < sql.size() && sql[j] == '!') {  // executable comment: its text runs
+        ++j;
+        while (j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
+        i = j;
+        continue;
+      }
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string_view::npos ? sql.size() : end + 2;
+      up += ' ';
+      continue;
+    }
+    if (sql.compare(i, 2, "*/") == 0) {
+      i += 2;
+      up += ' ';
+      continue;
+    }
+    up += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i])));
+    ++i;
+  }
+  std::vector<std::string> words;
+  for (size_t i = 0; i < up.size() && words.size() < 3;) {
+    if (std::isalpha(static_cast<unsigned char>(up[i])) || up[i] == '_') {
+      size_t j = i;
+      while (j < up.size() && (std::isalnum(static_cast<unsigned char>(up[j])) || up[j] == '_')) {
+        ++j;
+      }
+      words.push_back(up.substr(i, j - i));
+      i = j;
+    } else if (std::isspace(static_cast<unsigned char>(up[i])) || up[i] == '(') {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  if (words.empty()) return "";
+  const std::string& w = words[0];
+  const std::string second = words.size() > 1 ? words[1] : "";
+  static const char* const kEnding[] = {
+      "COMMIT", "BEGIN", "START", "XA", "LOCK", "UNLOCK", "ALTER", "RENAME", "TRUNCATE",
+      "GRANT", "REVOKE", "FLUSH", "ANALYZE", "OPTIMIZE", "REPAIR", "CHECK", "CACHE", "INSTALL",
+      "UNINSTALL", "PREPARE", "EXECUTE", "DEALLOCATE", "CHANGE", "RESET", "PURGE", "SHUTDOWN",
+      "BACKUP"};
+  for (const char* k : kEnding) {
+    if (w == k) return w;
+  }
+  if ((w == "CREATE" || w == "DROP") && second != "TEMPORARY") return w;
+  if (w == "LOAD" && second == "INDEX") return "LOAD INDEX";
+  if (w == "ROLLBACK" && second != "TO" && !(second == "WORK" && words.size() > 2 &&
+                                            words[2] == "TO")) {
+    return "ROLLBACK";
+  }
+  if (w == "SET" && (up.find("AUTOCOMMIT") != std::string::npos ||
+                     up.find("COMPLETION_TYPE") != std::string::npos)) {
+    return "SET autocommit";
+  }
+  // A procedure may COMMIT. On an XA branch the server refuses that (XAER_RMFAIL); the local
+  // transaction of the decider (or of a one-shard transaction) has no such protection.
+  if (w == "CALL" && local) return "CALL";
+  return "";
+}
+
 class MariaSession final : public Session {
  public:
-  MariaSession(bool transactional, uint64_t generation)
-      : transactional_(transactional), generation_(generation) {}
+  explicit MariaSession(uint64_t generation) : generation_(generation) {}
   ~MariaSession() override {
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
-    // Closing the connection rolls back an active XA transaction and detaches a prepared one;
+    // Closing the connection rolls back an open transaction and detaches a prepared branch;
     // whoever commits or rolls back a detached branch later first waits until the server has
-    // finished tearing this connection down (MariaDbParticipant::CheckOwner).
+    // finished tearing this connection down (CheckOwner, below).
   }
 
   Conn& conn() { return conn_; }
   uint64_t generation() const { return generation_; }
-  // May go back to the pool: no transaction of ours open (an untouched spare is fine), the
-  // connection healthy, and no session state changed by a caller's statement.
-  bool clean() const {
-    return (state_ == State::kNone || state_ == State::kSpare) && !conn_.broken() && !tainted_;
-  }
-
-  // After Connect, for transaction sessions: the spare XA transaction of the first use.
-  Status StartSpare() {
-    std::string spare = NextSpare();
-    Status s = conn_.Run("XA START " + spare);
-    if (s.ok()) {
-      spare_ = std::move(spare);
-      state_ = State::kSpare;
-    }
-    return s;
-  }
+  // May go back to the pool: no transaction of ours open, the connection healthy, and no
+  // session state changed by a caller's statement.
+  bool clean() const { return state_ == State::kNone && !conn_.broken() && !tainted_; }
 
   Status BeginLocal() override {
     if (conn_.broken()) return Status::Unavailable("connection already lost");
-    if (state_ == State::kSpare) {
-      state_ = State::kLocal;  // already open: no round trip
-      return Status::OK();
-    }
     if (state_ != State::kNone) return Status::Internal("BeginLocal on a busy session");
-    SEIGO_RETURN_IF_ERROR(StartSpare());
+    // Transaction sessions run with autocommit=0: the first statement opens the transaction,
+    // no START TRANSACTION round trip (which the pool guarantees: nothing ran since the last
+    // COMMIT/ROLLBACK).
     state_ = State::kLocal;
+    opened_ = false;
     return Status::OK();
   }
 
   Status BeginBranch(const Xid& xid) override {
     if (conn_.broken()) return Status::Unavailable("connection already lost");
-    std::string sql;
-    if (state_ == State::kSpare) {
-      sql = "XA END " + spare_ + ";XA ROLLBACK " + spare_ + ";";
-    } else if (state_ != State::kNone) {
-      return Status::Internal("BeginBranch on a busy session");
-    }
-    sql += "XA START " + XidSql(xid);
-    Status s = conn_.Run(sql);
-    if (!s.ok()) {
-      conn_.set_broken();  // which statement ran is uncertain enough: do not reuse
-      return s;
-    }
+    if (state_ != State::kNone) return Status::Internal("BeginBranch on a busy session");
+    Status s = conn_.Run("XA START " + XidSql(xid));
+    if (!s.ok()) return s;
     state_ = State::kBranch;
     branch_ = xid;
     return s;
@@ -324,9 +396,9 @@ class MariaSession final : public Session {
 
   Status Prepare(const Xid& xid) override {
     // The marker goes in inside the branch, before XA END: it is prepared, committed or rolled
-    // back with the branch, so it shows what became of the branch (ProbeBranches), holds the
-    // owner's server thread id for CheckOwner, and reveals a commit by XID that did not take
-    // effect (VerifyCommitted).
+    // back with the branch, so it shows what became of the branch (ProbeBranches), names the
+    // owner's server thread for CheckOwner, and reveals a commit by XID that did not take
+    // effect (CommitXid).
     Status s = conn_.Run(
         "INSERT INTO seigo_branch (gid, decider, owner, created_ms, deadline_ms) VALUES ('" +
         xid.gid + "', " + std::to_string(xid.decider) + ", CONNECTION_ID(), " + kServerNowMs +
@@ -337,58 +409,50 @@ class MariaSession final : public Session {
   }
 
   Status CommitLocal() override {
-    if (state_ != State::kLocal) return Status::Internal("CommitLocal without a local transaction");
-    const std::string next = NextSpare();
-    Status s = conn_.Run("XA END " + spare_ + ";XA COMMIT " + spare_ + " ONE PHASE;XA START " +
-                         next);
-    return FinishCommit(s, /*commit_index=*/1, next);
+    Status s = conn_.Run("COMMIT");
+    if (s.ok()) state_ = State::kNone;
+    else if (!s.Is(Code::kUnavailable)) conn_.set_broken();
+    if (!s.ok() && !s.Is(Code::kUnavailable)) {
+      // The COMMIT itself answered with an error: whether it committed is not ours to assume.
+      return Status(Code::kOutcomeUnknown, "the COMMIT failed: " + s.message(), s.server_errno());
+    }
+    return s;
   }
 
   Status CommitWithDecision(const Decision& d) override {
-    if (state_ != State::kLocal) {
-      return Status::Internal("CommitWithDecision without a local transaction");
-    }
     // One round trip: reset the session clock (a closure may have SET timestamp), insert the
-    // commit row, end and commit the transaction, open the next spare. If the insert fails
-    // (duplicate gid = fenced; NULL outcome = past the deadline by this server's clock) the
-    // server stops the batch and nothing commits.
-    const std::string next = NextSpare();
+    // commit row, COMMIT. If the insert fails (duplicate gid = fenced; NULL outcome = past the
+    // deadline by this server's clock) the server stops the batch and COMMIT never runs.
     std::string sql = "SET @@session.timestamp=DEFAULT;"
                       "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms, decided_ms) "
                       "VALUES ('" + d.gid + "', IF(" + kServerNowMs + " < " +
                       std::to_string(d.deadline_ms) + ", 'C', NULL), '" + ShardList(d.shards) +
-                      "', " + std::to_string(d.deadline_ms) + ", " + kServerNowMs + ");XA END " +
-                      spare_ + ";XA COMMIT " + spare_ + " ONE PHASE;XA START " + next;
+                      "', " + std::to_string(d.deadline_ms) + ", " + kServerNowMs + ");COMMIT";
     Status s = conn_.Run(sql);
-    if (!s.ok() && !s.Is(Code::kUnavailable) && conn_.failed_at() == 1) {
-      if (s.server_errno() == ER_DUP_ENTRY) {
-        return Status(Code::kAborted, "gid " + d.gid + " already has a decision (fenced by a "
-                      "resolver)", s.server_errno());
-      }
-      if (s.server_errno() == ER_BAD_NULL_ERROR) {
-        return Status(Code::kAborted, "the decider's clock is past the deadline",
-                      s.server_errno());
-      }
-      return s;  // the insert failed: nothing committed
+    if (s.ok()) {
+      state_ = State::kNone;
+      return s;
     }
-    if (!s.ok() && !s.Is(Code::kUnavailable) && conn_.failed_at() < 1) return s;
-    return FinishCommit(s, /*commit_index=*/3, next);
+    if (s.Is(Code::kUnavailable)) return s;  // outcome unknown; the session is broken
+    if (conn_.failed_at() == 2) {
+      // The COMMIT answered with an error after the insert went in: not ours to assume either
+      // way (doc/protocol.md, crash window 4). The caller learns the outcome through the fence.
+      conn_.set_broken();
+      return Status(Code::kOutcomeUnknown, "the COMMIT failed: " + s.message(), s.server_errno());
+    }
+    if (s.server_errno() == ER_DUP_ENTRY) {
+      return Status(Code::kAborted, "gid " + d.gid + " already has a decision (fenced by a "
+                    "resolver)", s.server_errno());
+    }
+    if (s.server_errno() == ER_BAD_NULL_ERROR) {
+      return Status(Code::kAborted, "the decider's clock is past the deadline", s.server_errno());
+    }
+    return s;  // the insert (or the SET) failed: nothing committed
   }
 
   Status CommitPrepared(const Xid& xid) override {
-    if (state_ != State::kPrepared) return Status::Internal("CommitPrepared of no prepared branch");
-    const std::string next = NextSpare();
-    Status s = conn_.Run("XA COMMIT " + XidSql(xid) + ";XA START " + next);
-    if (s.ok()) {
-      state_ = State::kSpare;
-      spare_ = next;
-      return s;
-    }
-    if (!s.Is(Code::kUnavailable) && conn_.failed_at() == 1) {  // committed; no spare
-      state_ = State::kNone;
-      conn_.set_broken();
-      return Status::OK();
-    }
+    Status s = conn_.Run("XA COMMIT " + XidSql(xid));
+    if (s.ok()) state_ = State::kNone;
     return s;
   }
 
@@ -397,15 +461,13 @@ class MariaSession final : public Session {
     Status s;
     switch (state_) {
       case State::kNone:
-      case State::kSpare:
         return Status::OK();
       case State::kLocal:
-        // After a deadlock the server already rolled the transaction back and XA END reports
-        // that (XA_RB*), which is fine.
-        conn_.Run("XA END " + spare_);
-        s = conn_.Run("XA ROLLBACK " + spare_);
+        s = conn_.Run("ROLLBACK");
         break;
       case State::kBranch:
+        // After a deadlock the server already rolled the branch back and XA END reports that
+        // (XA_RB*), which is fine.
         conn_.Run("XA END " + XidSql(xid ? *xid : branch_));
         s = conn_.Run("XA ROLLBACK " + XidSql(xid ? *xid : branch_));
         break;
@@ -424,61 +486,23 @@ class MariaSession final : public Session {
 
   bool Broken() const override { return conn_.broken(); }
 
-  // Marks the session as changed by a caller (never pooled again).
-  void Taint() { tainted_ = true; }
-
  private:
   enum class State {
-    kNone,      // no transaction open
-    kSpare,     // the spare XA transaction is open, nothing ran in it: free to use or drop
-    kLocal,     // the spare is in use: the decider's (or the only shard's) transaction
-    kBranch,    // an active XA branch with a seigo XID
+    kNone,      // no transaction of ours open (recovery/tool sessions are always here)
+    kLocal,     // the decider's (or the only shard's) local transaction
+    kBranch,    // an active XA branch
     kPrepared,  // that branch is prepared
   };
-
-  // A spare XA transaction's XID: never prepared, so never in XA RECOVER; a formatID that is
-  // not seigo's, unique per session and use.
-  std::string NextSpare() {
-    if (spare_prefix_.empty()) spare_prefix_ = "sgs-" + RandomHex(24) + "-";
-    return "'" + spare_prefix_ + std::to_string(++spare_count_) + "','',1";
-  }
-
-  // The end of a "... ; XA COMMIT ... ONE PHASE; XA START next" batch. `commit_index` is the
-  // position of the XA COMMIT in it.
-  Status FinishCommit(const Status& s, int commit_index, const std::string& next) {
-    if (s.ok()) {
-      state_ = State::kSpare;
-      spare_ = next;
-      return s;
-    }
-    if (s.Is(Code::kUnavailable)) return s;  // outcome unknown; the session is broken
-    const int at = conn_.failed_at();
-    if (at > commit_index) {  // committed, but no spare: close the session after use
-      state_ = State::kNone;
-      conn_.set_broken();
-      return Status::OK();
-    }
-    if (at == commit_index) {
-      // XA COMMIT itself answered with an error: whether the transaction committed is not
-      // something to assume (doc/protocol.md, crash window 4).
-      conn_.set_broken();
-      return Status(Code::kOutcomeUnknown, "the commit failed: " + s.message(), s.server_errno());
-    }
-    return s;  // failed before the commit (XA END: the server had rolled it back)
-  }
 
   Result<MYSQL_STMT*> Prepared(std::string_view sql);
   Result<QueryResult> ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params);
 
   Conn conn_;
-  const bool transactional_;  // a transaction session (XA), not a recovery/tool session
   const uint64_t generation_;
   State state_ = State::kNone;
-  bool tainted_ = false;
-  std::string spare_;  // the spare XA transaction's XID, as SQL
-  std::string spare_prefix_;
-  uint64_t spare_count_ = 0;
-  Xid branch_;  // the XA branch of the current transaction (kBranch, kPrepared)
+  bool opened_ = false;   // kLocal: the server reported the transaction open after a statement
+  bool tainted_ = false;  // a caller's statement changed the session's state
+  Xid branch_;            // kBranch, kPrepared
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
 
@@ -576,15 +600,27 @@ Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
 
 Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const Value> params) {
   if (conn_.broken()) return Status::Unavailable("connection already lost");
+  const bool in_tx = state_ == State::kLocal || state_ == State::kBranch;
+  if (in_tx) {
+    const std::string bad = ForbiddenInTransaction(sql, state_ == State::kLocal);
+    if (!bad.empty()) {
+      // Not retryable: the closure is wrong. Nothing reached the server.
+      return Status::InvalidArgument(
+          bad + " is not allowed inside a seigo transaction" +
+          (bad == "CALL" ? std::string(" on the shard whose local transaction decides it (the "
+                                       "first shard touched): a procedure could COMMIT it. "
+                                       "CALL works on the other shards of a transaction")
+                         : std::string(": it would end or implicitly commit the transaction")) +
+          " (doc/protocol.md, \"What a closure may run\"): " + std::string(sql));
+    }
+  }
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
   Result<QueryResult> r = ExecuteOnce(*p, params);
   if (!r.ok()) {
-    if (r.status().server_errno() == ER_XAER_RMFAIL &&
-        (state_ == State::kLocal || state_ == State::kBranch)) {
-      // The server refused a statement that would end or leave the transaction: COMMIT,
-      // ROLLBACK, BEGIN, SET autocommit, DDL (implicit commit), LOCK TABLES, XA, or a
-      // procedure running one. Nothing was committed. Not retryable: the closure is wrong.
+    if (r.status().server_errno() == ER_XAER_RMFAIL && state_ == State::kBranch) {
+      // The server refused, inside the XA branch, a statement that would end it (e.g. a
+      // procedure that commits). Nothing was committed.
       return Status(Code::kInvalidArgument,
                     "statement not allowed inside a seigo transaction (it would end the "
                     "transaction; doc/protocol.md, \"What a closure may run\"): " +
@@ -593,19 +629,25 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
     }
     return r;
   }
-  // The reply's status flags: a statement that changed session state (SET of a variable, time
-  // zone, USE, temporary tables, ...) taints the session, which then never goes back to the
-  // pool, so nothing leaks into a later transaction. A transaction that is no longer open is
-  // the protocol's business: refuse to go on (the server should have refused the statement).
+  // The reply's status flags. A statement that changed session state (a variable, the time
+  // zone, USE, temporary tables, ...) taints the session: it never goes back to the pool, so
+  // nothing leaks into a later transaction. A local transaction that the server reported open
+  // and that is no longer open, or autocommit switched on, means a statement ended it behind
+  // the classifier's back: the attempt must not go on.
   if (conn_.SessionChanged()) tainted_ = true;
-  const bool want_tx = state_ == State::kLocal || state_ == State::kBranch;
-  if (want_tx && !conn_.InTransaction()) {
-    tainted_ = true;
-    conn_.set_broken();
-    return Status::Internal("the transaction is no longer open after: " + std::string(sql) +
-                            " (the server did not refuse a statement that ended it)");
+  if (state_ == State::kLocal) {
+    if (conn_.InTransaction()) {
+      opened_ = true;
+    } else if (opened_ || conn_.Autocommit()) {
+      tainted_ = true;
+      conn_.set_broken();
+      return Status::Internal("the transaction was ended by: " + std::string(sql) +
+                              " (seigo refuses statements that end a transaction; this one "
+                              "slipped through: please report it)");
+    }
+  } else if (state_ == State::kNone && conn_.InTransaction()) {
+    tainted_ = true;  // a tool session left inside a transaction
   }
-  if (!want_tx && conn_.InTransaction()) tainted_ = true;  // a tool session left in a transaction
   return r;
 }
 
@@ -819,7 +861,7 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
                                                                      bool prepare_schema,
                                                                      std::string* deployment) {
   std::unique_ptr<MariaDbParticipant> p(new MariaDbParticipant(config));
-  auto s = std::make_unique<MariaSession>(/*transactional=*/false, 0);
+  auto s = std::make_unique<MariaSession>(0);
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
   SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql()).Annotate(p->name()));
   Conn& c = s->conn();
@@ -880,15 +922,22 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
       pool->pop_back();
       // Connections made before a connection of this shard was found dead are suspect (the
       // server may have restarted): drop them instead of failing a transaction on each.
-      if (static_cast<MariaSession*>(s.get())->generation() < generation_) continue;
+      auto* m = static_cast<MariaSession*>(s.get());
+      if (m->generation() < generation_) continue;
+      // A connection whose server went away while it sat idle has its socket readable (EOF):
+      // drop it, and every other idle one made before (the server restarted), without a round
+      // trip and before a transaction fails on it.
+      if (!m->conn().IdleAndAlive()) {
+        generation_.fetch_add(1);
+        continue;
+      }
       if (reused != nullptr) *reused = true;
       return s;
     }
   }
   if (reused != nullptr) *reused = false;
-  auto s = std::make_unique<MariaSession>(transactional, generation_.load());
+  auto s = std::make_unique<MariaSession>(generation_.load());
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
-  if (transactional) SEIGO_RETURN_IF_ERROR(s->StartSpare().Annotate(name_));
   return std::unique_ptr<Session>(std::move(s));
 }
 
