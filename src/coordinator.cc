@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -34,7 +35,10 @@ class Coordinator::Impl {
   ~Impl() { Stop(); }
 
   void Start() {
-    for (int i = 0; i < std::max(1, options_.phase2_threads); ++i) {
+    // Phase-2 threads only for Phase2Mode::kBackground: otherwise callers run their own.
+    const int threads =
+        options_.phase2 == Phase2Mode::kBackground ? std::max(1, options_.phase2_threads) : 0;
+    for (int i = 0; i < threads; ++i) {
       phase2_workers_.emplace_back([this] { Phase2Loop(); });
     }
     if (options_.resolver_interval_ms > 0) {
@@ -64,7 +68,15 @@ class Coordinator::Impl {
       case TxState::kGaveUp: gave_up_++; break;
       case TxState::kOutcomeUnknown: unknown_++; break;
     }
-    if (!out.phase2.empty()) {
+    if (!out.phase2.empty() && options_.phase2 == Phase2Mode::kBeforeReturn) {
+      // Read-your-writes: every branch is committed before the caller hears "committed".
+      for (core::Phase2Item& item : out.phase2) {
+        const uint32_t shard = item.xid.branch;
+        Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
+        CountPhase2(s);
+        if (!s.ok()) out.result.pending_visibility.push_back(shard);
+      }
+    } else if (!out.phase2.empty()) {
       // Phase 2 is asynchronous but bounded: every queued item holds a connection and a prepared
       // branch's row locks. When the queue is full the caller commits its own branches
       // (backpressure), so neither connections nor locks pile up under load.
@@ -73,8 +85,10 @@ class Coordinator::Impl {
         std::lock_guard<std::mutex> l(mu_);
         inline_phase2 = queue_.size() >= max_queue_;
         if (!inline_phase2) {
-          for (core::Phase2Item& item : out.phase2) queue_.push_back(std::move(item));
-          queued_ += out.phase2.size();
+          for (core::Phase2Item& item : out.phase2) {
+            queue_.push_back({++queued_, std::move(item)});
+            in_flight_.insert(queued_);
+          }
         }
       }
       if (inline_phase2) {
@@ -92,10 +106,12 @@ class Coordinator::Impl {
     return std::move(out.result);
   }
 
+  // Waits for the items queued before the call — by their sequence numbers, not by a count of
+  // finished items (other threads' items may finish first).
   void DrainPhase2() {
     std::unique_lock<std::mutex> l(mu_);
     const uint64_t target = queued_;
-    drained_cv_.wait(l, [&] { return finished_ >= target; });
+    drained_cv_.wait(l, [&] { return in_flight_.empty() || *in_flight_.begin() > target; });
   }
 
   // One resolver pass, after trying to settle this process's lost commits (so that the pass can
@@ -163,19 +179,19 @@ class Coordinator::Impl {
 
   void Phase2Loop() {
     for (;;) {
-      core::Phase2Item item;
+      Queued q;
       {
         std::unique_lock<std::mutex> l(mu_);
         // On shutdown the queue is still drained: every item gets its XA COMMIT attempt.
         cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) return;
-        item = std::move(queue_.front());
+        q = std::move(queue_.front());
         queue_.pop_front();
       }
-      CountPhase2(core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol));
+      CountPhase2(core::Protocol::FinishPhase2(std::move(q.item), env_, options_.protocol));
       {
         std::lock_guard<std::mutex> l(mu_);
-        finished_++;
+        in_flight_.erase(q.seq);
       }
       drained_cv_.notify_all();
     }
@@ -203,9 +219,14 @@ class Coordinator::Impl {
 
   std::mutex mu_;
   std::condition_variable cv_, drained_cv_, resolver_cv_;
-  std::deque<core::Phase2Item> queue_;  // guarded by mu_
+  struct Queued {
+    uint64_t seq = 0;
+    core::Phase2Item item;
+  };
+  std::deque<Queued> queue_;            // guarded by mu_
+  std::set<uint64_t> in_flight_;        // guarded by mu_: queued or running, by sequence number
   std::vector<core::LostCommit> lost_;  // guarded by mu_; settled by the resolver thread
-  uint64_t queued_ = 0, finished_ = 0;  // guarded by mu_
+  uint64_t queued_ = 0;                 // guarded by mu_: the last sequence number handed out
   bool stopping_ = false;               // guarded by mu_
   std::vector<std::thread> phase2_workers_;
   std::thread resolver_;

@@ -25,6 +25,20 @@
 
 namespace seigo {
 
+// When Run() returns for a committed multi-shard transaction (doc/isolation.md).
+enum class Phase2Mode {
+  // Run() commits every prepared branch (XA COMMIT) before it returns: "committed" means
+  // visible — a read right after it, from any connection, sees the transaction's writes, and its
+  // row locks are released. If a branch's shard went away after the commit point, Run() still
+  // returns committed (the decision is durable) and names that shard in
+  // TxResult::pending_visibility; the resolver finishes it.
+  kBeforeReturn,
+  // Run() returns at the commit point; phase-2 threads commit the branches soon after. Faster
+  // for the caller, but a read right after Run() may still see the old rows on a branch shard
+  // (and a read-modify-write there waits for the branch's locks).
+  kBackground,
+};
+
 struct CoordinatorOptions {
   // Comma-separated shard URLs (ShardMap::Parse). Required.
   std::string shards;
@@ -43,9 +57,11 @@ struct CoordinatorOptions {
   // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
   // background (0 = neither; then call Recover() yourself or run `seigo recover`).
   int64_t resolver_interval_ms = 1'000;
-  // Threads that run phase 2 (XA COMMIT of prepared branches) off the callers' path. At most
-  // 4 items per thread wait in the queue; beyond that a caller commits its own branches before
-  // Run() returns (backpressure: queued branches hold connections and row locks).
+  // See Phase2Mode. Read-your-writes by default.
+  Phase2Mode phase2 = Phase2Mode::kBeforeReturn;
+  // kBackground only: threads that run phase 2 (XA COMMIT of prepared branches) off the callers'
+  // path. At most 4 items per thread wait in the queue; beyond that a caller commits its own
+  // branches before Run() returns (backpressure: queued branches hold connections and row locks).
   int phase2_threads = 4;
   // Time, randomness and crash points; nullptr = DefaultEnv(). Must outlive the Coordinator.
   Env* env = nullptr;
@@ -77,7 +93,8 @@ class Coordinator {
   // What is in doubt right now, changing nothing (what `seigo status` prints).
   InDoubtReport InDoubt();
 
-  // Blocks until every phase-2 item queued so far has been attempted.
+  // Blocks until every phase-2 item queued before the call (Phase2Mode::kBackground) has been
+  // attempted. A no-op in kBeforeReturn mode, where Run() does its own phase 2.
   void DrainPhase2();
 
   const ShardMap& shard_map() const;

@@ -28,6 +28,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "seigo/participant.h"
 #include "seigo/status.h"
@@ -66,7 +67,9 @@ class Tx {
 using TxFn = std::function<Status(Tx&)>;
 
 enum class TxState {
-  kCommitted,       // committed on every shard touched (phase 2 may still be finishing)
+  kCommitted,       // committed on every shard touched; visible there unless the shard is in
+                    // TxResult::pending_visibility (or phase 2 runs in the background,
+                    // Phase2Mode::kBackground)
   kAborted,         // the closure returned an error, or a statement failed for good
   kGaveUp,          // every attempt hit a conflict or an unavailable shard; nothing committed
   kOutcomeUnknown,  // the commit reply was lost and the outcome could not be learned in time;
@@ -81,6 +84,10 @@ struct TxResult {
   int attempts = 0;        // closure runs
   std::string gid;         // the last attempt's gid ("" for a one-shard transaction)
   uint32_t shards = 0;     // shards touched by the last attempt
+  // Committed, but these shards' branches could not be committed before Run() returned (the
+  // shard went away after the commit point): the resolver finishes them; until then reads there
+  // see the old rows. Empty in Phase2Mode::kBackground, where no branch is waited for.
+  std::vector<uint32_t> pending_visibility;
   bool committed() const { return state == TxState::kCommitted; }
 };
 
