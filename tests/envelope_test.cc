@@ -670,5 +670,60 @@ TEST_F(EnvelopeTest, GcForgetsFinishedDecisionsWhileAForeignSnapshotIsOpen) {
   mysql_close(m);
 }
 
+// Case 9. A lost commit whose outcome the coordinator could not learn is settled by the
+// coordinator's own fence at its next resolver pass, well before the deadline — also when the
+// application drives recovery itself (resolver_interval_ms = 0). Before the fix only the
+// background resolver thread settled lost commits: with interval 0 the branch stayed prepared,
+// holding its locks, until the deadline. Here the decider is frozen (SIGSTOP) while its
+// commit is in flight, then killed and restarted: the commit never happened.
+TEST_F(EnvelopeTest, LostCommitIsSettledByRecoverBeforeTheDeadlineWithoutTheResolverThread) {
+  ASSERT_FALSE(Servers().empty());
+  const char* dir = std::getenv("SEIGO_STATE_DIR");
+  ASSERT_NE(dir, nullptr);
+  FreshTable("t_lost");
+  struct FreezingEnv final : Env {
+    std::string pid_file;
+    int64_t NowMs() override { return DefaultEnv()->NowMs(); }
+    void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
+    uint64_t Random64() override { return DefaultEnv()->Random64(); }
+    void CrashPoint(CrashSite site) override {
+      if (site != CrashSite::kBeforeDecision) return;
+      std::system(("kill -STOP $(cat " + pid_file + ")").c_str());
+    }
+  } env;
+  env.pid_file = std::string(dir) + "/mariadb-0/mariadbd.pid";
+  CoordinatorOptions o = TestOptions();
+  o.env = &env;
+  o.read_timeout_s = 1;
+  o.connect_timeout_s = 1;
+  o.protocol.txn_timeout_ms = 30'000;
+  o.protocol.unknown_resolve_tries = 1;
+  o.protocol.max_attempts = 1;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  int64_t a, b;
+  KeysOnTwoShards(&a, &b);
+  const int64_t t0 = DefaultEnv()->NowMs();
+  TxResult r = (*c)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.Exec(a, "INSERT INTO t_lost (k, v) VALUES (?, 1)", {a}).status());
+    return tx.Exec(b, "INSERT INTO t_lost (k, v) VALUES (?, 1)", {b}).status();
+  });
+  // Kill the frozen decider (its uncommitted commit batch dies with it) and restart it.
+  ASSERT_EQ(std::system((Servers() + " crash 0 >/dev/null").c_str()), 0);
+  ASSERT_EQ(r.state, TxState::kOutcomeUnknown) << r.status.ToString();
+  size_t in_doubt = 1;
+  for (int i = 0; i < 20 && in_doubt > 0; ++i) {
+    (*c)->Recover();
+    in_doubt = (*c)->InDoubt().txs.size();
+    if (in_doubt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(in_doubt, 0u) << "the lost commit's branch is still prepared";
+  EXPECT_LT(DefaultEnv()->NowMs() - t0, o.protocol.txn_timeout_ms)
+      << "settled only because the deadline passed: the test proves nothing";
+  EXPECT_EQ(ValueOf("t_lost", a), -1);
+  EXPECT_EQ(ValueOf("t_lost", b), -1);
+  c->reset();
+}
+
 }  // namespace
 }  // namespace seigo::testing
