@@ -48,6 +48,9 @@ void Checker::OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool
 
 void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* how) {
   GidRecord& g = gids_[d.gid];
+  // Every decision row lives on its gid's decider: a one-shard transaction (which has no XA
+  // branch to name its decider) is learned from here.
+  g.decider = shard;
   if (g.decided && *g.decided != d.outcome) {
     // Invariant 1: a gid's decision never changes, not even after its row was collected (a
     // stalled resolver once rewrote a collected commit row as abort: sim/README.md, "Fixed").

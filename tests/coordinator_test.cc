@@ -114,10 +114,10 @@ int64_t GlobalStatus(Coordinator& c, uint32_t shard, const std::string& name) {
   return r.ok() && !r->rows.empty() ? *r->Int(0, 0) : -1;
 }
 
-// The one-shard path commits its local transaction in one phase: no XA PREPARE, no decision row.
-// (Every transaction session runs inside an XA transaction so that the server refuses
-// statements that would end it; the one-shard path ends with XA COMMIT ... ONE PHASE.)
-TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndWritesNoDecisionRow) {
+// The one-shard path prepares nothing and, by default, records its commit: a decision row for
+// its gid on its own shard, inserted in the COMMIT's round trip (issue 8: a lost COMMIT reply is
+// then resolvable). Without the record it writes nothing but its own rows.
+TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndRecordsItsCommit) {
   FreshTable("t_one");
   int64_t a, b;
   KeysOnTwoShards(&a, &b);
@@ -133,20 +133,43 @@ TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndWritesNoDecisionRow) {
   });
   ASSERT_TRUE(r.committed()) << r.status.ToString();
   EXPECT_EQ(r.shards, 1u);
-  EXPECT_EQ(r.gid, "");
+  EXPECT_EQ(r.gid.size(), 32u);
   EXPECT_EQ(ValueOf("t_one", a), 2);
   EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_PREPARE"), xa0);
   EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_PREPARE"), xa1);
-  EXPECT_EQ(decisions(), decisions_before);
-  // The same counters do move for a two-shard transaction (so the checks above can fail):
-  // shard 0 (touched first) decides with a one-phase commit, shard 1's branch is prepared.
+  EXPECT_EQ(decisions(), decisions_before + 1);
+  auto row = coord_->QueryShard(0, "SELECT outcome, shards FROM seigo_decision WHERE gid = ?",
+                                {r.gid});
+  ASSERT_TRUE(row.ok());
+  ASSERT_EQ(row->rows.size(), 1u);
+  EXPECT_EQ(row->rows[0][0].value_or(""), "C");
+  EXPECT_EQ(row->rows[0][1].value_or(""), "0");
+  // The same counters do move for a two-shard transaction (so the checks above can fail).
   ASSERT_TRUE(coord_->Run([&](Tx& tx) -> Status {
     SEIGO_RETURN_IF_ERROR(tx.Exec(a, "UPDATE t_one SET v = v + 1 WHERE k = ?", {a}).status());
     return tx.Exec(b, "INSERT INTO t_one (k, v) VALUES (?, 1)", {b}).status();
   }).committed());
   EXPECT_EQ(GlobalStatus(*coord_, 0, "COM_XA_PREPARE"), xa0);
   EXPECT_EQ(GlobalStatus(*coord_, 1, "COM_XA_PREPARE"), xa1 + 1);
-  EXPECT_EQ(decisions(), decisions_before + 1);
+  EXPECT_EQ(decisions(), decisions_before + 2);
+}
+
+TEST_F(CoordinatorTest, OneShardPathWithoutACommitRecordWritesNoDecisionRow) {
+  FreshTable("t_one_plain");
+  CoordinatorOptions o = TestOptions();
+  o.protocol.record_one_shard_commits = false;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok());
+  const int64_t before =
+      *coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision")->Int(0, 0);
+  int64_t a, b;
+  KeysOnTwoShards(&a, &b);
+  TxResult r = (*c)->Run([&](Tx& tx) {
+    return tx.Exec(a, "INSERT INTO t_one_plain (k, v) VALUES (?, 1)", {a}).status();
+  });
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  EXPECT_EQ(r.gid, "");
+  EXPECT_EQ(*coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision")->Int(0, 0), before);
 }
 
 TEST_F(CoordinatorTest, DeadlockProvokedOnPurposeIsRetriedAndBothCommit) {

@@ -725,5 +725,57 @@ TEST_F(EnvelopeTest, LostCommitIsSettledByRecoverBeforeTheDeadlineWithoutTheReso
   c->reset();
 }
 
+// Issue 8: a one-shard transaction whose COMMIT reply is lost resolves to a definite outcome
+// once its shard answers again: its commit record (a decision row in the same local
+// transaction) is learned through the fence. The shard is frozen (SIGSTOP) while the commit is
+// in flight, so the reply times out, and thawed a moment later. Before, there was no record
+// and the caller got outcome_unknown, forever.
+TEST_F(EnvelopeTest, LostOneShardCommitReplyResolvesToADefiniteOutcome) {
+  const char* dir = std::getenv("SEIGO_STATE_DIR");
+  ASSERT_NE(dir, nullptr);
+  FreshTable("t_lost1");
+  struct FreezingEnv final : Env {
+    std::string pid_file;
+    std::thread thaw;
+    ~FreezingEnv() override {
+      if (thaw.joinable()) thaw.join();
+    }
+    int64_t NowMs() override { return DefaultEnv()->NowMs(); }
+    void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
+    uint64_t Random64() override { return DefaultEnv()->Random64(); }
+    void CrashPoint(CrashSite site) override {
+      if (site != CrashSite::kBeforeDecision || thaw.joinable()) return;
+      std::system(("kill -STOP $(cat " + pid_file + ")").c_str());
+      thaw = std::thread([f = pid_file] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        std::system(("kill -CONT $(cat " + f + ")").c_str());
+      });
+    }
+  } env;
+  env.pid_file = std::string(dir) + "/mariadb-0/mariadbd.pid";
+  CoordinatorOptions o = TestOptions();
+  o.env = &env;
+  o.read_timeout_s = 1;
+  o.protocol.max_attempts = 1;
+  o.protocol.unknown_resolve_tries = 8;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const int64_t a = KeyOnShard(0);
+  const int64_t t0 = DefaultEnv()->NowMs();
+  TxResult r = (*c)->Run([&](Tx& tx) {
+    return tx.Exec(a, "INSERT INTO t_lost1 (k, v) VALUES (?, 7)", {a}).status();
+  });
+  EXPECT_GE(DefaultEnv()->NowMs() - t0, 1000) << "the commit reply was not held back";
+  EXPECT_NE(r.state, TxState::kOutcomeUnknown) << r.status.ToString();
+  EXPECT_EQ(r.shards, 1u);
+  const int64_t v = ValueOf("t_lost1", a);
+  if (r.committed()) {
+    EXPECT_EQ(v, 7);
+  } else {
+    EXPECT_EQ(v, -1) << "reported not committed, but the row is there: " << r.status.ToString();
+  }
+  c->reset();
+}
+
 }  // namespace
 }  // namespace seigo::testing

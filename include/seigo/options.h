@@ -24,6 +24,13 @@ struct ProtocolOptions {
   // Phase 2 of one branch: XA COMMIT attempts from a fresh connection after the owning
   // connection failed, before the branch is left to the resolver.
   int phase2_tries = 5;
+  // One-shard transactions insert a commit record (a decision row for their gid, on their
+  // shard) in the same round trip as their COMMIT, so that a lost COMMIT reply is resolved —
+  // committed or not — through the fence, like a multi-shard commit, instead of staying
+  // outcome_unknown. Costs one row insert per one-shard transaction (and its deletion later);
+  // BENCHMARKS.md measures it. The record also puts the deadline on one-shard transactions:
+  // one that is still running after txn_timeout_ms is refused and retried. false: plain COMMIT.
+  bool record_one_shard_commits = true;
 };
 
 struct ResolverOptions {

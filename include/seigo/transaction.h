@@ -82,7 +82,8 @@ struct TxResult {
   TxState state = TxState::kAborted;
   Status status;           // why it did not commit (OK when committed)
   int attempts = 0;        // closure runs
-  std::string gid;         // the last attempt's gid ("" for a one-shard transaction)
+  std::string gid;         // the last attempt's gid ("" for a one-shard transaction without a
+                           // commit record, ProtocolOptions::record_one_shard_commits)
   uint32_t shards = 0;     // shards touched by the last attempt
   // Committed, but these shards' branches could not be committed before Run() returned (the
   // shard went away after the commit point): the resolver finishes them; until then reads there

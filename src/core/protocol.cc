@@ -165,9 +165,12 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
   Branch& decider = branches_[0];
 
-  if (branches_.size() == 1) {
-    // One-shard fast path: a plain local commit. There is no decision row, so a lost reply is
-    // truly unknowable by seigo; atomicity still holds (one local transaction).
+  if (branches_.size() == 1 && !p_.options_.record_one_shard_commits) {
+    // One-shard fast path without a record: a plain local commit. There is no decision row, so
+    // a lost reply is truly unknowable by seigo; atomicity still holds (one local transaction).
+    // With record_one_shard_commits (the default) the one-shard transaction takes the path
+    // below with no branch to prepare: its commit inserts a decision row, so a lost COMMIT
+    // reply is resolved by the fence like any other.
     Status s = decider.session->CommitLocal();
     if (s.ok()) {
       decider.participant->Release(std::move(decider.session));
@@ -324,7 +327,7 @@ RunOutput Protocol::Run(const TxFn& fn) const {
     if (s.ok() && !a.poison().ok()) s = a.poison();
     r.attempts = n;
     r.shards = a.shards_touched();
-    r.gid = r.shards > 1 ? a.gid() : "";
+    r.gid = r.shards > 1 || (r.shards == 1 && options_.record_one_shard_commits) ? a.gid() : "";
     if (s.ok()) s = a.Commit(&out.phase2, &out.lost);
     else a.Abort(false);
 

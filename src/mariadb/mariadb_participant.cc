@@ -66,9 +66,14 @@ namespace {
 // back to the pool.
 constexpr const char* kServerNowMs =
     "(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)";
-constexpr const char* kServerUptimeS =
-    "(SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS"
-    " WHERE VARIABLE_NAME = 'UPTIME')";
+// The server's uptime in seconds: MariaDB keeps GLOBAL_STATUS in information_schema, MySQL 8 in
+// performance_schema (5.7 has both, information_schema's disabled by default).
+const char* ServerUptimeSql(bool mysql) {
+  return mysql ? "(SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM performance_schema.global_status"
+                 " WHERE VARIABLE_NAME = 'Uptime')"
+               : "(SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS"
+                 " WHERE VARIABLE_NAME = 'UPTIME')";
+}
 
 // A branch whose owner connection is still attached this long after its deadline belongs to a
 // hung process: the resolver closes that connection (KILL) so that the decision can be applied.
@@ -725,12 +730,13 @@ Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Va
   return out;
 }
 
-Status CheckServerVersion(MYSQL* m) {
+Status CheckServerVersion(MYSQL* m, bool* is_mysql) {
   std::string info = mysql_get_server_info(m);
   if (info.rfind("5.5.5-", 0) == 0) info = info.substr(6);  // old MariaDB handshake prefix
   unsigned major = 0, minor = 0, patch = 0;
   std::sscanf(info.c_str(), "%u.%u.%u", &major, &minor, &patch);
   const bool mariadb = info.find("MariaDB") != std::string::npos;
+  *is_mysql = !mariadb;
   const unsigned v = major * 10000 + minor * 100 + patch;
   if (mariadb ? v < 100500 : v < 50707) {
     return Status::Unsupported(
@@ -815,21 +821,26 @@ Status CountColumn(Conn& c, const char* table, const char* column, bool* exists)
 // Tables made by seigo 0.1: add what is missing, drop the TIMESTAMP columns (they stop working
 // in 2038). Each ALTER runs only if needed, so a normal start runs none.
 Status MigrateSchema(Conn& c) {
-  bool has = false;
-  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_decision", "decided_at", &has));
-  if (has) {
-    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_decision ADD COLUMN IF NOT EXISTS decided_ms "
-                                "BIGINT NOT NULL DEFAULT 0, DROP COLUMN decided_at"));
-  }
-  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_shard", "deployment", &has));
-  if (!has) {
-    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_shard ADD COLUMN deployment CHAR(16) "
-                                "CHARACTER SET ascii NULL"));
-  }
-  SEIGO_RETURN_IF_ERROR(CountColumn(c, "seigo_shard", "claimed_at", &has));
-  if (has) {
-    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_shard ADD COLUMN IF NOT EXISTS claimed_ms "
-                                "BIGINT NOT NULL DEFAULT 0, DROP COLUMN claimed_at"));
+  struct Step {
+    const char* table;
+    const char* column;
+    bool want;        // the column should exist
+    const char* sql;  // run if it does not (want) / does (!want)
+  };
+  static const Step kSteps[] = {
+      {"seigo_decision", "decided_ms", true,
+       "ALTER TABLE seigo_decision ADD COLUMN decided_ms BIGINT NOT NULL DEFAULT 0"},
+      {"seigo_decision", "decided_at", false, "ALTER TABLE seigo_decision DROP COLUMN decided_at"},
+      {"seigo_shard", "deployment", true,
+       "ALTER TABLE seigo_shard ADD COLUMN deployment CHAR(16) CHARACTER SET ascii NULL"},
+      {"seigo_shard", "claimed_ms", true,
+       "ALTER TABLE seigo_shard ADD COLUMN claimed_ms BIGINT NOT NULL DEFAULT 0"},
+      {"seigo_shard", "claimed_at", false, "ALTER TABLE seigo_shard DROP COLUMN claimed_at"},
+  };
+  for (const Step& st : kSteps) {
+    bool has = false;
+    SEIGO_RETURN_IF_ERROR(CountColumn(c, st.table, st.column, &has));
+    if (has != st.want) SEIGO_RETURN_IF_ERROR(c.Run(st.sql));
   }
   return Status::OK();
 }
@@ -863,7 +874,7 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
   std::unique_ptr<MariaDbParticipant> p(new MariaDbParticipant(config));
   auto s = std::make_unique<MariaSession>(0);
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
-  SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql()).Annotate(p->name()));
+  SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql(), &p->mysql_).Annotate(p->name()));
   Conn& c = s->conn();
   if (prepare_schema) {
     SEIGO_RETURN_IF_ERROR(c.Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
@@ -1002,11 +1013,12 @@ struct MarkerState {
   int64_t created_ms = 0;  // this server's clock when the branch prepared
   bool owner_attached = false;  // InnoDB still ties the branch to that thread
   bool owner_connected = false;  // that thread is in PROCESSLIST
+  int64_t owner_idle_s = -1;     // seconds that thread has been idle (Sleep), -1 if it is not
   int64_t now_ms = 0;
   int64_t server_start_ms = 0;  // now - uptime, +-1 s
 };
 
-Result<MarkerState> ReadMarker(Conn& c, const std::string& gid) {
+Result<MarkerState> ReadMarker(Conn& c, const std::string& gid, bool mysql) {
   // SET TRANSACTION applies to the next statement only (autocommit): the first SELECT reads
   // uncommitted rows — a prepared branch's marker — the second only committed ones.
   QueryResult ru;
@@ -1016,9 +1028,11 @@ Result<MarkerState> ReadMarker(Conn& c, const std::string& gid) {
       "SELECT b.owner, b.created_ms,"
       " (SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
       "  WHERE t.trx_mysql_thread_id = b.owner),"
-      " (SELECT COUNT(*) FROM information_schema.PROCESSLIST p WHERE p.ID = b.owner)"
+      " (SELECT COUNT(*) FROM information_schema.PROCESSLIST p WHERE p.ID = b.owner),"
+      " (SELECT COALESCE(MAX(p.TIME), -1) FROM information_schema.PROCESSLIST p"
+      "  WHERE p.ID = b.owner AND p.COMMAND = 'Sleep')"
       " FROM seigo_branch b WHERE b.gid = '" + gid + "';"
-      "SELECT COUNT(*), " + std::string(kServerNowMs) + ", " + kServerUptimeS +
+      "SELECT COUNT(*), " + std::string(kServerNowMs) + ", " + ServerUptimeSql(mysql) +
       " FROM seigo_branch WHERE gid = '" + gid + "'",
       nullptr, &more));
   if (more.size() != 2) return Status::Internal("marker read returned " +
@@ -1034,10 +1048,11 @@ Result<MarkerState> ReadMarker(Conn& c, const std::string& gid) {
   if (!u.rows.empty()) {
     m.present = true;
     Result<int64_t> owner = u.Int(0, 0), created = u.Int(0, 1), attached = u.Int(0, 2),
-                    connected = u.Int(0, 3);
-    if (!owner.ok() || !created.ok() || !attached.ok() || !connected.ok()) {
+                    connected = u.Int(0, 3), idle = u.Int(0, 4);
+    if (!owner.ok() || !created.ok() || !attached.ok() || !connected.ok() || !idle.ok()) {
       return Status::Internal("marker read: bad row");
     }
+    m.owner_idle_s = *idle;
     m.owner = static_cast<uint64_t>(*owner);
     m.created_ms = *created;
     m.owner_attached = *attached > 0;
@@ -1051,6 +1066,13 @@ Result<MarkerState> ReadMarker(Conn& c, const std::string& gid) {
 // seconds, so a marker within 2 s of the start counts as this incarnation (the cautious side:
 // at worst a retry waits for an unrelated thread).
 bool SameIncarnation(const MarkerState& m) { return m.created_ms >= m.server_start_ms - 2000; }
+// For closing a connection the doubt goes the other way: the thread must surely be the owner.
+// A hung owner has sent nothing since its XA PREPARE, so it has been idle at least since the
+// marker was written; a thread of a later incarnation cannot have been idle that long (its idle
+// time is below the server's uptime, which is below the marker's age).
+bool SurelyTheIdleOwner(const MarkerState& m) {
+  return m.owner_idle_s >= 0 && m.owner_idle_s * 1000 >= m.now_ms - m.created_ms - 1000;
+}
 
 // Before committing or rolling back a branch by XID from a connection that does not own it.
 // MariaDB's limbo race (doc/limbo-branch.md): while the owner's connection is being torn down,
@@ -1065,7 +1087,7 @@ bool SameIncarnation(const MarkerState& m) { return m.created_ms >= m.server_sta
 Status CheckOwner(Conn& c, const Xid& xid, const MarkerState& m) {
   if (!m.present || m.committed || !SameIncarnation(m)) return Status::OK();
   if (!m.owner_attached && !m.owner_connected) return Status::OK();
-  if (m.owner_connected && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
+  if (m.owner_connected && SurelyTheIdleOwner(m) && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
     // A decision exists (only then is this called) and the process that prepared the branch
     // has held it long past the deadline: it is hung. Closing its connection detaches the
     // branch; a later call commits or rolls it back once the teardown is over.
@@ -1095,14 +1117,14 @@ Status MariaDbParticipant::CommitXid(const Xid& xid) {
   if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
   return WithSession([&](PooledSession& ps) -> Status {
     Conn& c = ps.conn();
-    Result<MarkerState> m = ReadMarker(c, xid.gid);
+    Result<MarkerState> m = ReadMarker(c, xid.gid, mysql_);
     SEIGO_RETURN_IF_ERROR(m.status());
     if (m->committed) return Status::OK();  // committed before (phase 2 or another resolver)
     SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
     Status s = c.Run("XA COMMIT " + XidSql(xid));
     if (!s.ok() && !s.Is(Code::kNotFound)) return s;
     // Whatever the server said, the marker tells what happened.
-    Result<MarkerState> after = ReadMarker(c, xid.gid);
+    Result<MarkerState> after = ReadMarker(c, xid.gid, mysql_);
     SEIGO_RETURN_IF_ERROR(after.status());
     if (after->committed) return Status::OK();
     if (s.ok() && after->present) return Status::Corruption(LimboMessage(name_, xid, "COMMIT"));
@@ -1115,7 +1137,7 @@ Status MariaDbParticipant::RollbackXid(const Xid& xid) {
   if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
   return WithSession([&](PooledSession& ps) -> Status {
     Conn& c = ps.conn();
-    Result<MarkerState> m = ReadMarker(c, xid.gid);
+    Result<MarkerState> m = ReadMarker(c, xid.gid, mysql_);
     SEIGO_RETURN_IF_ERROR(m.status());
     if (m->committed) {
       return Status::Corruption("asked to roll back " + xid.Gtrid() + " on " + name_ +
@@ -1124,7 +1146,7 @@ Status MariaDbParticipant::RollbackXid(const Xid& xid) {
     SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
     Status s = c.Run("XA ROLLBACK " + XidSql(xid));
     if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-    Result<MarkerState> after = ReadMarker(c, xid.gid);
+    Result<MarkerState> after = ReadMarker(c, xid.gid, mysql_);
     SEIGO_RETURN_IF_ERROR(after.status());
     if (!after->present) return Status::OK();  // nothing of the branch is left
     if (after->committed) {
@@ -1191,9 +1213,11 @@ Status MariaDbParticipant::ForgetBranches(std::span<const std::string> gids) {
       Status bad;
       const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
       SEIGO_RETURN_IF_ERROR(bad);
-      // Never waits on a branch that is still open (it keeps its marker): no lock waits.
-      SEIGO_RETURN_IF_ERROR(ps.conn().Run("SET STATEMENT innodb_lock_wait_timeout=0 FOR "
-                                          "DELETE FROM seigo_branch WHERE gid IN (" + list + ")"));
+      // Only markers probed as not open are deleted; a concurrent GC pass deleting the same rows
+      // may make this wait (up to the session's lock-wait timeout) or fail with a conflict,
+      // which only delays those rows to the next pass.
+      SEIGO_RETURN_IF_ERROR(
+          ps.conn().Run("DELETE FROM seigo_branch WHERE gid IN (" + list + ")"));
     }
     return Status::OK();
   });

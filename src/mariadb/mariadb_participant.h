@@ -82,6 +82,7 @@ class MariaDbParticipant final : public Participant {
   Config config_;
   std::string name_;
   std::string deployment_;
+  bool mysql_ = false;  // the server is MySQL, not MariaDB (a few statements differ)
   std::mutex mu_;
   // Bumped whenever a connection is found dead: idle connections made before are dropped
   // instead of reused (after a server restart every one of them is dead).
