@@ -855,6 +855,12 @@ Result<Claim> ReadClaim(Conn& c) {
   QueryResult r;
   Status s = c.Run("SELECT shard_index, deployment FROM seigo_shard WHERE one = 1", &r);
   if (s.server_errno() == ER_NO_SUCH_TABLE) return Claim{};
+  if (s.server_errno() == ER_BAD_FIELD_ERROR) {  // seigo 0.1's table: no deployment yet
+    Claim old;
+    old.exists = true;
+    old.index = -1;
+    return old;
+  }
   SEIGO_RETURN_IF_ERROR(s);
   Claim claim;
   if (r.rows.empty()) return claim;
@@ -898,8 +904,11 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
   }
   if (!claim->exists || claim->deployment.empty()) {
     return Status::InvalidArgument(
-        p->name() + " is not set up as a seigo shard (no deployment in seigo_shard): open it "
-        "once with prepare_schema, e.g. by the application or `seigo recover`");
+        p->name() + (claim->exists ? " has seigo tables of an older version (no deployment in "
+                                     "seigo_shard)"
+                                   : " is not set up as a seigo shard") +
+        ": open it once with prepare_schema, e.g. by the application or `seigo recover`, "
+        "which creates or upgrades seigo's tables");
   }
   if (claim->index != config.index) {
     return Status::InvalidArgument(
