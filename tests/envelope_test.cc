@@ -56,6 +56,14 @@ class EnvelopeTest : public DbTest {
     const char* s = std::getenv("SEIGO_SERVERS_SCRIPT");
     return s ? s : "";
   }
+  // Creates procedure `name` with `body` on shards 0 and 1 (dropping an older one).
+  void CreateProcedure(const std::string& name, const std::string& body) {
+    for (uint32_t s = 0; s < 2; ++s) {
+      ASSERT_EQ(Client(s, Url(s).database, "DROP PROCEDURE IF EXISTS " + name +
+                                               "// CREATE PROCEDURE " + name + body + "//"),
+                0);
+    }
+  }
   // A participant for shard `i` of the test list, as another process would have it.
   std::unique_ptr<mariadb::MariaDbParticipant> OpenParticipant(uint32_t i) {
     mariadb::Config c;
@@ -277,16 +285,11 @@ TEST_F(EnvelopeTest, ClosureThatMovesTheSessionClockDoesNotMoveTheDecidersClock)
 // Case 3. Statements that would end the transaction, run by a closure on the decider (or a
 // branch) before it aborts. Before the fix the decider was a plain local transaction: COMMIT,
 // BEGIN, SET autocommit=1, DDL (implicit commit) committed the decider's earlier writes while
-// the other shard rolled back. Now every transaction is an XA transaction and the server
-// refuses them; the attempt aborts with nothing committed.
+// the other shard rolled back. Now they are refused before they reach the server (and, on an
+// XA branch, by the server too); the attempt aborts with nothing committed.
 TEST_F(EnvelopeTest, ClosureThatEndsTheTransactionIsRefusedAndNothingCommits) {
   FreshTable("t_end");
-  for (uint32_t s = 0; s < 2; ++s) {
-    ASSERT_EQ(Client(s, Url(s).database,
-                     "DROP PROCEDURE IF EXISTS seigo_p_commit// CREATE PROCEDURE seigo_p_commit() "
-                     "BEGIN COMMIT; END//"),
-              0);
-  }
+  CreateProcedure("seigo_p_commit", "() BEGIN COMMIT; END");
   int64_t a, b;
   KeysOnTwoShards(&a, &b);
   int n = 0;
@@ -502,12 +505,7 @@ TEST_F(EnvelopeTest, FirstTransactionsAfterAShardRestartCommit) {
 // it; only XA branches have the server's protection).
 TEST_F(EnvelopeTest, CallOfAProcedureThatReturnsRowsWorksOnABranch) {
   FreshTable("t_call");
-  for (uint32_t s = 0; s < 2; ++s) {
-    ASSERT_EQ(Client(s, Url(s).database,
-                     "DROP PROCEDURE IF EXISTS seigo_p_rows// CREATE PROCEDURE seigo_p_rows(IN x "
-                     "BIGINT) BEGIN SELECT x AS a, x + 1 AS b; SELECT 7 AS c; END//"),
-              0);
-  }
+  CreateProcedure("seigo_p_rows", "(IN x BIGINT) BEGIN SELECT x AS a, x + 1 AS b; SELECT 7 AS c; END");
   int64_t a, b;
   KeysOnTwoShards(&a, &b);
   TxResult refused = coord_->Run([&](Tx& tx) { return tx.Exec(a, "CALL seigo_p_rows(1)", {}).status(); });

@@ -1217,16 +1217,20 @@ Result<std::vector<BranchTrace>> MariaDbParticipant::ProbeBranches(
 }
 
 Status MariaDbParticipant::ForgetBranches(std::span<const std::string> gids) {
+  // Only markers probed as committed are deleted (existing rows: record locks, no gap locks
+  // that could hold up other branches' marker inserts). A concurrent GC pass deleting the same
+  // rows may make this wait or fail with a conflict, which only delays them to the next pass.
+  return DeleteGids("seigo_branch", gids);
+}
+
+Status MariaDbParticipant::DeleteGids(const char* table, std::span<const std::string> gids) {
   return WithSession([&](PooledSession& ps) -> Status {
     for (size_t i = 0; i < gids.size(); i += 500) {
       Status bad;
       const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
       SEIGO_RETURN_IF_ERROR(bad);
-      // Only markers probed as not open are deleted; a concurrent GC pass deleting the same rows
-      // may make this wait (up to the session's lock-wait timeout) or fail with a conflict,
-      // which only delays those rows to the next pass.
       SEIGO_RETURN_IF_ERROR(
-          ps.conn().Run("DELETE FROM seigo_branch WHERE gid IN (" + list + ")"));
+          ps.conn().Run(std::string("DELETE FROM ") + table + " WHERE gid IN (" + list + ")"));
     }
     return Status::OK();
   });
@@ -1340,15 +1344,7 @@ Result<std::vector<Decision>> MariaDbParticipant::ListExpiredDecisions(int64_t r
 }
 
 Status MariaDbParticipant::ForgetDecisions(std::span<const std::string> gids) {
-  return WithSession([&](PooledSession& ps) -> Status {
-    for (size_t i = 0; i < gids.size(); i += 500) {
-      Status bad;
-      const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
-      SEIGO_RETURN_IF_ERROR(bad);
-      SEIGO_RETURN_IF_ERROR(ps.conn().Run("DELETE FROM seigo_decision WHERE gid IN (" + list + ")"));
-    }
-    return Status::OK();
-  });
+  return DeleteGids("seigo_decision", gids);
 }
 
 Result<QueryResult> MariaDbParticipant::Query(std::string_view sql,

@@ -78,6 +78,8 @@ class MariaDbParticipant final : public Participant {
   Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
                                                bool transactional, bool* reused);
   void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
+  // DELETE FROM `table` WHERE gid IN (...), in batches.
+  Status DeleteGids(const char* table, std::span<const std::string> gids);
 
   Config config_;
   std::string name_;
