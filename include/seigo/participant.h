@@ -204,6 +204,11 @@ class Participant {
   // earlier). kNotFound / kBusy as for CommitXid; kCorruption = still open after an OK (limbo),
   // or the branch had committed.
   virtual Status RollbackXid(const Xid& xid) = 0;
+  // Many at once (the resolver's batches), one status per XID in the same order, each meaning
+  // what CommitXid / RollbackXid would return. The defaults call those one by one; a store may
+  // do it in fewer round trips.
+  virtual std::vector<Status> CommitXids(std::span<const Xid> xids);
+  virtual std::vector<Status> RollbackXids(std::span<const Xid> xids);
   // What each gid's branch left on this shard, from seigo's own records (the marker every
   // branch writes inside itself before it prepares). Safe against other clients of the server:
   // unrelated open transactions do not matter. Same order as `gids`.
@@ -213,6 +218,9 @@ class Participant {
 
   // Decision table on this shard (when it is a decider).
   virtual Result<std::optional<Decision>> ReadDecision(std::string_view gid) = 0;
+  // Many at once, in the order of `gids` (the default calls ReadDecision one by one).
+  virtual Result<std::vector<std::optional<Decision>>> ReadDecisions(
+      std::span<const std::string> gids);
   // Writes an abort decision for d.gid unless a decision exists, and returns the decision that
   // holds afterwards (ours, or the existing one). This "fencing insert" is what makes a late
   // commit impossible: the decider's own insert of the commit row then fails. A live decider

@@ -196,8 +196,37 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
   report.complete = scan.complete;
   for (Status& e : scan.errors) report.errors.push_back(std::move(e));
 
+  // Every gid's decision, read in one batch per decider.
+  std::vector<std::vector<std::string>> ask(ps.size());
+  for (const auto& [gid, t] : scan.by_gid) {
+    if (t.any.decider < ps.size()) ask[t.any.decider].push_back(gid);
+  }
+  struct Known {
+    std::optional<Decision> decision;
+    Status error;
+  };
+  std::map<std::string, Known> known;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (ask[i].empty()) continue;
+    Result<std::vector<std::optional<Decision>>> r = ps[i]->ReadDecisions(ask[i]);
+    for (size_t k = 0; k < ask[i].size(); ++k) {
+      Known& kn = known[ask[i][k]];
+      if (!r.ok()) {
+        kn.error = r.status();
+      } else if (k < r->size()) {
+        kn.decision = (*r)[k];
+      } else {
+        kn.error = Status::Internal("short batch of decisions");
+      }
+    }
+  }
+
+  // What to do with each branch, collected per shard so that each shard is asked once.
+  std::vector<std::vector<Xid>> to_commit(ps.size()), to_rollback(ps.size());
+  std::map<std::string, std::vector<uint32_t>> shards_of;
   for (auto& [gid, t] : scan.by_gid) {
     const std::vector<uint32_t> shards(t.shards.begin(), t.shards.end());
+    shards_of[gid] = shards;
     auto pending = [&](std::string reason) {
       report.pending.push_back({gid, shards, std::move(reason)});
     };
@@ -207,14 +236,14 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
       continue;
     }
     Participant* decider = ps[t.any.decider];
-    Result<std::optional<Decision>> d = decider->ReadDecision(gid);
-    if (!d.ok()) {
-      pending("cannot read the decision on " + decider->name() + ": " + d.status().ToString());
+    const Known& kn = known[gid];
+    if (!kn.error.ok()) {
+      pending("cannot read the decision on " + decider->name() + ": " + kn.error.ToString());
       continue;
     }
     Outcome outcome;
-    if (d->has_value()) {
-      outcome = (*d)->outcome;
+    if (kn.decision.has_value()) {
+      outcome = kn.decision->outcome;
     } else {
       const int64_t now = env->NowMs();
       if (now < t.any.deadline_ms) {
@@ -239,22 +268,39 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
       // prepared. The next pass (ours or anyone's) reads the abort row and rolls them back.
       env->CrashPoint(CrashSite::kResolverAfterFence);
     }
-
     for (const Xid& x : t.branches) {
       if (x.branch >= ps.size()) continue;
-      env->CrashPoint(CrashSite::kResolverBeforeApply);
-      Participant* p = ps[x.branch];
-      Status s = outcome == Outcome::kCommit ? p->CommitXid(x) : p->RollbackXid(x);
-      if (s.ok()) {
-        report.applied.push_back({gid, x.branch, outcome});
-      } else if (s.Is(Code::kCorruption)) {
-        report.limbo.push_back({gid, x.branch, s.message()});
-      } else if (s.Is(Code::kNotFound)) {
-        pending(std::string("decided ") + OutcomeName(outcome) + "; branch on " + p->name() +
-                " is owned by a live connection or finished concurrently");
-      } else {
-        pending(std::string("decided ") + OutcomeName(outcome) + "; " + p->name() + ": " +
-                s.ToString());
+      (outcome == Outcome::kCommit ? to_commit : to_rollback)[x.branch].push_back(x);
+    }
+  }
+
+  // Apply: each shard's commits and rollbacks in one batch each. Every call is idempotent by
+  // XID, so a crash anywhere in here is finished by the next pass.
+  for (size_t s = 0; s < ps.size(); ++s) {
+    for (Outcome outcome : {Outcome::kCommit, Outcome::kAbort}) {
+      const std::vector<Xid>& xids = outcome == Outcome::kCommit ? to_commit[s] : to_rollback[s];
+      if (xids.empty()) continue;
+      for (size_t k = 0; k < xids.size(); ++k) env->CrashPoint(CrashSite::kResolverBeforeApply);
+      std::vector<Status> st =
+          outcome == Outcome::kCommit ? ps[s]->CommitXids(xids) : ps[s]->RollbackXids(xids);
+      for (size_t k = 0; k < xids.size(); ++k) {
+        const Xid& x = xids[k];
+        const Status r = k < st.size() ? st[k] : Status::Internal("short batch of results");
+        if (r.ok()) {
+          report.applied.push_back({x.gid, x.branch, outcome});
+        } else if (r.Is(Code::kCorruption)) {
+          report.limbo.push_back({x.gid, x.branch, r.message()});
+        } else if (r.Is(Code::kNotFound)) {
+          report.pending.push_back({x.gid, shards_of[x.gid],
+                                    std::string("decided ") + OutcomeName(outcome) +
+                                        "; branch on " + ps[s]->name() +
+                                        " is owned by a live connection or finished "
+                                        "concurrently"});
+        } else {
+          report.pending.push_back({x.gid, shards_of[x.gid],
+                                    std::string("decided ") + OutcomeName(outcome) + "; " +
+                                        ps[s]->name() + ": " + r.ToString()});
+        }
       }
     }
   }

@@ -27,6 +27,7 @@
 #include <charconv>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <random>
 #include <unordered_map>
 
@@ -1027,47 +1028,60 @@ struct MarkerState {
   int64_t server_start_ms = 0;  // now - uptime, +-1 s
 };
 
-Result<MarkerState> ReadMarker(Conn& c, const std::string& gid, bool mysql) {
+// The markers of `gids` (at most a few hundred), in one round trip. A gid without any marker
+// row gets a MarkerState with present = committed = false.
+Result<std::map<std::string, MarkerState>> ReadMarkers(Conn& c,
+                                                       const std::vector<std::string>& gids,
+                                                       bool mysql) {
+  std::string list;
+  for (const std::string& g : gids) list += (list.empty() ? "'" : ",'") + g + "'";
   // SET TRANSACTION applies to the next statement only (autocommit): the first SELECT reads
   // uncommitted rows — a prepared branch's marker — the second only committed ones.
-  QueryResult ru;
   std::vector<QueryResult> more;
   SEIGO_RETURN_IF_ERROR(c.Run(
       "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED;"
-      "SELECT b.owner, b.created_ms,"
+      "SELECT b.gid, b.owner, b.created_ms,"
       " (SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
       "  WHERE t.trx_mysql_thread_id = b.owner),"
       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST p WHERE p.ID = b.owner),"
       " (SELECT COALESCE(MAX(p.TIME), -1) FROM information_schema.PROCESSLIST p"
       "  WHERE p.ID = b.owner AND p.COMMAND = 'Sleep')"
-      " FROM seigo_branch b WHERE b.gid = '" + gid + "';"
-      "SELECT COUNT(*), " + std::string(kServerNowMs) + ", " + ServerUptimeSql(mysql) +
-      " FROM seigo_branch WHERE gid = '" + gid + "'",
+      " FROM seigo_branch b WHERE b.gid IN (" + list + ");"
+      "SELECT gid FROM seigo_branch WHERE gid IN (" + list + ");"
+      "SELECT " + std::string(kServerNowMs) + ", " + ServerUptimeSql(mysql),
       nullptr, &more));
-  if (more.size() != 2) return Status::Internal("marker read returned " +
-                                                std::to_string(more.size()) + " result sets");
+  if (more.size() != 3) {
+    return Status::Internal("marker read returned " + std::to_string(more.size()) +
+                            " result sets");
+  }
+  Result<int64_t> now = more[2].Int(0, 0), up = more[2].Int(0, 1);
+  if (!now.ok() || !up.ok()) return Status::Internal("marker read: bad clock row");
+  std::map<std::string, MarkerState> out;
+  for (const std::string& g : gids) {
+    MarkerState& m = out[g];
+    m.now_ms = *now;
+    m.server_start_ms = *now - *up * 1000;
+  }
   const QueryResult& u = more[0];
-  const QueryResult& k = more[1];
-  MarkerState m;
-  Result<int64_t> n = k.Int(0, 0), now = k.Int(0, 1), up = k.Int(0, 2);
-  if (!n.ok() || !now.ok() || !up.ok()) return Status::Internal("marker read: bad row");
-  m.committed = *n > 0;
-  m.now_ms = *now;
-  m.server_start_ms = *now - *up * 1000;
-  if (!u.rows.empty()) {
-    m.present = true;
-    Result<int64_t> owner = u.Int(0, 0), created = u.Int(0, 1), attached = u.Int(0, 2),
-                    connected = u.Int(0, 3), idle = u.Int(0, 4);
+  for (size_t r = 0; r < u.rows.size(); ++r) {
+    if (!u.rows[r][0]) continue;
+    MarkerState& m = out[*u.rows[r][0]];
+    Result<int64_t> owner = u.Int(r, 1), created = u.Int(r, 2), attached = u.Int(r, 3),
+                    connected = u.Int(r, 4), idle = u.Int(r, 5);
     if (!owner.ok() || !created.ok() || !attached.ok() || !connected.ok() || !idle.ok()) {
       return Status::Internal("marker read: bad row");
     }
-    m.owner_idle_s = *idle;
+    m.present = true;
     m.owner = static_cast<uint64_t>(*owner);
     m.created_ms = *created;
     m.owner_attached = *attached > 0;
     m.owner_connected = *connected > 0;
+    m.owner_idle_s = *idle;
   }
-  return m;
+  for (const auto& row : more[1].rows) {
+    if (row[0]) out[*row[0]].committed = true;
+  }
+  return out;
 }
 
 // Thread ids start again from 1 when the server restarts: the marker's owner is only that
@@ -1123,48 +1137,122 @@ std::string LimboMessage(const std::string& name, const Xid& xid, const char* wh
 }  // namespace
 
 Status MariaDbParticipant::CommitXid(const Xid& xid) {
-  if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
-  return WithSession([&](PooledSession& ps) -> Status {
-    Conn& c = ps.conn();
-    Result<MarkerState> m = ReadMarker(c, xid.gid, mysql_);
-    SEIGO_RETURN_IF_ERROR(m.status());
-    if (m->committed) return Status::OK();  // committed before (phase 2 or another resolver)
-    SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
-    Status s = c.Run("XA COMMIT " + XidSql(xid));
-    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-    // Whatever the server said, the marker tells what happened.
-    Result<MarkerState> after = ReadMarker(c, xid.gid, mysql_);
-    SEIGO_RETURN_IF_ERROR(after.status());
-    if (after->committed) return Status::OK();
-    if (s.ok() && after->present) return Status::Corruption(LimboMessage(name_, xid, "COMMIT"));
-    if (s.ok()) return Status::OK();  // committed, and its marker forgotten at once by GC
-    return s;  // XAER_NOTA: owned by a live connection, or nothing of it here
-  });
+  return ApplyXids(std::span<const Xid>(&xid, 1), /*commit=*/true)[0];
+}
+Status MariaDbParticipant::RollbackXid(const Xid& xid) {
+  return ApplyXids(std::span<const Xid>(&xid, 1), /*commit=*/false)[0];
+}
+std::vector<Status> MariaDbParticipant::CommitXids(std::span<const Xid> xids) {
+  return ApplyXids(xids, /*commit=*/true);
+}
+std::vector<Status> MariaDbParticipant::RollbackXids(std::span<const Xid> xids) {
+  return ApplyXids(xids, /*commit=*/false);
 }
 
-Status MariaDbParticipant::RollbackXid(const Xid& xid) {
-  if (!IsGid(xid.gid)) return Status::InvalidArgument("not a gid: " + xid.gid);
-  return WithSession([&](PooledSession& ps) -> Status {
-    Conn& c = ps.conn();
-    Result<MarkerState> m = ReadMarker(c, xid.gid, mysql_);
-    SEIGO_RETURN_IF_ERROR(m.status());
-    if (m->committed) {
-      return Status::Corruption("asked to roll back " + xid.Gtrid() + " on " + name_ +
-                                ", whose branch has committed");
+// XA COMMIT (or ROLLBACK) of branches that this connection does not own, in a few round trips
+// for the whole batch: the markers before (already done? owner still there?), the XA
+// statements in multi-statement batches, the markers after (did it take effect?). Whatever the
+// server answered, the marker says what happened.
+std::vector<Status> MariaDbParticipant::ApplyXids(std::span<const Xid> xids, bool commit) {
+  constexpr size_t kChunk = 200;
+  std::vector<Status> out(xids.size());
+  for (size_t from = 0; from < xids.size(); from += kChunk) {
+    const size_t to = std::min(xids.size(), from + kChunk);
+    Status s = WithSession([&](PooledSession& ps) -> Status {
+      return ApplyChunk(ps, xids.subspan(from, to - from),
+                        std::span<Status>(out).subspan(from, to - from), commit);
+    });
+    if (!s.ok()) {
+      for (size_t k = from; k < to; ++k) out[k] = s;
     }
-    SEIGO_RETURN_IF_ERROR(CheckOwner(c, xid, *m));
-    Status s = c.Run("XA ROLLBACK " + XidSql(xid));
-    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-    Result<MarkerState> after = ReadMarker(c, xid.gid, mysql_);
-    SEIGO_RETURN_IF_ERROR(after.status());
-    if (!after->present) return Status::OK();  // nothing of the branch is left
-    if (after->committed) {
-      return Status::Corruption("rolling back " + xid.Gtrid() + " on " + name_ +
-                                ": its branch has committed");
+  }
+  return out;
+}
+
+// OK unless the whole chunk failed (then `out` is not used); per-XID results in `out`.
+Status MariaDbParticipant::ApplyChunk(PooledSession& ps, std::span<const Xid> xids,
+                                      std::span<Status> out, bool commit) {
+  Conn& c = ps.conn();
+  std::vector<std::string> gids;
+  for (const Xid& x : xids) {
+    if (!IsGid(x.gid)) return Status::InvalidArgument("not a gid: " + x.gid);
+    gids.push_back(x.gid);
+  }
+  Result<std::map<std::string, MarkerState>> before = ReadMarkers(c, gids, mysql_);
+  SEIGO_RETURN_IF_ERROR(before.status());
+  std::vector<size_t> go;  // indexes into xids that get an XA statement
+  for (size_t k = 0; k < xids.size(); ++k) {
+    const MarkerState& m = before->at(xids[k].gid);
+    if (m.committed) {
+      // Committed before (phase 2 or another resolver): done — or, asked to roll back, a
+      // contradiction that must not be papered over.
+      out[k] = commit ? Status::OK()
+                      : Status::Corruption("asked to roll back " + xids[k].Gtrid() + " on " +
+                                           name_ + ", whose branch has committed");
+      continue;
     }
-    if (s.ok()) return Status::Corruption(LimboMessage(name_, xid, "ROLLBACK"));
-    return s;  // XAER_NOTA while the branch is open: a live connection owns it
-  });
+    Status owner = CheckOwner(c, xids[k], m);
+    if (!owner.ok()) {
+      out[k] = owner;
+      continue;
+    }
+    go.push_back(k);
+  }
+  // The XA statements, many per round trip. The server stops a batch at its first error: that
+  // XID gets the error, the rest go again.
+  const char* verb = commit ? "XA COMMIT " : "XA ROLLBACK ";
+  std::vector<Status> said(go.size());
+  for (size_t pos = 0; pos < go.size();) {
+    std::string sql;
+    const size_t end = std::min(go.size(), pos + 50);
+    for (size_t q = pos; q < end; ++q) sql += (q > pos ? ";" : "") + (verb + XidSql(xids[go[q]]));
+    Status st = c.Run(sql);
+    if (st.ok()) {
+      pos = end;
+      continue;
+    }
+    if (st.Is(Code::kUnavailable)) {
+      for (size_t q = pos; q < go.size(); ++q) said[q] = st;
+      return st;  // the connection is gone; what ran is unknown: the caller retries it all
+    }
+    said[pos + static_cast<size_t>(c.failed_at())] = st;
+    pos += static_cast<size_t>(c.failed_at()) + 1;
+  }
+  if (go.empty()) return Status::OK();
+  std::vector<std::string> go_gids;
+  for (size_t k : go) go_gids.push_back(xids[k].gid);
+  Result<std::map<std::string, MarkerState>> after = ReadMarkers(c, go_gids, mysql_);
+  SEIGO_RETURN_IF_ERROR(after.status());
+  for (size_t q = 0; q < go.size(); ++q) {
+    const size_t k = go[q];
+    const Status& s = said[q];
+    const MarkerState& m = after->at(xids[k].gid);
+    if (!s.ok() && !s.Is(Code::kNotFound)) {
+      out[k] = s;
+    } else if (commit) {
+      if (m.committed) {
+        out[k] = Status::OK();
+      } else if (s.ok() && m.present) {
+        out[k] = Status::Corruption(LimboMessage(name_, xids[k], "COMMIT"));
+      } else if (s.ok()) {
+        out[k] = Status::OK();  // committed, and its marker forgotten at once by GC
+      } else {
+        out[k] = s;  // XAER_NOTA: owned by a live connection, or nothing of it here
+      }
+    } else {
+      if (m.committed) {
+        out[k] = Status::Corruption("rolling back " + xids[k].Gtrid() + " on " + name_ +
+                                    ": its branch has committed");
+      } else if (!m.present) {
+        out[k] = Status::OK();  // nothing of the branch is left
+      } else if (s.ok()) {
+        out[k] = Status::Corruption(LimboMessage(name_, xids[k], "ROLLBACK"));
+      } else {
+        out[k] = s;  // XAER_NOTA while the branch is open: a live connection owns it
+      }
+    }
+  }
+  return Status::OK();
 }
 
 namespace {
@@ -1274,6 +1362,31 @@ Result<std::optional<Decision>> MariaDbParticipant::ReadDecision(std::string_vie
     if (!ds.ok()) return ds.status();
     if (ds->empty()) return std::optional<Decision>();
     return std::optional<Decision>(std::move(ds->front()));
+  });
+}
+
+Result<std::vector<std::optional<Decision>>> MariaDbParticipant::ReadDecisions(
+    std::span<const std::string> gids) {
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<std::optional<Decision>>> {
+    std::map<std::string, Decision> found;
+    for (size_t i = 0; i < gids.size(); i += 500) {
+      Status bad;
+      const std::string list = GidList(gids, i, std::min(gids.size(), i + 500), &bad);
+      SEIGO_RETURN_IF_ERROR(bad);
+      QueryResult r;
+      SEIGO_RETURN_IF_ERROR(
+          ps.conn().Run(std::string(kDecisionColumns) + "WHERE gid IN (" + list + ")", &r));
+      Result<std::vector<Decision>> ds = DecisionsFrom(r);
+      if (!ds.ok()) return ds.status();
+      for (Decision& d : *ds) found[d.gid] = std::move(d);
+    }
+    std::vector<std::optional<Decision>> out;
+    out.reserve(gids.size());
+    for (const std::string& g : gids) {
+      auto it = found.find(g);
+      out.push_back(it == found.end() ? std::nullopt : std::optional<Decision>(it->second));
+    }
+    return out;
   });
 }
 

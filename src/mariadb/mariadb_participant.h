@@ -53,9 +53,13 @@ class MariaDbParticipant final : public Participant {
   Result<std::vector<Xid>> RecoverPrepared() override;
   Status CommitXid(const Xid& xid) override;
   Status RollbackXid(const Xid& xid) override;
+  std::vector<Status> CommitXids(std::span<const Xid> xids) override;
+  std::vector<Status> RollbackXids(std::span<const Xid> xids) override;
   Result<std::vector<BranchTrace>> ProbeBranches(std::span<const std::string> gids) override;
   Status ForgetBranches(std::span<const std::string> gids) override;
   Result<std::optional<Decision>> ReadDecision(std::string_view gid) override;
+  Result<std::vector<std::optional<Decision>>> ReadDecisions(
+      std::span<const std::string> gids) override;
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
@@ -78,6 +82,9 @@ class MariaDbParticipant final : public Participant {
   Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
                                                bool transactional, bool* reused);
   void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
+  std::vector<Status> ApplyXids(std::span<const Xid> xids, bool commit);
+  Status ApplyChunk(PooledSession& ps, std::span<const Xid> xids, std::span<Status> out,
+                    bool commit);
   // DELETE FROM `table` WHERE gid IN (...), in batches.
   Status DeleteGids(const char* table, std::span<const std::string> gids);
 
