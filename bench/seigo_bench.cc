@@ -45,7 +45,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int64_t kPlayers = 20'000;
+constexpr int64_t kPlayers = 24'000;  // P5's 10,000 in-doubt trades need 10,000 per shard
 constexpr int64_t kItems = 10;
 
 const char* const kStatements[4] = {
@@ -378,6 +378,7 @@ double MeasureRecovery(Env& env, int n) {
   }
   seigo::core::Protocol protocol(raw, seigo::DefaultEnv(), seigo::ProtocolOptions{});
   int made = 0;
+  n = std::min<int>(n, static_cast<int>(std::min(env.by_shard[0].size(), env.by_shard[1].size())));
   for (int i = 0; i < n; ++i) {
     // Distinct players per transaction: the prepared branches left behind hold their row locks
     // until recovery, and a later transaction must not wait on them.
@@ -391,12 +392,14 @@ double MeasureRecovery(Env& env, int n) {
   }
   auto in_doubt = [&] { return seigo::core::InspectInDoubt(raw, seigo::DefaultEnv()).txs.size(); };
   const size_t before = in_doubt();
-  auto t0 = Clock::now();
   seigo::ResolverOptions ro;
-  for (int pass = 0; pass < 100 && in_doubt() > 0; ++pass) {
+  double secs = 0;  // time spent in resolver passes only (checking what is left is not timed)
+  for (int pass = 0; pass < 100; ++pass) {
+    auto t0 = Clock::now();
     seigo::core::ResolvePass(raw, seigo::DefaultEnv(), ro);
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
+    if (in_doubt() == 0) break;
   }
-  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fprintf(stderr, "P5: %d committed, %zu in doubt after the crash, resolved in %.3f s\n",
                made, before, secs);
   if (in_doubt() != 0) Die("P5: transactions still in doubt after 100 passes");
@@ -520,18 +523,22 @@ int main(int argc, char** argv) {
   double p5 = -1;
   env.coord.reset();  // stop their background resolvers: P5 measures a resolver of its own
   env.coord_bg.reset();
-  if (!skip_p5) p5 = MeasureRecovery(env, 1000);
+  double p5_10k = -1;
+  if (!skip_p5) {
+    p5 = MeasureRecovery(env, 1000);
+    p5_10k = MeasureRecovery(env, 10000);
+  }
   std::printf("P1 %.3f (read-your-writes; background phase 2: %.3f; at %d clients: %.3f)\n"
               "P2 %.3f\nP3 %.3f\n",
               p1, p1_bg, high, p1_high, p2, p3);
-  if (p5 >= 0) std::printf("P5 %.3f\n", p5);
+  if (p5 >= 0) std::printf("P5 %.3f (1,000 in doubt)\nP5_10k %.3f (10,000 in doubt)\n", p5, p5_10k);
   std::printf("(ratios at %d clients)\n", ref);
   if (!json_path.empty()) {
     std::ofstream j(json_path);
     j << "{\n  \"clients_for_ratios\": " << ref << ",\n  \"P1\": " << p1
       << ",\n  \"P1_background_phase2\": " << p1_bg << ",\n  \"P1_at_" << high << "\": " << p1_high
       << ",\n  \"P2\": " << p2
-      << ",\n  \"P3\": " << p3 << ",\n  \"P5\": " << p5 << ",\n  \"seconds_per_cell\": " << seconds
+      << ",\n  \"P3\": " << p3 << ",\n  \"P5\": " << p5 << ",\n  \"P5_10k\": " << p5_10k << ",\n  \"seconds_per_cell\": " << seconds
       << ",\n  \"cells\": [\n";
     bool first = true;
     for (auto& [k, c] : results) {
