@@ -144,11 +144,13 @@ class Session {
  public:
   virtual ~Session() = default;
 
-  // Starts a plain local transaction (the decider, or the only shard).
+  // Starts a plain local transaction (the decider, or the only shard). Statements that would end
+  // it are refused by Execute (kInvalidArgument) before they reach the store.
   virtual Status BeginLocal() = 0;
   // XA START xid.
   virtual Status BeginBranch(const Xid& xid) = 0;
-  // One statement with '?' placeholders.
+  // One statement with '?' placeholders. A statement that changes the session's state makes the
+  // session unpoolable: it is closed after the transaction instead of reused.
   virtual Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) = 0;
 
   // XA END + XA PREPARE in one round trip, with the branch's marker (ProbeBranches) written

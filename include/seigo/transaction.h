@@ -19,6 +19,11 @@
 // Any failed statement poisons the attempt: even if the closure ignores the error and returns
 // OK, the attempt is rolled back (and retried if the error was a conflict).
 //
+// Statements that would end the transaction or commit it implicitly (COMMIT, ROLLBACK, BEGIN,
+// SET autocommit, DDL, LOCK TABLES, XA, ...) are refused with kInvalidArgument before they reach
+// the server, and so is CALL on the first shard the closure touches (its local transaction
+// decides the outcome; a procedure could commit it). doc/protocol.md, "What a closure may run".
+//
 // Thread-safety: a Tx belongs to the thread running the closure and dies when it returns.
 #ifndef SEIGO_TRANSACTION_H_
 #define SEIGO_TRANSACTION_H_
