@@ -11,7 +11,19 @@ constexpr double kHotMin = 0.002, kHotMax = 0.10;
 
 // Rate range of a hot site whose every firing costs a lot of simulated time.
 bool IsExpensive(FaultSite s) {
-  return s == FaultSite::kLongProcessPause || s == FaultSite::kShardCrash;
+  return s == FaultSite::kLongProcessPause || s == FaultSite::kShardCrash ||
+         s == FaultSite::kDstStep;
+}
+
+bool IsOptIn(FaultSite s) {
+  (void)s;
+  return false;  // every site is switched on by chance now (closure_hides_commit was opt-in
+                 // until the classifier became an allowlist)
+}
+
+bool IsWorld(FaultSite s) {
+  return s == FaultSite::kTwoDeployments || s == FaultSite::kLongForeignSnapshot ||
+         s == FaultSite::kForeignXaUser;
 }
 
 bool IsHot(FaultSite s) {
@@ -29,6 +41,8 @@ bool IsHot(FaultSite s) {
     case FaultSite::kProcessPause:
     case FaultSite::kLongProcessPause:
     case FaultSite::kProcessClockStep:
+    case FaultSite::kCommitStatementError:
+    case FaultSite::kDstStep:
       return true;
     default:
       return false;
@@ -89,6 +103,24 @@ const char* FaultSiteName(FaultSite site) {
       return "phase2_drop";
     case FaultSite::kClosureIgnoresError:
       return "closure_ignores_error";
+    case FaultSite::kClosureEndsTransaction:
+      return "closure_ends_transaction";
+    case FaultSite::kClosureChangesSession:
+      return "closure_changes_session";
+    case FaultSite::kCommitStatementError:
+      return "commit_statement_error";
+    case FaultSite::kSlowTeardown:
+      return "slow_teardown";
+    case FaultSite::kDstStep:
+      return "dst_step";
+    case FaultSite::kClosureHidesCommit:
+      return "closure_hides_commit";
+    case FaultSite::kTwoDeployments:
+      return "two_deployments";
+    case FaultSite::kLongForeignSnapshot:
+      return "long_foreign_snapshot";
+    case FaultSite::kForeignXaUser:
+      return "foreign_xa_user";
     case FaultSite::kCount:
       break;
   }
@@ -139,7 +171,10 @@ Buggify::Buggify(Rng* rng, const std::vector<FaultSite>& forced) : rng_(rng) {
     Site& s = sites_[i];
     s.enabled = rng_->Chance(kSiteOnProbability);
     const auto site = static_cast<FaultSite>(i);
-    if (!IsHot(site)) {
+    if (IsOptIn(site)) s.enabled = false;  // drawn all the same: forcing it changes no other draw
+    if (IsWorld(site)) {
+      s.probability = 1;
+    } else if (!IsHot(site)) {
       s.probability = kRareFireProbability;
     } else if (IsExpensive(site)) {
       s.probability = rng_->LogUniform(kHotMin / 4, kHotMax / 10);
@@ -151,13 +186,20 @@ Buggify::Buggify(Rng* rng, const std::vector<FaultSite>& forced) : rng_(rng) {
   for (FaultSite f : forced) {
     Site& s = sites_[Index(f)];
     s.enabled = true;
-    s.probability = !IsHot(f) ? kRareFireProbability : IsExpensive(f) ? kHotMax / 10 : kHotMax;
+    s.probability = IsWorld(f)       ? 1
+                    : !IsHot(f)      ? kRareFireProbability
+                    : IsExpensive(f) ? kHotMax / 10
+                                     : kHotMax;
   }
 }
 
 bool Buggify::Fire(FaultSite site) {
   Site& s = sites_[Index(site)];
   if (!active_ || !s.enabled) return false;
+  if (s.probability >= 1) {
+    ++s.fired;
+    return true;
+  }
   if (!rng_->Chance(s.probability)) return false;
   ++s.fired;
   return true;

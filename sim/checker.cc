@@ -13,18 +13,26 @@ void Checker::Violation(const std::string& what) {
 // ---- Shards ----
 
 void Checker::OnBranchStarted(uint32_t shard, const Xid& xid) {
-  GidRecord& g = gids_[xid.gid];
+  GidRecord& g = Gid(xid);
   g.decider = xid.decider;
   g.branches[shard] = Fate::kActive;
 }
 
 void Checker::OnBranchPrepared(uint32_t shard, const Xid& xid) {
-  gids_[xid.gid].branches[shard] = Fate::kPrepared;
+  Gid(xid).branches[shard] = Fate::kPrepared;
 }
+
+void Checker::OnBranchLimbo(uint32_t shard, const Xid& xid, bool by_commit) {
+  (void)by_commit;
+  Gid(xid).limbo.insert(shard);
+}
+
+void Checker::OnLimboRecovered(uint32_t shard, const Xid& xid) { Gid(xid).limbo.erase(shard); }
 
 void Checker::OnBranchEnded(uint32_t shard, const Xid& xid, bool committed, bool was_prepared,
                             const char* why) {
-  GidRecord& g = gids_[xid.gid];
+  GidRecord& g = Gid(xid);
+  g.limbo.erase(shard);
   const bool commit_decided = g.decided && *g.decided == Outcome::kCommit;
   if (committed && !commit_decided) {
     // Invariant 2: a branch is committed only after its commit decision is durable.
@@ -46,8 +54,9 @@ void Checker::OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool
   }
 }
 
-void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* how) {
-  GidRecord& g = gids_[d.gid];
+void Checker::OnDecisionWritten(const std::string& deployment, uint32_t shard, const Decision& d,
+                                const char* how) {
+  GidRecord& g = gids_[Key(deployment, d.gid)];
   // Every decision row lives on its gid's decider: a one-shard transaction (which has no XA
   // branch to name its decider) is learned from here.
   g.decider = shard;
@@ -75,16 +84,37 @@ void Checker::OnDecisionWritten(uint32_t shard, const Decision& d, const char* h
   }
 }
 
-void Checker::OnDecisionForgotten(uint32_t shard, const std::string& gid) {
-  (void)shard;
-  (void)gid;
+void Checker::OnDecisionForgotten(const std::string& deployment, uint32_t shard,
+                                  const std::string& gid) {
   stats_.decisions_forgotten++;
+  auto it = gids_.find(Key(deployment, gid));
+  if (it == gids_.end()) return;
+  const GidRecord& g = it->second;
+  // Garbage collection must keep every decision a branch still needs. A branch in limbo is
+  // prepared inside InnoDB although XA RECOVER does not list it; after a restart it is listed
+  // again, and without its decision row a resolver past the fence window would roll it back
+  // (for a committed gid: half a transaction lost).
+  for (uint32_t s : g.limbo) {
+    Violation("decision row of gid " + Short(gid) + " collected on shard " + std::to_string(shard) +
+              " while its branch on shard " + std::to_string(s) +
+              " is in limbo (prepared, hidden from XA RECOVER until a restart)");
+  }
+  if (g.decided && *g.decided == Outcome::kCommit) {
+    for (const auto& [s, fate] : g.branches) {
+      if (fate == Fate::kPrepared && !g.limbo.count(s)) {
+        Violation("commit decision of gid " + Short(gid) + " collected on shard " +
+                  std::to_string(shard) + " while its branch on shard " + std::to_string(s) +
+                  " is still prepared");
+      }
+    }
+  }
 }
 
 // ---- Workload ----
 
-void Checker::OnTxnStarted(int64_t txn) {
+void Checker::OnTxnStarted(int64_t txn, const std::string& deployment) {
   txns_[txn].started = true;
+  txns_[txn].deployment = deployment;
   stats_.txns++;
 }
 
@@ -121,7 +151,7 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
   const std::string where = "txn " + std::to_string(txn) + " attempt " + std::to_string(r.attempts);
   if (r.shards > 1) {
     stats_.multi_shard_committed++;
-    auto it = gids_.find(r.gid);
+    auto it = gids_.find(Key(t.deployment, r.gid));
     if (it == gids_.end() || !it->second.decided || *it->second.decided != Outcome::kCommit) {
       Violation(where + " reported committed, but gid " + Short(r.gid) + " has no commit decision");
     }
@@ -129,6 +159,22 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
     auto it = effects_.find(MakeTag(txn, r.attempts));
     if (it == effects_.end() || it->second.committed.empty()) {
       Violation(where + " reported committed (one shard), but none of its writes is committed");
+    }
+  }
+}
+
+void Checker::OnVisibleAtReturn(const std::string& deployment, const TxResult& r) {
+  if (r.shards < 2) return;
+  auto it = gids_.find(Key(deployment, r.gid));
+  if (it == gids_.end()) return;
+  for (const auto& [shard, fate] : it->second.branches) {
+    const bool pending = std::find(r.pending_visibility.begin(), r.pending_visibility.end(),
+                                   shard) != r.pending_visibility.end();
+    if (!pending && fate != Fate::kCommitted) {
+      Violation("gid " + Short(r.gid) +
+                " returned committed (read-your-writes), but its branch on "
+                "shard " +
+                std::to_string(shard) + " is not committed and not listed as pending");
     }
   }
 }
@@ -141,7 +187,7 @@ void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
   stats_.phase2_ok++;
   // Invariant 4, FinishPhase2's contract: OK = the branch is committed (now, not eventually).
   bool committed = false;
-  auto it = gids_.find(xid.gid);
+  auto it = gids_.find(Key(xid.deployment, xid.gid));
   if (it != gids_.end()) {
     auto b = it->second.branches.find(xid.branch);
     committed = b != it->second.branches.end() && b->second == Fate::kCommitted;
@@ -152,10 +198,44 @@ void Checker::OnPhase2Finished(const Xid& xid, const Status& s) {
   }
 }
 
-void Checker::OnInDoubtReported(const InDoubtTx& tx) {
+void Checker::OnResolverApplied(const std::string& deployment, const ResolveReport::Applied& a) {
+  // Invariant 4b: as for phase 2, a resolver's "applied" is a fact now. Believing a server's OK
+  // for a commit by XID that landed in the owner's teardown (the limbo branch) breaks it.
+  auto it = gids_.find(Key(deployment, a.gid));
+  Fate fate = Fate::kActive;
+  bool known = false;
+  if (it != gids_.end()) {
+    auto b = it->second.branches.find(a.shard);
+    if (b != it->second.branches.end()) {
+      fate = b->second;
+      known = true;
+    }
+  }
+  // RollbackXid's OK means "nothing of the branch is left": after its commit row was collected,
+  // a stalled resolver's pass may "apply" abort to a branch that committed long ago and whose
+  // marker is forgotten too (nothing happens; ResolveReport then misnames it). A limbo or any
+  // still prepared branch is never "applied".
+  const bool ok = a.outcome == Outcome::kCommit ? known && fate == Fate::kCommitted
+                                                : !known || fate != Fate::kPrepared;
+  if (a.outcome == Outcome::kAbort && known && fate == Fate::kCommitted) {
+    stats_.abort_reported_for_committed++;
+  }
+  if (!ok) {
+    Violation(std::string("a resolver reported gid ") + Short(a.gid) + " " +
+              OutcomeName(a.outcome) + " applied on shard " + std::to_string(a.shard) +
+              ", but that branch is " +
+              (!known                      ? "unknown"
+               : fate == Fate::kPrepared   ? "still prepared"
+               : fate == Fate::kCommitted  ? "committed"
+               : fate == Fate::kRolledBack ? "rolled back"
+                                           : "active"));
+  }
+}
+
+void Checker::OnInDoubtReported(const std::string& deployment, const InDoubtTx& tx) {
   // Invariant 5.
   if (!tx.decision) return;
-  auto it = gids_.find(tx.gid);
+  auto it = gids_.find(Key(deployment, tx.gid));
   if (it == gids_.end() || !it->second.decided || *it->second.decided != tx.decision->outcome) {
     Violation("seigo status reported gid " + Short(tx.gid) + " as decided " +
               OutcomeName(tx.decision->outcome) + ", which is not the decision that was taken");
@@ -220,7 +300,7 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
                   std::to_string(want.size()) + ")");
       }
       if (r.shards > 1) {
-        auto g = gids_.find(r.gid);
+        auto g = gids_.find(Key(t.deployment, r.gid));
         if (g != gids_.end()) {
           for (const auto& [shard, fate] : g->second.branches) {
             if (fate != Fate::kCommitted) {
@@ -251,34 +331,58 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
   }
 }
 
-void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
-                         const std::map<int64_t, int64_t>& initial_rows) {
+void Checker::CheckFinal(const std::vector<DbFinalState>& dbs,
+                         const std::vector<ServerFinalState>& servers,
+                         const std::map<int64_t, int64_t>& initial_rows,
+                         const std::set<std::string>& collected) {
   // Invariant 10: nothing left in doubt, nothing left locked or connected.
-  for (const ShardFinalState& s : shards) {
+  for (const ServerFinalState& s : servers) {
     for (const Xid& x : s.prepared) {
-      Violation("branch of gid " + Short(x.gid) + " still prepared on shard " +
-                std::to_string(s.index) + " after the quiescent phase");
+      Violation("branch of gid " + Short(x.gid) + " (shard " + std::to_string(x.branch) +
+                ") still prepared on server " + std::to_string(s.index) +
+                " after the quiescent phase");
+    }
+    if (s.limbo != 0) {
+      Violation(std::to_string(s.limbo) + " limbo branches left on server " +
+                std::to_string(s.index) + " at the end (nobody reported them)");
+    }
+    if (s.foreign_prepared != 0) {
+      Violation(std::to_string(s.foreign_prepared) +
+                " prepared XA transactions of another application left on server " +
+                std::to_string(s.index));
     }
     if (s.locks_held != 0) {
-      Violation(std::to_string(s.locks_held) + " row locks still held on shard " +
+      Violation(std::to_string(s.locks_held) + " row locks still held on server " +
                 std::to_string(s.index) + " at the end");
     }
     if (s.connections != 0) {
-      Violation(std::to_string(s.connections) + " connections still open on shard " +
+      Violation(std::to_string(s.connections) + " connections still open on server " +
                 std::to_string(s.index) + " at the end");
     }
+  }
+  for (const DbFinalState& s : dbs) {
     // The rows left on the shard agree with what was ever decided.
-    for (const auto& [gid, o] : s.decisions) {
-      auto g = gids_.find(gid);
-      if (g == gids_.end() || !g->second.decided || *g->second.decided != o) {
-        Violation("decision row of gid " + Short(gid) + " on shard " + std::to_string(s.index) +
-                  " says " + OutcomeName(o) + ", which is not the decision that was taken");
+    for (const auto& [gid, d] : s.decisions) {
+      auto g = gids_.find(Key(s.deployment, gid));
+      if (g == gids_.end() || !g->second.decided || *g->second.decided != d.outcome) {
+        Violation("decision row of gid " + Short(gid) + " on shard " + std::to_string(s.shard) +
+                  " says " + OutcomeName(d.outcome) + ", which is not the decision that was taken");
+      }
+      // Invariant 12: the decision table stays bounded. The final resolver ran garbage
+      // collection past every row's retention with every branch finished, with whatever else
+      // runs on the servers (a long foreign snapshot) still running.
+      if (collected.count(s.deployment)) {
+        Violation("decision row of gid " + Short(gid) + " (deadline " +
+                  std::to_string(d.deadline_ms) + ") on shard " + std::to_string(s.shard) +
+                  " of deployment " + s.deployment.substr(0, 4) +
+                  " was never garbage-collected although every branch of it finished");
       }
     }
   }
 
   // Invariant 8: all branches committed or all rolled back, as decided.
-  for (const auto& [gid, g] : gids_) {
+  for (const auto& [key, g] : gids_) {
+    const std::string gid = key.substr(key.find('/') + 1);
     const bool commit = g.decided && *g.decided == Outcome::kCommit;
     for (const auto& [shard, fate] : g.branches) {
       if (commit && fate != Fate::kCommitted) {
@@ -313,15 +417,15 @@ void Checker::CheckFinal(const std::vector<ShardFinalState>& shards,
   }
   std::map<int64_t, int64_t> initial_sum, final_sum;
   for (const auto& [key, v] : initial_rows) initial_sum[key % 10] += v;
-  for (const ShardFinalState& s : shards) {
+  for (const DbFinalState& s : dbs) {
     for (const auto& [key, v] : s.rows) {
       final_sum[key % 10] += v;
       if (v < 0) {
-        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.index) +
+        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.shard) +
                   " is negative: " + std::to_string(v));
       }
       if (expect[key] != v) {
-        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.index) + " is " +
+        Violation("key " + std::to_string(key) + " on shard " + std::to_string(s.shard) + " is " +
                   std::to_string(v) + ", expected " + std::to_string(expect[key]) +
                   " from the committed writes");
       }

@@ -28,14 +28,24 @@
 
 namespace seigo::sim {
 
-// What a shard looks like at the end of a seed (after the quiescent phase).
-struct ShardFinalState {
-  uint32_t index = 0;
+// What one database (one deployment's shard) looks like at the end of a seed (after the
+// quiescent phase).
+struct DbFinalState {
+  std::string deployment;
+  uint32_t shard = 0;   // the deployment's shard index
+  uint32_t server = 0;  // the server it lives on
   std::map<int64_t, int64_t> rows;
-  std::vector<Xid> prepared;  // XA branches still prepared
+  std::map<std::string, Decision> decisions;  // committed decision rows
+};
+
+// What one server looks like at the end of a seed.
+struct ServerFinalState {
+  uint32_t index = 0;
+  std::vector<Xid> prepared;    // seigo XA branches still prepared (limbo ones included)
+  size_t foreign_prepared = 0;  // other applications' prepared XA transactions
+  size_t limbo = 0;
   size_t locks_held = 0;
   size_t connections = 0;
-  std::map<std::string, Outcome> decisions;  // committed decision rows
 };
 
 class Checker {
@@ -45,39 +55,60 @@ class Checker {
     uint64_t multi_shard_committed = 0, attempts = 0;
     uint64_t commit_decisions = 0, abort_decisions = 0, decisions_forgotten = 0;
     uint64_t phase2_ok = 0, phase2_left = 0;
+    uint64_t abort_reported_for_committed = 0;  // see OnResolverApplied
   };
 
   explicit Checker(Tracer* tracer) : tracer_(tracer) {}
 
-  // ---- Reported by the simulated shards ----
+  // ---- Reported by the simulated servers ----
+  // `shard` is always the deployment's shard index (xid.branch for a branch). Gids are keyed
+  // by deployment: a decision row written into one deployment's table never stands for another.
   void OnBranchStarted(uint32_t shard, const Xid& xid);
   void OnBranchPrepared(uint32_t shard, const Xid& xid);
   // The branch is gone from the server: committed, or rolled back (explicitly, by a deadlock,
   // by a disconnect or by a crash). `was_prepared` = it had been prepared.
   void OnBranchEnded(uint32_t shard, const Xid& xid, bool committed, bool was_prepared,
                      const char* why);
+  // An XA COMMIT / ROLLBACK by XID landed in its owner's teardown and did nothing: the branch is
+  // still prepared, hidden from XA RECOVER (doc/limbo-branch.md). A restart lists it again.
+  void OnBranchLimbo(uint32_t shard, const Xid& xid, bool by_commit);
+  void OnLimboRecovered(uint32_t shard, const Xid& xid);
   // Writes that became permanent (committed = true) or were thrown away.
   void OnEffects(uint32_t shard, const std::vector<Effect>& effects, bool committed);
-  // A decision row became durable (committed). `how`: "commit point", "fence", ...
-  void OnDecisionWritten(uint32_t shard, const Decision& d, const char* how);
-  void OnDecisionForgotten(uint32_t shard, const std::string& gid);
+  // A decision row became durable (committed) in `deployment`'s table on `shard`. `how`:
+  // "commit point", "fence", ...
+  void OnDecisionWritten(const std::string& deployment, uint32_t shard, const Decision& d,
+                         const char* how);
+  // A decision row was garbage-collected: never while a branch of a committed gid is still
+  // prepared, nor while any branch of the gid is in limbo.
+  void OnDecisionForgotten(const std::string& deployment, uint32_t shard, const std::string& gid);
 
   // ---- Reported by the workload (the simulated application) ----
-  void OnTxnStarted(int64_t txn);
+  void OnTxnStarted(int64_t txn, const std::string& deployment);
   // The closure ran `delta` on `key` (shard `shard`) in attempt `attempt` and the server said
   // one row changed.
   void OnClosureEffect(int64_t txn, int attempt, uint32_t shard, int64_t key, int64_t delta);
   void OnClosureGid(int64_t txn, int attempt, const std::string& gid);
   void OnRunReturned(int64_t txn, const TxResult& r);
+  // Phase2Mode::kBeforeReturn: Run() returned committed after its own phase 2. Read-your-writes:
+  // every branch of the gid outside r.pending_visibility is committed now.
+  void OnVisibleAtReturn(const std::string& deployment, const TxResult& r);
   // Protocol::FinishPhase2 returned `s` for branch `xid`.
   void OnPhase2Finished(const Xid& xid, const Status& s);
+  // A resolver pass of `deployment` reported `a` as applied: that branch is committed (or
+  // rolled back) now, not just "the server said OK" (a limbo branch is neither).
+  void OnResolverApplied(const std::string& deployment, const ResolveReport::Applied& a);
   // `seigo status` (core::InspectInDoubt) reported `tx`: any decision it shows must be the one
   // that was taken.
-  void OnInDoubtReported(const InDoubtTx& tx);
+  void OnInDoubtReported(const std::string& deployment, const InDoubtTx& tx);
 
   // ---- End of seed ----
-  void CheckFinal(const std::vector<ShardFinalState>& shards,
-                  const std::map<int64_t, int64_t>& initial_rows);
+  // `collected`: the deployments whose final resolver collected garbage past every row's
+  // retention: no decision row of theirs may be left (the table stays bounded, issue 7 case 7).
+  void CheckFinal(const std::vector<DbFinalState>& dbs,
+                  const std::vector<ServerFinalState>& servers,
+                  const std::map<int64_t, int64_t>& initial_rows,
+                  const std::set<std::string>& collected);
 
   void Violation(const std::string& what);
   bool violated() const { return !violations_.empty(); }
@@ -91,6 +122,7 @@ class Checker {
     uint32_t decider = 0;
     std::vector<uint32_t> decision_shards;
     std::map<uint32_t, Fate> branches;  // XA branches by shard
+    std::set<uint32_t> limbo;           // branches in limbo now
   };
   struct ShardEffect {
     uint32_t shard;
@@ -109,6 +141,7 @@ class Checker {
     std::string gid;
   };
   struct TxnRecord {
+    std::string deployment;
     bool started = false;
     bool returned = false;
     TxResult result;
@@ -116,6 +149,12 @@ class Checker {
   };
 
   static std::string Short(const std::string& gid) { return gid.substr(0, 8); }
+  // Gids are random, but a decision row may be written for another deployment's gid (by a
+  // broken resolver): records are per deployment.
+  static std::string Key(const std::string& deployment, const std::string& gid) {
+    return deployment + "/" + gid;
+  }
+  GidRecord& Gid(const Xid& x) { return gids_[Key(x.deployment, x.gid)]; }
   void CheckTxn(int64_t txn, const TxnRecord& t);
 
   Tracer* tracer_;

@@ -20,6 +20,20 @@ enum class Variant {
   kNotaIsDone,            // XA RECOVER hides branches owned by live connections, and a commit
                           // by XID takes XAER_NOTA for "finished" (no marker check)
   kCommitBeforeDecision,  // XA PREPARE already makes the branch's writes visible and permanent
+  // Issue 7 ("widen the envelope"): each is a hole the old code had, planted again.
+  kIgnoreDeployment,    // RecoverPrepared keeps every seigo XID, whichever deployment it names
+  kZoneClock,           // the decider's clock is UNIX_TIMESTAMP(NOW()): local time of the session
+                        // (or SYSTEM) zone, an hour off in a DST window
+  kNoClassifier,        // no client-side refusal: a closure's COMMIT, BEGIN, SET autocommit=1
+                        // or DDL reaches the decider's local transaction and commits it so far
+  kPoolTainted,         // the old adapter: no classifier, no status-flag checks, and sessions
+                        // whose state a closure changed (autocommit=1) go back to the pool
+  kNoOwnerWait,         // commit/rollback by XID neither waits for the owner's teardown nor
+                        // re-reads the marker: the server's OK is believed (the limbo branch)
+  kGcOldestTrx,         // GC keeps every row while any transaction older than it is open on the
+                        // server (the old INNODB_TRX rule): an unrelated snapshot stops GC
+  kCommitErrorIsAbort,  // an error from the commit statement itself is taken for "not committed"
+  kNoPoolFlush,         // the pool hands out connections made before a restart, one per attempt
 };
 const char* VariantName(Variant v);
 bool ParseVariant(std::string_view name, Variant* out);
@@ -57,6 +71,35 @@ enum class Cov : int {
   kResolverCommitted,      // a resolver (or phase-2 retry) XA COMMITted a detached branch
   kResolverRolledBack,     // a resolver XA ROLLBACKed a detached branch
   kDecisionCollected,      // a decision row was garbage-collected
+  // Issue 7.
+  kTwoDeployments,         // a seed with two deployments sharing the servers
+  kForeignXidSkipped,      // RecoverPrepared skipped another deployment's XID
+  kNonSeigoXidSkipped,     // ... or another application's (not a seigo XID)
+  kDstWindow,              // a server's SYSTEM time zone went through a DST change
+  kDeciderCheckInDst,      // a deadline check ran while the zone (SYSTEM or session) was off
+  kClosureEndTxRefused,    // a closure's COMMIT/BEGIN/SET autocommit/DDL was refused (1399)
+  kClosureEndTxCommitted,  // ... reached a local transaction and committed the work so far
+  kEndedBehindClassifier,  // the status flags showed a local transaction ended by a statement
+  kSessionTainted,         // a session whose state a closure changed was kept out of the pool
+  kMarkerSessionClock,     // a marker's created_ms came from a closure's SET timestamp
+  kStaleConnection,        // a call found its connection gone (server restarted, or killed)
+  kPoolFlushed,            // an idle connection from before a dead one was dropped unused
+  kRecoveryRetriedFresh,   // a recovery call was retried on a fresh connection
+  kRestartProbeTxns,       // transactions run right after every server restarted
+  kInnodbTrxCached,        // an INNODB_TRX read was served from the (possibly stale) cache
+  kOwnerWaitBusy,          // commit/rollback by XID waited: the owner thread still holds it
+  kOwnerIdReused,          // ... for a thread id that now names another connection (restart)
+  kOwnerCheckSkipped,      // the owner check was skipped although the owner holds the branch
+                           // (the marker's created_ms made it look older than the restart)
+  kHungOwnerKilled,        // a resolver closed a hung owner's connection (KILL)
+  kKilledUnrelated,        // ... and the thread id named a different connection (reused)
+  kLimboCreated,           // an XA COMMIT/ROLLBACK by XID landed in the owner's teardown
+  kLimboDetected,          // ... and the marker check reported it (kCorruption)
+  kLimboRecovered,         // a restart made a limbo branch visible to XA RECOVER again
+  kOperatorRestart,        // the operator restarted a server because limbo was reported
+  kGcWithForeignSnapshot,  // a decision row was collected while a foreign snapshot was open
+  kCommitErrorCommitted,   // a commit statement answered an error, but had committed
+  kCommitErrorRolledBack,  // ... and had rolled back
   kCount
 };
 const char* CovName(Cov c);

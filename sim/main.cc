@@ -37,6 +37,8 @@ void Usage(FILE* out) {
       "                       (repeatable; sites: see sim/README.md or a wrong name)\n"
       "  --check-determinism  run every seed twice and compare the fingerprints\n"
       "  --trace              print every event of the seed (use with --seed)\n"
+      "  --find-coverage NAME with --seeds: also list the seeds where coverage counter NAME\n"
+      "                       (as printed in the coverage line) is non-zero\n"
       "\n"
       "exit codes: 0 ok, 1 violation found (or not found with --expect-violation), 2 usage\n",
       seigo::sim::VariantList());
@@ -102,6 +104,7 @@ struct Totals {
     s.decisions_forgotten += r.stats.decisions_forgotten;
     s.phase2_ok += r.stats.phase2_ok;
     s.phase2_left += r.stats.phase2_left;
+    s.abort_reported_for_committed += r.stats.abort_reported_for_committed;
     faults += r.faults_fired;
     passes += r.resolver_passes;
     process_crashes += r.process_crashes;
@@ -132,12 +135,20 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.shard_crashes), static_cast<double>(t.simulated_ms) / 3.6e6,
       seconds);
   std::printf("sim: coverage: %s\n", t.coverage.Describe().c_str());
+  if (t.s.abort_reported_for_committed != 0) {
+    std::printf(
+        "sim: note: %llu resolver passes reported abort applied to a branch that had "
+        "committed long before (stalled pass, decision and marker collected meanwhile; "
+        "nothing was changed)\n",
+        static_cast<unsigned long long>(t.s.abort_reported_for_committed));
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   uint64_t seed = 0, seeds = 0, first_seed = 1, max_seeds = 2000;
+  std::string find_coverage;
   bool one_seed = false, expect_violation = false, check_determinism = false, trace = false;
   bool have_seeds = false;
   Variant variant = Variant::kCorrect;
@@ -183,6 +194,12 @@ int main(int argc, char** argv) {
       ++i;
     } else if (a == "--trace") {
       trace = true;
+    } else if (a == "--find-coverage") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "seigo_sim: --find-coverage needs a counter name\n");
+        return kExitUsage;
+      }
+      find_coverage = argv[++i];
     } else if (a == "--help" || a == "-h") {
       Usage(stdout);
       return kExitOk;
@@ -267,6 +284,15 @@ int main(int argc, char** argv) {
       }
     }
     t.Add(r);
+    if (!find_coverage.empty()) {
+      for (int c = 0; c < static_cast<int>(seigo::sim::Cov::kCount); ++c) {
+        const auto cov = static_cast<seigo::sim::Cov>(c);
+        if (find_coverage == seigo::sim::CovName(cov) && r.coverage.Get(cov) != 0) {
+          std::printf("sim: seed %llu: %s=%llu\n", static_cast<unsigned long long>(s),
+                      find_coverage.c_str(), static_cast<unsigned long long>(r.coverage.Get(cov)));
+        }
+      }
+    }
     if (!r.ok() && shown++ < 10) PrintViolation(argv[0], r, variant);
     if (t.seeds % 1000 == 0) {
       std::printf("sim: %llu seeds done, %llu violations, %.1f s\n",

@@ -49,6 +49,55 @@ class StackPool {
 
 }  // namespace
 
+#if defined(__x86_64__)
+// sim_switch(&from_sp, to_sp): pushes the System V callee-saved registers (and the SSE / x87
+// control words) on the current stack, stores the stack pointer in *from_sp, loads to_sp and
+// pops the same frame from there. A new fiber's stack is laid out by Spawn so that its first
+// switch "returns" into sim_fiber_start, which calls Scheduler::Entry(r12). No system call, no
+// signal mask: the simulator never uses signals.
+extern "C" void sim_switch(void** from_sp, void* to_sp);
+extern "C" void sim_fiber_start();
+asm(R"(
+  .text
+  .globl sim_switch
+  .type sim_switch, @function
+sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size sim_switch, .-sim_switch
+
+  .globl sim_fiber_start
+  .type sim_fiber_start, @function
+sim_fiber_start:
+  .cfi_startproc
+  .cfi_undefined rip
+  movq %r12, %rdi
+  callq *%rbx
+  ud2
+  .cfi_endproc
+  .size sim_fiber_start, .-sim_fiber_start
+)");
+#endif
+
 Fiber::Fiber(Scheduler* sched, uint64_t id, std::string name, int process,
              std::function<void()> body)
     : sched_(sched), id_(id), name_(std::move(name)), process_(process), body_(std::move(body)) {}
@@ -67,6 +116,24 @@ Fiber* Scheduler::Spawn(std::string name, int process, std::function<void()> bod
   const uint64_t id = next_fiber_id_++;
   auto f = std::unique_ptr<Fiber>(new Fiber(this, id, std::move(name), process, std::move(body)));
   f->stack_ = StackPool::Get().Take();
+#if defined(__x86_64__)
+  // The frame sim_switch pops, from the lowest address up: SSE/x87 control words, r15, r14,
+  // r13, r12 (= the fiber), rbx (= Entry), rbp, and the "return address" sim_fiber_start. After
+  // that ret the stack pointer is 16-byte aligned, as a call needs.
+  auto* top = reinterpret_cast<uint64_t*>(static_cast<char*>(f->stack_) + kStackBytes);
+  uint64_t* sp = top - 8;
+  const uint32_t mxcsr = 0x1F80;  // defaults: all exceptions masked, round to nearest
+  const uint16_t fpucw = 0x037F;
+  sp[0] = static_cast<uint64_t>(mxcsr) | (static_cast<uint64_t>(fpucw) << 32);
+  sp[1] = 0;                                              // r15
+  sp[2] = 0;                                              // r14
+  sp[3] = 0;                                              // r13
+  sp[4] = reinterpret_cast<uint64_t>(f.get());            // r12
+  sp[5] = reinterpret_cast<uint64_t>(&Scheduler::Entry);  // rbx
+  sp[6] = 0;                                              // rbp
+  sp[7] = reinterpret_cast<uint64_t>(&sim_fiber_start);   // return address
+  f->sp_ = sp;
+#else
   getcontext(&f->ctx_);
   f->ctx_.uc_stack.ss_sp = f->stack_;
   f->ctx_.uc_stack.ss_size = kStackBytes;
@@ -74,6 +141,7 @@ Fiber* Scheduler::Spawn(std::string name, int process, std::function<void()> bod
   const auto p = reinterpret_cast<uintptr_t>(f.get());
   makecontext(&f->ctx_, reinterpret_cast<void (*)()>(&Scheduler::Trampoline), 2,
               static_cast<unsigned>(p >> 32), static_cast<unsigned>(p & 0xffffffffu));
+#endif
   Fiber* raw = f.get();
   fibers_.emplace(id, std::move(f));
   runnable_.push_back(raw);
@@ -85,6 +153,8 @@ void Scheduler::Trampoline(unsigned hi, unsigned lo) {
   f->sched_->RunFiber(f);
 }
 
+void Scheduler::Entry(Fiber* f) { f->sched_->RunFiber(f); }
+
 void Scheduler::RunFiber(Fiber* f) {
   if (!f->killed_) {
     try {
@@ -95,7 +165,11 @@ void Scheduler::RunFiber(Fiber* f) {
   }
   f->body_ = nullptr;  // destroys the captures here, on the fiber's own stack
   f->state_ = Fiber::State::kDone;
+#if defined(__x86_64__)
+  sim_switch(&f->sp_, main_sp_);
+#else
   swapcontext(&f->ctx_, &main_ctx_);
+#endif
   Die("a finished fiber was resumed");
 }
 
@@ -158,14 +232,22 @@ void Scheduler::SwitchTo(Fiber* f) {
   ++switches_;
   current_ = f;
   f->state_ = Fiber::State::kRunning;
+#if defined(__x86_64__)
+  sim_switch(&main_sp_, f->sp_);
+#else
   swapcontext(&main_ctx_, &f->ctx_);
+#endif
   current_ = nullptr;
 }
 
 void Scheduler::Block() {
   Fiber* f = current_;
   if (f == nullptr) Die("blocking call outside a fiber (in a timed event?)");
+#if defined(__x86_64__)
+  sim_switch(&f->sp_, main_sp_);
+#else
   swapcontext(&f->ctx_, &main_ctx_);
+#endif
   // Resumed by the scheduler (current_ == f again).
   if (f->killed_) throw ProcessKilled{};
 }

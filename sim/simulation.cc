@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "core/protocol.h"
 #include "seigo/shard_map.h"
@@ -26,11 +27,30 @@ constexpr int64_t kNoMinimum = INT64_MIN / 4;
 constexpr uint64_t kMaxSwitches = 20'000'000;
 constexpr int kMaxFinalPasses = 200;
 constexpr int64_t kFinalPassIntervalMs = 2'000;
+// Deployment d's keys and transaction numbers are offset, so that they never collide.
+constexpr int64_t kKeyOffset = 1'000'000;
+constexpr int64_t kTxnOffset = 100'000;
+constexpr int64_t kProbeTxnOffset = 50'000;
+// The restart probe (issue 7, case 6): warm the pools with this many concurrent workers, restart
+// every server, then run this many transactions one after the other.
+constexpr int kProbeWarmWorkers = 3;
+constexpr int kProbeWarmTxns = 2;
+constexpr int kProbeTxns = 4;
 
-int64_t GoldKey(int player) { return static_cast<int64_t>(player) * 10 + 1; }
-int64_t ItemsKey(int player) { return static_cast<int64_t>(player) * 10 + 2; }
+int64_t GoldKey(int64_t offset, int player) {
+  return offset + static_cast<int64_t>(player) * 10 + 1;
+}
+int64_t ItemsKey(int64_t offset, int player) {
+  return offset + static_cast<int64_t>(player) * 10 + 2;
+}
 
-enum class ProcessKind { kCoordinator, kResolver, kFinalResolver };
+enum class ProcessKind { kCoordinator, kResolver, kFinalResolver, kProbe };
+
+// ProtocolOptions::record_one_shard_commits, where the core has it (it is new).
+template <typename O>
+void SetRecordOneShardCommits(O& o, bool on) {
+  if constexpr (requires { o.record_one_shard_commits; }) o.record_one_shard_commits = on;
+}
 
 class Simulation;
 
@@ -53,11 +73,13 @@ class SimEnv final : public Env {
   int64_t clock_offset_ = 0;
 };
 
-// One simulated OS process. A coordinator process is what src/coordinator.cc builds around the
-// protocol core: a worker running transactions (the application thread), a phase-2 worker, and
-// a resolver thread that settles lost commits (Protocol::TrySettle) and runs ResolvePass.
+// One simulated OS process of one deployment. A coordinator process is what src/coordinator.cc
+// builds around the protocol core: a worker running transactions (the application thread), a
+// phase-2 worker, and a resolver thread that settles lost commits (Protocol::TrySettle) and runs
+// ResolvePass.
 struct Process {
   int id = 0;
+  int deployment = 0;
   ProcessKind kind = ProcessKind::kCoordinator;
   int slot = 0;
   std::string name;
@@ -73,6 +95,7 @@ struct Process {
   bool worker_done = false;
   bool phase2_done = false;
   WaitQueue phase2_ready;
+  int busy_workers = 0;  // kProbe
 };
 
 struct Step {
@@ -82,18 +105,32 @@ struct Step {
   int64_t min = kNoMinimum;
 };
 
-struct WorldConfig {
+// One seigo deployment: its databases on the servers, its workload, its processes' settings.
+struct Deployment {
+  int index = 0;
+  std::string id;    // 16 hex digits (seigo_shard.deployment)
+  std::string name;  // "game_a"
   uint32_t shards = 2;
+  std::vector<uint32_t> server_of;  // shard -> server
+  std::vector<int> db_of;           // shard -> database id on that server
   int players = 4;
   int txns = 20;
   int coordinator_slots = 2;
   int standalone_resolvers = 1;
   bool coordinators_resolve = true;
   int64_t resolver_interval_ms = 500;
-  int64_t lock_wait_timeout_ms = 200;
   bool long_gaps = false;
+  int64_t key_offset = 0;
+  int64_t txn_offset = 0;
   ProtocolOptions protocol;
   ResolverOptions resolver;
+  // Phase2Mode (src/coordinator.cc): true = kBeforeReturn, Run() commits every branch first.
+  bool phase2_before_return = true;
+  // Running state.
+  int next_txn = 0;
+  int live_coordinators = 0;
+  int pending_respawns = 0;
+  std::vector<int> generation;  // per coordinator slot, for names
 };
 
 class Simulation final : public Network {
@@ -107,35 +144,51 @@ class Simulation final : public Network {
   void OnCrashPoint(int process, CrashSite site);
 
   // Network
-  void BeforeRoundTrip(int process, uint32_t shard) override;
+  void BeforeRoundTrip(int process, uint32_t server) override;
   void AfterRoundTrip(int process) override;
   void OneWayDelay() override;
   Delivery PickDelivery() override;
   int64_t NoticeDelayMs(bool clean_close) override;
   void ClientReadTimeout() override { sched_.Sleep(rng_.Range(20, 500)); }
   LateBatch LateBatchShape() override { return static_cast<LateBatch>(rng_.Uniform(3)); }
+  CommitFailure PickCommitFailure() override;
+  std::pair<int64_t, int64_t> TeardownMs() override;
 
  private:
   void DrawWorld();
+  void DrawDeployment(Deployment& d, bool first);
+  std::vector<Step> DrawTrade(const Deployment& d);
   void Trace(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   Process* FindProcess(int id);
-  Process& NewProcess(ProcessKind kind, int slot, const std::string& name);
+  Process& NewProcess(int deployment, ProcessKind kind, int slot, const std::string& name);
   void SpawnFiber(Process& p, const std::string& role, std::function<void(Process&)> body);
   void OnFiberExit(int process);
   void DestroyProcess(int process);
   void CrashProcess(Process& p, const char* why);
   [[noreturn]] void CrashCurrentProcess(Process& p, const char* why);
-  void CrashShard(uint32_t shard);
+  void CrashServer(uint32_t server);
+  void OperatorRestart(uint32_t server, int64_t after_ms);
+  void ForeignXaTick(uint32_t server);
 
-  void SpawnCoordinator(int slot);
-  void SpawnResolver(int slot);
+  void SpawnCoordinator(int deployment, int slot);
+  void SpawnResolver(int deployment, int slot);
   void CoordinatorWorker(Process& p);
   void Phase2Worker(Process& p);
   void ResolverThread(Process& p);
   void StandaloneResolver(Process& p);
-  void FinalResolver(Process& p);
-  int64_t ResolverSleepMs();
-  ResolveReport ResolveOnce(Process& p);
+  // Runs one transaction as src/coordinator.cc's Run does: with `inline_phase2`
+  // (Phase2Mode::kBeforeReturn) every branch is committed before it "returns"; otherwise the
+  // phase-2 items are handed out in `phase2_out`.
+  void RunOneTxn(Process& p, int64_t txn, bool inline_phase2,
+                 std::vector<core::Phase2Item>* phase2_out);
+  void Operator(Process& op);
+  bool Converge(Process& op);
+  void RestartProbe(Process& op);
+  void ProbeMain(Process& p);
+  int64_t ResolverSleepMs(const Deployment& d);
+  ResolveReport ResolveOnce(Process& p, const ResolverOptions& options);
+  void OnLimboReported(const Process& p, uint32_t shard);
+  void OnPhase2Result(const Process& p, const Xid& xid, const Status& s);
   TxFn MakeClosure(int64_t txn);
   bool WorkloadFinished() const;
   bool AllSettled() const;
@@ -148,20 +201,22 @@ class Simulation final : public Network {
   Buggify faults_;
   Checker checker_;
   Scheduler sched_;
-  WorldConfig cfg_;
+  uint32_t servers_count_ = 2;
+  int64_t lock_wait_timeout_ms_ = 200;
+  std::vector<Deployment> deps_;
   uint64_t next_id_ = 0;
   Coverage coverage_;
-  std::vector<std::unique_ptr<SimShard>> shards_;
+  std::vector<std::unique_ptr<SimServer>> servers_;
   std::map<int64_t, int64_t> initial_rows_;
-  std::vector<std::vector<Step>> plans_;
+  std::map<int64_t, std::vector<Step>> plans_;  // by txn id
+  std::map<int64_t, int> txn_deployment_;
   std::map<int, std::unique_ptr<Process>> processes_;
   int next_process_id_ = 1;
-  int next_txn_ = 0;
-  int live_coordinators_ = 0;
-  int pending_respawns_ = 0;
-  std::vector<int> generation_;  // per coordinator slot, for names
   bool stop_resolvers_ = false;
+  bool stop_foreign_ = false;
   bool final_done_ = false;
+  bool probe_restarted_ = false;
+  std::set<uint32_t> restart_pending_;  // servers an operator is about to restart
   uint64_t resolver_passes_ = 0, process_crashes_ = 0, shard_crashes_ = 0;
 };
 
@@ -190,69 +245,115 @@ Simulation::Simulation(uint64_t seed, const RunOptions& options)
   ctx.faults = &faults_;
   ctx.checker = &checker_;
   ctx.tracer = &tracer_;
+  ctx.net = this;
   ctx.variant = variant_;
-  ctx.lock_wait_timeout_ms = cfg_.lock_wait_timeout_ms;
+  ctx.lock_wait_timeout_ms = lock_wait_timeout_ms_;
   ctx.next_id = &next_id_;
   ctx.coverage = &coverage_;
-  for (uint32_t i = 0; i < cfg_.shards; ++i) shards_.push_back(std::make_unique<SimShard>(i, ctx));
-  // Every player has gold and items, each row on the shard that owns its key (ShardMap's hash,
-  // the same function the protocol's Tx::ShardFor uses).
-  for (int p = 0; p < cfg_.players; ++p) {
-    for (auto [key, v] :
-         {std::pair{GoldKey(p), kInitialGold}, std::pair{ItemsKey(p), kInitialItems}}) {
-      const uint32_t s = ShardMap::JumpHash(ShardMap::MixKey(key), cfg_.shards);
-      shards_[s]->LoadRow(key, v);
-      initial_rows_[key] = v;
+  for (uint32_t i = 0; i < servers_count_; ++i) {
+    servers_.push_back(std::make_unique<SimServer>(i, ctx));
+  }
+  for (Deployment& d : deps_) {
+    for (uint32_t s = 0; s < d.shards; ++s) {
+      d.db_of.push_back(servers_[d.server_of[s]]->AddDatabase(d.id, s, d.name));
+    }
+    // Every player has gold and items, each row on the shard that owns its key (ShardMap's
+    // hash, the same function the protocol's Tx::ShardFor uses).
+    for (int p = 0; p < d.players; ++p) {
+      for (auto [key, v] : {std::pair{GoldKey(d.key_offset, p), kInitialGold},
+                            std::pair{ItemsKey(d.key_offset, p), kInitialItems}}) {
+        const uint32_t s = ShardMap::JumpHash(ShardMap::MixKey(key), d.shards);
+        servers_[d.server_of[s]]->LoadRow(d.db_of[s], key, v);
+        initial_rows_[key] = v;
+      }
     }
   }
+  if (deps_.size() > 1) coverage_.Add(Cov::kTwoDeployments);
 }
 
 Simulation::~Simulation() = default;
 
-void Simulation::DrawWorld() {
-  cfg_.shards = static_cast<uint32_t>(rng_.Range(2, 4));
-  cfg_.players = static_cast<int>(rng_.Range(3, 10));
-  cfg_.txns = static_cast<int>(rng_.Range(10, 60));
-  cfg_.coordinator_slots = static_cast<int>(rng_.Range(1, 4));
-  cfg_.standalone_resolvers = static_cast<int>(rng_.Range(0, 2));
-  cfg_.coordinators_resolve = cfg_.standalone_resolvers == 0 || rng_.Chance(0.7);
-  cfg_.resolver_interval_ms = rng_.LogRange(30, 3000);
-  const int64_t lock_waits[] = {20, 100, 500, 2000};
-  cfg_.lock_wait_timeout_ms = lock_waits[rng_.Uniform(4)];
-  cfg_.long_gaps = rng_.Chance(0.3);
-  ProtocolOptions& o = cfg_.protocol;
+std::vector<Step> Simulation::DrawTrade(const Deployment& d) {
+  // A trade: the buyer pays the seller, the seller hands over items. Guards (min 0) make an
+  // overdraft abort the transaction. Order shuffled: conflicting orders make deadlocks.
+  std::vector<Step> steps;
+  const int buyer = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(d.players)));
+  int seller = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(d.players - 1)));
+  if (seller >= buyer) ++seller;
+  const int64_t price = rng_.Range(1, 60);
+  const int64_t qty = rng_.Range(1, 3);
+  const int64_t o = d.key_offset;
+  steps.push_back({false, GoldKey(o, buyer), -price, 0});
+  steps.push_back({false, GoldKey(o, seller), price, kNoMinimum});
+  if (rng_.Chance(0.7)) {
+    steps.push_back({false, ItemsKey(o, seller), -qty, 0});
+    steps.push_back({false, ItemsKey(o, buyer), qty, kNoMinimum});
+  }
+  for (size_t i = steps.size() - 1; i > 0; --i) std::swap(steps[i], steps[rng_.Uniform(i + 1)]);
+  if (rng_.Chance(0.2)) {
+    const int who = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(d.players)));
+    Step get{true, rng_.Chance(0.5) ? GoldKey(o, who) : ItemsKey(o, who), 0, 0};
+    steps.insert(steps.begin() + static_cast<long>(rng_.Uniform(steps.size() + 1)), get);
+  }
+  return steps;
+}
+
+void Simulation::DrawDeployment(Deployment& d, bool first) {
+  char id[17];
+  std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(rng_.Next()));
+  d.id = id;
+  d.name = std::string("game_") + static_cast<char>('a' + d.index);
+  if (first) {
+    d.shards = servers_count_;
+    for (uint32_t s = 0; s < d.shards; ++s) d.server_of.push_back(s);
+  } else {
+    // A second deployment on the same servers (issue 7, case 1): its shard i usually on server
+    // i, as in the reported incident (A's and B's shard 0 side by side), sometimes rotated.
+    d.shards = static_cast<uint32_t>(rng_.Range(2, servers_count_));
+    const uint32_t rot = rng_.Chance(0.7) ? 0 : static_cast<uint32_t>(rng_.Uniform(servers_count_));
+    for (uint32_t s = 0; s < d.shards; ++s) d.server_of.push_back((s + rot) % servers_count_);
+  }
+  d.players = static_cast<int>(rng_.Range(3, 10));
+  d.txns = static_cast<int>(first ? rng_.Range(10, 60) : rng_.Range(5, 30));
+  d.coordinator_slots = static_cast<int>(first ? rng_.Range(1, 4) : rng_.Range(1, 2));
+  d.standalone_resolvers = static_cast<int>(rng_.Range(0, first ? 2 : 1));
+  d.coordinators_resolve = d.standalone_resolvers == 0 || rng_.Chance(0.7);
+  d.resolver_interval_ms = rng_.LogRange(30, 3000);
+  d.long_gaps = rng_.Chance(0.3);
+  d.key_offset = kKeyOffset * d.index;
+  d.txn_offset = kTxnOffset * d.index;
+  ProtocolOptions& o = d.protocol;
   o.max_attempts = rng_.Chance(0.8) ? 10 : static_cast<int>(rng_.Range(1, 4));
   const int64_t timeouts[] = {200, 1000, 3000, 10000};
   o.txn_timeout_ms = timeouts[rng_.Uniform(4)];
   o.unknown_resolve_tries = static_cast<int>(rng_.Range(1, 5));
   o.phase2_tries = static_cast<int>(rng_.Range(1, 5));
-  ResolverOptions& r = cfg_.resolver;
+  SetRecordOneShardCommits(o, rng_.Chance(0.7));
+  d.phase2_before_return = rng_.Chance(0.6);
+  ResolverOptions& r = d.resolver;
   r.collect_garbage = rng_.Chance(0.9);
   r.decision_retention_ms =
       rng_.Chance(0.5) ? kMinDecisionRetentionMs : rng_.Range(60'000, 180'000);
   r.gc_batch = rng_.Range(1, 50);
+  for (int i = 0; i < d.txns; ++i) {
+    plans_[d.txn_offset + i] = DrawTrade(d);
+    txn_deployment_[d.txn_offset + i] = d.index;
+  }
+  for (int i = 0; i < kProbeWarmWorkers * kProbeWarmTxns + kProbeTxns; ++i) {
+    plans_[d.txn_offset + kProbeTxnOffset + i] = DrawTrade(d);
+    txn_deployment_[d.txn_offset + kProbeTxnOffset + i] = d.index;
+  }
+}
 
-  plans_.resize(static_cast<size_t>(cfg_.txns));
-  for (auto& steps : plans_) {
-    // A trade: the buyer pays the seller, the seller hands over items. Guards (min 0) make an
-    // overdraft abort the transaction. Order shuffled: conflicting orders make deadlocks.
-    const int buyer = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(cfg_.players)));
-    int seller = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(cfg_.players - 1)));
-    if (seller >= buyer) ++seller;
-    const int64_t price = rng_.Range(1, 60);
-    const int64_t qty = rng_.Range(1, 3);
-    steps.push_back({false, GoldKey(buyer), -price, 0});
-    steps.push_back({false, GoldKey(seller), price, kNoMinimum});
-    if (rng_.Chance(0.7)) {
-      steps.push_back({false, ItemsKey(seller), -qty, 0});
-      steps.push_back({false, ItemsKey(buyer), qty, kNoMinimum});
-    }
-    for (size_t i = steps.size() - 1; i > 0; --i) std::swap(steps[i], steps[rng_.Uniform(i + 1)]);
-    if (rng_.Chance(0.2)) {
-      const int who = static_cast<int>(rng_.Uniform(static_cast<uint64_t>(cfg_.players)));
-      Step get{true, rng_.Chance(0.5) ? GoldKey(who) : ItemsKey(who), 0, 0};
-      steps.insert(steps.begin() + static_cast<long>(rng_.Uniform(steps.size() + 1)), get);
-    }
+void Simulation::DrawWorld() {
+  servers_count_ = static_cast<uint32_t>(rng_.Range(2, 4));
+  const int64_t lock_waits[] = {20, 100, 500, 2000};
+  lock_wait_timeout_ms_ = lock_waits[rng_.Uniform(4)];
+  const int n = faults_.Fire(FaultSite::kTwoDeployments) ? 2 : 1;
+  deps_.resize(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    deps_[static_cast<size_t>(i)].index = i;
+    DrawDeployment(deps_[static_cast<size_t>(i)], i == 0);
   }
 }
 
@@ -269,7 +370,7 @@ void Simulation::Trace(const char* fmt, ...) {
 // ---------------------------------------------------------------------------------------------
 // Network: the faults around every round trip
 
-void Simulation::BeforeRoundTrip(int process, uint32_t shard) {
+void Simulation::BeforeRoundTrip(int process, uint32_t server) {
   Process* p = FindProcess(process);
   if (p == nullptr || !p->alive) throw ProcessKilled{};
   if (p->kind == ProcessKind::kCoordinator && faults_.Fire(FaultSite::kCoordinatorCrash)) {
@@ -290,9 +391,16 @@ void Simulation::BeforeRoundTrip(int process, uint32_t shard) {
   }
   if (faults_.Fire(FaultSite::kProcessClockStep)) p->env->StepClock(rng_.Range(-5000, 5000));
   if (faults_.Fire(FaultSite::kShardClockStep)) {
-    shards_[shard]->StepClock(rng_.Chance(0.7) ? rng_.Range(1, 3000) : -rng_.Range(1, 1000));
+    servers_[server]->StepClock(rng_.Chance(0.7) ? rng_.Range(1, 3000) : -rng_.Range(1, 1000));
   }
-  if (faults_.Fire(FaultSite::kShardCrash)) CrashShard(shard);
+  if (faults_.Fire(FaultSite::kDstStep)) {
+    // The SYSTEM zone's hour around a DST change: +1 h (the hour before the autumn change with
+    // time_zone=SYSTEM) or -1 h (the repeated hour with a named zone). Simulated runs last
+    // minutes, so the window is 1-120 s.
+    servers_[server]->StartDstWindow(rng_.Chance(0.5) ? 3'600'000 : -3'600'000,
+                                     rng_.Range(1000, 120'000));
+  }
+  if (faults_.Fire(FaultSite::kShardCrash)) CrashServer(server);
 }
 
 void Simulation::AfterRoundTrip(int process) {
@@ -317,6 +425,20 @@ Network::Delivery Simulation::PickDelivery() {
   return Delivery::kNormal;
 }
 
+Network::CommitFailure Simulation::PickCommitFailure() {
+  if (!faults_.Fire(FaultSite::kCommitStatementError)) return CommitFailure::kNone;
+  return rng_.Chance(0.5) ? CommitFailure::kErrorButCommitted : CommitFailure::kErrorRolledBack;
+}
+
+std::pair<int64_t, int64_t> Simulation::TeardownMs() {
+  // Steps (1)-(2) of a disconnect are instant; (2)-(3) take 0-2 ms, or much longer when the
+  // server is loaded (free_connection waits for the thread pool, the socket close is slow).
+  const int64_t to_step2 = rng_.Chance(0.5) ? 0 : 1;
+  const int64_t to_step3 =
+      faults_.Fire(FaultSite::kSlowTeardown) ? rng_.LogRange(10, 1000) : rng_.Range(0, 2);
+  return {to_step2, to_step3};
+}
+
 int64_t Simulation::NoticeDelayMs(bool clean_close) {
   if (clean_close) return rng_.Range(0, 2);
   // A broken link: the server notices when its read or write on the socket fails — sometimes
@@ -328,19 +450,44 @@ int64_t Simulation::NoticeDelayMs(bool clean_close) {
 void Simulation::OnCrashPoint(int process, CrashSite site) {
   Process* p = FindProcess(process);
   if (p == nullptr || !p->alive) throw ProcessKilled{};
-  if (p->kind == ProcessKind::kFinalResolver) return;
+  if (p->kind == ProcessKind::kFinalResolver || p->kind == ProcessKind::kProbe) return;
   if (faults_.Fire(CrashPointSite(site)))
     CrashCurrentProcess(*p, FaultSiteName(CrashPointSite(site)));
 }
 
-void Simulation::CrashShard(uint32_t shard) {
-  SimShard& s = *shards_[shard];
+void Simulation::CrashServer(uint32_t server) {
+  SimServer& s = *servers_[server];
   if (!s.up()) return;
   ++shard_crashes_;
-  s.Crash();
+  // Mostly kill -9 of mariadbd (the kernel closes its sockets: clients see EOF); sometimes the
+  // whole host (no FIN: idle client connections look alive until used).
+  s.Crash(/*silent=*/rng_.Chance(0.2));
   const int64_t down =
       faults_.Fire(FaultSite::kLongShardOutage) ? rng_.Range(1000, 10'000) : rng_.Range(1, 300);
-  sched_.At(sched_.now() + down, [this, shard] { shards_[shard]->Restart(); });
+  sched_.At(sched_.now() + down, [this, server] { servers_[server]->Restart(); });
+}
+
+void Simulation::OperatorRestart(uint32_t server, int64_t after_ms) {
+  // doc/limbo-branch.md: the remedy for a limbo branch is a restart of that server, after which
+  // XA RECOVER lists the branch again and a resolver finishes it with its (kept) decision. An
+  // operator does it some time after seigo reported it.
+  if (restart_pending_.count(server)) return;
+  restart_pending_.insert(server);
+  sched_.At(sched_.now() + after_ms, [this, server] {
+    restart_pending_.erase(server);
+    SimServer& s = *servers_[server];
+    coverage_.Add(Cov::kOperatorRestart);
+    Trace("operator restarts %s (limbo reported)", s.name().c_str());
+    if (!s.up()) return;  // it is down anyway; its restart does the same
+    s.Crash();
+    s.Restart();
+  });
+}
+
+void Simulation::ForeignXaTick(uint32_t server) {
+  if (stop_foreign_) return;
+  servers_[server]->RunForeignXa(rng_.Range(10, 3000));
+  sched_.At(sched_.now() + rng_.Range(100, 5000), [this, server] { ForeignXaTick(server); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,9 +498,11 @@ Process* Simulation::FindProcess(int id) {
   return it == processes_.end() ? nullptr : it->second.get();
 }
 
-Process& Simulation::NewProcess(ProcessKind kind, int slot, const std::string& name) {
+Process& Simulation::NewProcess(int deployment, ProcessKind kind, int slot,
+                                const std::string& name) {
   auto p = std::make_unique<Process>();
   p->id = next_process_id_++;
+  p->deployment = deployment;
   p->kind = kind;
   p->slot = slot;
   p->name = name;
@@ -362,8 +511,10 @@ Process& Simulation::NewProcess(ProcessKind kind, int slot, const std::string& n
   // where clock steps are on: the protocol must judge deadlines by the decider's clock only.
   const int64_t skew = faults_.enabled(FaultSite::kProcessClockStep) ? 3000 : 50;
   p->env->StepClock(rng_.Range(-skew, skew));
-  for (auto& s : shards_) {
-    p->participants.push_back(std::make_unique<SimParticipant>(s.get(), this, p->id));
+  const Deployment& d = deps_[static_cast<size_t>(deployment)];
+  for (uint32_t s = 0; s < d.shards; ++s) {
+    p->participants.push_back(std::make_unique<SimParticipant>(servers_[d.server_of[s]].get(),
+                                                               d.db_of[s], s, d.id, this, p->id));
     p->raw.push_back(p->participants.back().get());
   }
   Process& ref = *p;
@@ -406,7 +557,9 @@ void Simulation::DestroyProcess(int process) {
   auto it = processes_.find(process);
   if (it == processes_.end()) return;
   Trace("%s ends", it->second->name.c_str());
-  if (it->second->kind == ProcessKind::kCoordinator) --live_coordinators_;
+  if (it->second->kind == ProcessKind::kCoordinator) {
+    --deps_[static_cast<size_t>(it->second->deployment)].live_coordinators;
+  }
   processes_.erase(it);  // closes whatever sessions it still had
 }
 
@@ -418,23 +571,25 @@ void Simulation::CrashProcess(Process& p, const char* why) {
   // The OS closes the dead process's sockets; each server notices after a while (at once after
   // a FIN, much later after a power loss or a partition). Until then its connections — and the
   // prepared branches they own — stay alive on the servers.
-  for (auto& s : shards_) {
+  for (auto& s : servers_) {
     for (uint64_t c : s->ConnectionsOf(p.id)) s->ClientGone(c, NoticeDelayMs(false));
   }
   sched_.KillProcess(p.id);
+  const int dep = p.deployment;
   if (p.kind == ProcessKind::kCoordinator) {
     // A supervisor restarts the application after a while; the new process takes the next
     // transactions (the one in flight is lost with the old process: "crashed").
-    ++pending_respawns_;
+    ++deps_[static_cast<size_t>(dep)].pending_respawns;
     const int slot = p.slot;
-    sched_.At(sched_.now() + rng_.Range(10, 3000), [this, slot] {
-      --pending_respawns_;
-      if (next_txn_ < cfg_.txns) SpawnCoordinator(slot);
+    sched_.At(sched_.now() + rng_.Range(10, 3000), [this, dep, slot] {
+      Deployment& d = deps_[static_cast<size_t>(dep)];
+      --d.pending_respawns;
+      if (d.next_txn < d.txns) SpawnCoordinator(dep, slot);
     });
   } else if (p.kind == ProcessKind::kResolver && !stop_resolvers_) {
     const int slot = p.slot;
-    sched_.At(sched_.now() + rng_.Range(10, 3000), [this, slot] {
-      if (!stop_resolvers_) SpawnResolver(slot);
+    sched_.At(sched_.now() + rng_.Range(10, 3000), [this, dep, slot] {
+      if (!stop_resolvers_) SpawnResolver(dep, slot);
     });
   }
 }
@@ -444,52 +599,84 @@ void Simulation::CrashCurrentProcess(Process& p, const char* why) {
   throw ProcessKilled{};
 }
 
-void Simulation::SpawnCoordinator(int slot) {
-  if (generation_.size() <= static_cast<size_t>(slot)) generation_.resize(slot + 1);
-  const std::string name =
-      "coord" + std::to_string(slot) + "." + std::to_string(generation_[slot]++);
-  Process& p = NewProcess(ProcessKind::kCoordinator, slot, name);
-  p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), cfg_.protocol);
-  ++live_coordinators_;
+void Simulation::SpawnCoordinator(int deployment, int slot) {
+  Deployment& d = deps_[static_cast<size_t>(deployment)];
+  if (d.generation.size() <= static_cast<size_t>(slot)) d.generation.resize(slot + 1);
+  const std::string name = d.name.substr(5) + ".coord" + std::to_string(slot) + "." +
+                           std::to_string(d.generation[slot]++);
+  Process& p = NewProcess(deployment, ProcessKind::kCoordinator, slot, name);
+  p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), d.protocol);
+  ++d.live_coordinators;
   SpawnFiber(p, "worker", [this](Process& q) { CoordinatorWorker(q); });
   SpawnFiber(p, "phase2", [this](Process& q) { Phase2Worker(q); });
   SpawnFiber(p, "resolver", [this](Process& q) { ResolverThread(q); });
 }
 
-void Simulation::SpawnResolver(int slot) {
-  Process& p = NewProcess(ProcessKind::kResolver, slot, "resolver" + std::to_string(slot));
+void Simulation::SpawnResolver(int deployment, int slot) {
+  Deployment& d = deps_[static_cast<size_t>(deployment)];
+  Process& p = NewProcess(deployment, ProcessKind::kResolver, slot,
+                          d.name.substr(5) + ".resolver" + std::to_string(slot));
   SpawnFiber(p, "main", [this](Process& q) { StandaloneResolver(q); });
+}
+
+// One transaction as the application runs it, reported to the checker.
+void Simulation::RunOneTxn(Process& p, int64_t txn, bool inline_phase2,
+                           std::vector<core::Phase2Item>* phase2_out) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
+  checker_.OnTxnStarted(txn, d.id);
+  Trace("%s runs txn %lld", p.name.c_str(), static_cast<long long>(txn));
+  core::RunOutput out = p.protocol->Run(MakeClosure(txn));
+  TxResult& r = out.result;
+  if (inline_phase2) {
+    for (core::Phase2Item& item : out.phase2) {
+      const Xid xid = item.xid;
+      Status s = core::Protocol::FinishPhase2(std::move(item), p.env.get(), d.protocol);
+      OnPhase2Result(p, xid, s);
+      if (!s.ok()) r.pending_visibility.push_back(xid.branch);
+    }
+    out.phase2.clear();
+  }
+  Trace("%s txn %lld: %s after %d attempt(s), gid %s: %s", p.name.c_str(),
+        static_cast<long long>(txn), TxStateName(r.state), r.attempts, r.gid.substr(0, 8).c_str(),
+        r.status.ToString().c_str());
+  checker_.OnRunReturned(txn, r);
+  if (inline_phase2 && r.committed()) checker_.OnVisibleAtReturn(d.id, r);
+  for (core::Phase2Item& item : out.phase2) phase2_out->push_back(std::move(item));
+  if (out.lost) p.lost.push_back(std::move(*out.lost));
+  if (p.kind == ProcessKind::kProbe) coverage_.Add(Cov::kRestartProbeTxns);
 }
 
 // The application thread: runs transactions one after another.
 void Simulation::CoordinatorWorker(Process& p) {
-  while (next_txn_ < cfg_.txns) {
+  Deployment& d = deps_[static_cast<size_t>(p.deployment)];
+  while (d.next_txn < d.txns) {
     int64_t think = rng_.Range(0, 20);
-    if (cfg_.long_gaps && rng_.Chance(0.03)) think = rng_.Range(5'000, 70'000);
+    if (d.long_gaps && rng_.Chance(0.03)) think = rng_.Range(5'000, 70'000);
     p.env->SleepMs(think);
-    if (next_txn_ >= cfg_.txns) break;
-    const int txn = next_txn_++;
-    checker_.OnTxnStarted(txn);
-    Trace("%s runs txn %d", p.name.c_str(), txn);
-    core::RunOutput out = p.protocol->Run(MakeClosure(txn));
-    const TxResult& r = out.result;
-    Trace("%s txn %d: %s after %d attempt(s), gid %s: %s", p.name.c_str(), txn,
-          TxStateName(r.state), r.attempts, r.gid.substr(0, 8).c_str(),
-          r.status.ToString().c_str());
-    checker_.OnRunReturned(txn, r);
-    for (core::Phase2Item& item : out.phase2) {
+    if (d.next_txn >= d.txns) break;
+    const int64_t txn = d.txn_offset + d.next_txn++;
+    std::vector<core::Phase2Item> items;
+    RunOneTxn(p, txn, d.phase2_before_return, &items);
+    for (core::Phase2Item& item : items) {
       if (faults_.Fire(FaultSite::kPhase2Drop)) continue;  // dropped: its session closes
       p.phase2.push_back(std::move(item));
     }
     sched_.NotifyAll(&p.phase2_ready);
-    if (out.lost) p.lost.push_back(std::move(*out.lost));
   }
   p.worker_done = true;
   sched_.NotifyAll(&p.phase2_ready);
 }
 
+void Simulation::OnPhase2Result(const Process& p, const Xid& xid, const Status& s) {
+  Trace("%s phase 2 of %s on shard %u: %s", p.name.c_str(), xid.gid.substr(0, 8).c_str(),
+        xid.branch, s.ToString().c_str());
+  checker_.OnPhase2Finished(xid, s);
+  if (s.Is(Code::kCorruption)) OnLimboReported(p, xid.branch);
+}
+
 // The phase-2 thread: XA COMMIT of committed transactions' branches, off the caller's path.
 void Simulation::Phase2Worker(Process& p) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
   for (;;) {
     while (p.phase2.empty()) {
       if (p.worker_done) {
@@ -502,20 +689,33 @@ void Simulation::Phase2Worker(Process& p) {
     p.phase2.pop_front();
     if (faults_.Fire(FaultSite::kPhase2Delay)) p.env->SleepMs(rng_.LogRange(1, 5000));
     const Xid xid = item.xid;
-    Status s = core::Protocol::FinishPhase2(std::move(item), p.env.get(), cfg_.protocol);
-    Trace("%s phase 2 of %s on shard %u: %s", p.name.c_str(), xid.gid.substr(0, 8).c_str(),
-          xid.branch, s.ToString().c_str());
-    checker_.OnPhase2Finished(xid, s);
+    Status s = core::Protocol::FinishPhase2(std::move(item), p.env.get(), d.protocol);
+    OnPhase2Result(p, xid, s);
   }
 }
 
-int64_t Simulation::ResolverSleepMs() {
-  return rng_.Range(cfg_.resolver_interval_ms / 2, cfg_.resolver_interval_ms * 3 / 2);
+int64_t Simulation::ResolverSleepMs(const Deployment& d) {
+  return rng_.Range(d.resolver_interval_ms / 2, d.resolver_interval_ms * 3 / 2);
 }
 
-ResolveReport Simulation::ResolveOnce(Process& p) {
+void Simulation::OnLimboReported(const Process& p, uint32_t shard) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
+  if (shard >= d.shards) return;
+  const uint32_t server = d.server_of[shard];
+  // During the workload an operator reacts within seconds; in the quiescent phase at once.
+  OperatorRestart(server, faults_.active() ? rng_.Range(1000, 20'000) : 0);
+}
+
+ResolveReport Simulation::ResolveOnce(Process& p, const ResolverOptions& options) {
   ++resolver_passes_;
-  ResolveReport r = core::ResolvePass(p.raw, p.env.get(), cfg_.resolver);
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
+  ResolveReport r = core::ResolvePass(p.raw, p.env.get(), options);
+  for (const ResolveReport::Applied& a : r.applied) checker_.OnResolverApplied(d.id, a);
+  for (const ResolveReport::Limbo& l : r.limbo) {
+    Trace("%s resolver: LIMBO gid %s shard %u: %s", p.name.c_str(), l.gid.substr(0, 8).c_str(),
+          l.shard, l.message.c_str());
+    OnLimboReported(p, l.shard);
+  }
   if (tracer_.on() && (!r.applied.empty() || !r.fenced.empty() || r.forgotten > 0)) {
     Trace("%s resolver pass: %zu applied, %zu fenced, %zu pending, %zu forgotten", p.name.c_str(),
           r.applied.size(), r.fenced.size(), r.pending.size(), r.forgotten);
@@ -526,8 +726,9 @@ ResolveReport Simulation::ResolveOnce(Process& p) {
 // The coordinator library's resolver thread (src/coordinator.cc): settle lost commits first,
 // then one resolver pass.
 void Simulation::ResolverThread(Process& p) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
   for (;;) {
-    p.env->SleepMs(ResolverSleepMs());
+    p.env->SleepMs(ResolverSleepMs(d));
     if (p.worker_done && p.phase2_done) return;  // Coordinator::Stop
     std::vector<core::LostCommit> lost;
     lost.swap(p.lost);
@@ -535,58 +736,170 @@ void Simulation::ResolverThread(Process& p) {
     for (core::LostCommit& x : lost) {
       if (!core::Protocol::TrySettle(x, p.env.get())) keep.push_back(std::move(x));
     }
-    if (cfg_.coordinators_resolve) ResolveOnce(p);
+    if (d.coordinators_resolve) ResolveOnce(p, d.resolver);
     for (core::LostCommit& x : keep) p.lost.push_back(std::move(x));
   }
 }
 
 // `seigo recover` in a loop, in its own process.
 void Simulation::StandaloneResolver(Process& p) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
   while (!stop_resolvers_) {
-    p.env->SleepMs(ResolverSleepMs());
+    p.env->SleepMs(ResolverSleepMs(d));
     if (stop_resolvers_) break;
     if (rng_.Chance(0.2)) {
       // `seigo status` now and then: read-only, but what it shows must be true.
       InDoubtReport r = core::InspectInDoubt(p.raw, p.env.get());
-      for (const InDoubtTx& tx : r.txs) checker_.OnInDoubtReported(tx);
+      for (const InDoubtTx& tx : r.txs) checker_.OnInDoubtReported(d.id, tx);
     }
-    ResolveOnce(p);
+    ResolveOnce(p, d.resolver);
   }
 }
 
-// The quiescent phase: no faults, every shard up. Resolve until nothing is prepared and no
-// server has a connection it has not finished with; then let every decision row expire and
-// collect them.
-void Simulation::FinalResolver(Process& p) {
+// ---------------------------------------------------------------------------------------------
+// The quiescent phase
+
+// Every deployment's final resolver (`seigo recover`), until nothing is prepared and no server
+// has a connection it has not finished with. Limbo reports make the operator restart a server.
+bool Simulation::Converge(Process& op) {
   for (int pass = 0;; ++pass) {
-    ResolveOnce(p);
-    if (AllSettled()) break;
+    for (auto& [id, p] : processes_) {
+      if (p->kind != ProcessKind::kFinalResolver) continue;
+      ResolveOnce(*p, deps_[static_cast<size_t>(p->deployment)].resolver);
+    }
+    if (AllSettled()) return true;
     if (pass >= kMaxFinalPasses) {
       checker_.Violation("liveness: branches still prepared after " +
                          std::to_string(kMaxFinalPasses) + " resolver passes without faults");
-      break;
+      return false;
     }
-    p.env->SleepMs(kFinalPassIntervalMs);
+    op.env->SleepMs(kFinalPassIntervalMs);
   }
+}
+
+// A probe process of one deployment: warm its pools with concurrent transactions, wait for the
+// operator to restart every server, then run transactions one after another (RunOneTxn checks
+// how many attempts each needed).
+void Simulation::ProbeMain(Process& p) {
+  const Deployment& d = deps_[static_cast<size_t>(p.deployment)];
+  const int64_t base = d.txn_offset + kProbeTxnOffset;
+  p.busy_workers = kProbeWarmWorkers;
+  for (int w = 0; w < kProbeWarmWorkers; ++w) {
+    SpawnFiber(p, "warm" + std::to_string(w), [this, base, w](Process& q) {
+      for (int i = 0; i < kProbeWarmTxns; ++i) {
+        std::vector<core::Phase2Item> items;
+        RunOneTxn(q, base + w * kProbeWarmTxns + i, /*inline_phase2=*/true, &items);
+      }
+      --q.busy_workers;
+    });
+  }
+  while (p.busy_workers > 0 || !probe_restarted_) p.env->SleepMs(10);
+  std::vector<uint64_t> stale_before;
+  for (auto& sp : p.participants) stale_before.push_back(sp->stale_calls());
+  for (int i = 0; i < kProbeTxns; ++i) {
+    std::vector<core::Phase2Item> items;
+    RunOneTxn(p, base + kProbeWarmWorkers * kProbeWarmTxns + i, /*inline_phase2=*/true, &items);
+  }
+  // Issue 7, case 6: the first transactions after a restart must not fail on the pool. A dead
+  // idle connection shows an EOF (poll) and is dropped with every older one; if the host died
+  // without a FIN, the first call on one fails and the flush drops the rest. So at most one
+  // round trip per shard may hit a connection from before the restart.
+  for (size_t s = 0; s < p.participants.size(); ++s) {
+    const uint64_t stale = p.participants[s]->stale_calls() - stale_before[s];
+    if (stale > 1) {
+      checker_.Violation("liveness after a restart: " + std::to_string(stale) +
+                         " round trips of deployment " + d.id.substr(0, 4) + " on shard " +
+                         std::to_string(s) +
+                         " hit connections pooled before the restart (at "
+                         "most 1 allowed: the pool must drop the others)");
+    }
+  }
+  p.worker_done = true;
+}
+
+void Simulation::RestartProbe(Process& op) {
+  std::vector<int> probes;
+  for (const Deployment& d : deps_) {
+    Process& p = NewProcess(d.index, ProcessKind::kProbe, 0, d.name.substr(5) + ".probe");
+    ProtocolOptions o = d.protocol;
+    o.max_attempts = 10;  // an application's default
+    o.txn_timeout_ms = 10'000;
+    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o);
+    probes.push_back(p.id);
+    SpawnFiber(p, "main", [this](Process& q) { ProbeMain(q); });
+  }
+  auto warm = [&] {
+    for (int id : probes) {
+      Process* p = FindProcess(id);
+      if (p != nullptr && p->busy_workers > 0) return false;
+    }
+    return true;
+  };
+  op.env->SleepMs(1);
+  while (!warm()) op.env->SleepMs(10);
+  // Every server restarts while the probes' pools hold connections to it: a restart of mariadbd
+  // (its clients see EOF on their idle connections) or, in half the seeds, of its host (no FIN).
+  const bool silent = rng_.Chance(0.5);
+  for (auto& s : servers_) {
+    s->Crash(silent);
+    s->Restart();
+  }
+  Trace("restart probe: every server restarted under warm pools");
+  probe_restarted_ = true;
+  auto done = [&] {
+    for (int id : probes) {
+      if (FindProcess(id) != nullptr) return false;
+    }
+    return true;
+  };
+  while (!done()) op.env->SleepMs(10);
+}
+
+// The quiescent phase, as an operator would run it: faults are off, every server is up.
+void Simulation::Operator(Process& op) {
+  Converge(op);
   // `seigo status` agrees: nothing in doubt, every shard answered.
-  InDoubtReport status = core::InspectInDoubt(p.raw, p.env.get());
-  if (!status.txs.empty() || !status.errors.empty()) {
-    checker_.Violation("seigo status still reports " + std::to_string(status.txs.size()) +
-                       " transactions in doubt and " + std::to_string(status.errors.size()) +
-                       " errors after the quiescent phase");
+  for (auto& [id, p] : processes_) {
+    if (p->kind != ProcessKind::kFinalResolver) continue;
+    InDoubtReport status = core::InspectInDoubt(p->raw, p->env.get());
+    if (!status.txs.empty() || !status.errors.empty()) {
+      checker_.Violation("seigo status still reports " + std::to_string(status.txs.size()) +
+                         " transactions in doubt and " + std::to_string(status.errors.size()) +
+                         " errors after the quiescent phase");
+    }
   }
-  p.env->SleepMs(std::max(cfg_.resolver.decision_retention_ms, kMinDecisionRetentionMs) +
-                 cfg_.protocol.txn_timeout_ms + 20'000);
-  ResolveOnce(p);
+  RestartProbe(op);
+  Converge(op);
+  int64_t wait = 0;
+  for (const Deployment& d : deps_) {
+    wait = std::max(wait, std::max(d.resolver.decision_retention_ms, kMinDecisionRetentionMs) +
+                              std::max<int64_t>(d.protocol.txn_timeout_ms, 10'000));
+  }
+  op.env->SleepMs(wait + 20'000);
+  // Garbage collection until a round collects nothing (the final resolver is `seigo recover`
+  // with the deployment's settings, but a large batch).
+  for (int round = 0; round < 50; ++round) {
+    size_t forgotten = 0;
+    for (auto& [id, p] : processes_) {
+      if (p->kind != ProcessKind::kFinalResolver) continue;
+      ResolverOptions o = deps_[static_cast<size_t>(p->deployment)].resolver;
+      o.gc_batch = 5000;
+      forgotten += ResolveOnce(*p, o).forgotten;
+    }
+    if (forgotten == 0) break;
+  }
   final_done_ = true;
 }
 
 bool Simulation::WorkloadFinished() const {
-  return next_txn_ >= cfg_.txns && live_coordinators_ == 0 && pending_respawns_ == 0;
+  for (const Deployment& d : deps_) {
+    if (d.next_txn < d.txns || d.live_coordinators != 0 || d.pending_respawns != 0) return false;
+  }
+  return true;
 }
 
 bool Simulation::AllSettled() const {
-  for (const auto& s : shards_) {
+  for (const auto& s : servers_) {
     if (s->prepared_count() != 0 || s->lingering_connections() != 0) return false;
   }
   return true;
@@ -596,26 +909,51 @@ bool Simulation::AllSettled() const {
 // The workload
 
 TxFn Simulation::MakeClosure(int64_t txn) {
-  const std::vector<Step>* steps = &plans_[static_cast<size_t>(txn)];
+  const std::vector<Step>* steps = &plans_.at(txn);
   return [this, txn, steps](Tx& tx) -> Status {
     const int attempt = tx.attempt();
     const int64_t tag = MakeTag(txn, attempt);
     // A sloppy application that carries on after an error: the protocol must still not commit
     // (the attempt is poisoned).
     const bool sloppy = faults_.Fire(FaultSite::kClosureIgnoresError);
-    for (const Step& s : *steps) {
+    // A closure that ends the transaction itself (COMMIT, BEGIN, SET autocommit=1, DDL) after
+    // step `end_at`, on the decider (the first shard touched) or another shard it touched; and
+    // one that changes its session (SET time_zone, SET timestamp).
+    const bool hide = faults_.Fire(FaultSite::kClosureHidesCommit);
+    const bool end_tx = hide || faults_.Fire(FaultSite::kClosureEndsTransaction);
+    const bool change_session = faults_.Fire(FaultSite::kClosureChangesSession);
+    const size_t end_at = end_tx ? rng_.Uniform(steps->size()) : steps->size();
+    const size_t change_at = change_session ? rng_.Uniform(steps->size()) : steps->size();
+    const int end_kind = hide ? 4 : static_cast<int>(rng_.Uniform(4));
+    const bool end_on_decider = rng_.Chance(0.7);
+    for (size_t i = 0; i < steps->size(); ++i) {
+      const Step& s = (*steps)[i];
       if (s.get) {
         Result<QueryResult> r = tx.Exec(s.key, "GET ?", {s.key});
         if (!r.ok() && !sloppy) return r.status();
-        continue;
+      } else {
+        Result<QueryResult> r = tx.Exec(s.key, "ADD ? ? ? ?", {s.key, s.delta, s.min, tag});
+        if (!r.ok()) {
+          if (sloppy) continue;
+          return r.status();
+        }
+        if (r->affected_rows != 1) return Tx::Abort("not enough gold or items");
+        checker_.OnClosureEffect(txn, attempt, tx.ShardFor(s.key), s.key, s.delta);
       }
-      Result<QueryResult> r = tx.Exec(s.key, "ADD ? ? ? ?", {s.key, s.delta, s.min, tag});
-      if (!r.ok()) {
-        if (sloppy) continue;
-        return r.status();
+      if (i == end_at) {
+        const int64_t on = end_on_decider ? (*steps)[0].key : (*steps)[rng_.Uniform(i + 1)].key;
+        Result<QueryResult> r = tx.Exec(on, "ENDTX ?", {end_kind});
+        if (!r.ok() && !sloppy) return r.status();
       }
-      if (r->affected_rows != 1) return Tx::Abort("not enough gold or items");
-      checker_.OnClosureEffect(txn, attempt, tx.ShardFor(s.key), s.key, s.delta);
+      if (i == change_at) {
+        const int64_t on = (*steps)[rng_.Uniform(i + 1)].key;
+        Result<QueryResult> r =
+            rng_.Chance(0.5)
+                ? tx.Exec(on, "SETTZ ?", {static_cast<int64_t>(rng_.Range(-12, 12))})
+                : tx.Exec(on, "SETTS ?",
+                          {static_cast<int64_t>(rng_.Chance(0.5) ? -86'400'000 : 3'600'000)});
+        if (!r.ok() && !sloppy) return r.status();
+      }
     }
     checker_.OnClosureGid(txn, attempt, tx.gid());
     return Status::OK();
@@ -630,7 +968,8 @@ void Simulation::Teardown() {
   // start any more: no faults, no resolvers, no coordinator restarts (no work left).
   faults_.Disable();
   stop_resolvers_ = true;
-  next_txn_ = cfg_.txns;
+  stop_foreign_ = true;
+  for (Deployment& d : deps_) d.next_txn = d.txns;
   sched_.KillAll();
   sched_.RunUntil([this] { return sched_.live_fibers() == 0; });
 }
@@ -638,37 +977,66 @@ void Simulation::Teardown() {
 SeedResult Simulation::Run() {
   SeedResult res;
   res.seed = seed_;
-  char world[256];
-  std::snprintf(world, sizeof world,
-                "%u shards, %d players, %d txns, %d coordinators%s, %d resolvers, "
-                "txn_timeout %lld ms, lock_wait %lld ms, resolver every ~%lld ms%s",
-                cfg_.shards, cfg_.players, cfg_.txns, cfg_.coordinator_slots,
-                cfg_.coordinators_resolve ? " (resolving)" : "", cfg_.standalone_resolvers,
-                static_cast<long long>(cfg_.protocol.txn_timeout_ms),
-                static_cast<long long>(cfg_.lock_wait_timeout_ms),
-                static_cast<long long>(cfg_.resolver_interval_ms),
-                cfg_.long_gaps ? ", long gaps" : "");
+  std::string world = std::to_string(servers_count_) + " servers, lock_wait " +
+                      std::to_string(lock_wait_timeout_ms_) + " ms";
+  for (const Deployment& d : deps_) {
+    char buf[320];
+    std::string map;
+    for (uint32_t s = 0; s < d.shards; ++s) map += (s ? "," : "") + std::to_string(d.server_of[s]);
+    std::snprintf(buf, sizeof buf,
+                  "; %s (%.4s): %u shards on servers %s, %d players, %d txns, %d coordinators%s, "
+                  "%d resolvers, txn_timeout %lld ms, resolver every ~%lld ms%s%s",
+                  d.name.c_str(), d.id.c_str(), d.shards, map.c_str(), d.players, d.txns,
+                  d.coordinator_slots, d.coordinators_resolve ? " (resolving)" : "",
+                  d.standalone_resolvers, static_cast<long long>(d.protocol.txn_timeout_ms),
+                  static_cast<long long>(d.resolver_interval_ms), d.long_gaps ? ", long gaps" : "",
+                  d.phase2_before_return ? "" : ", phase 2 in background");
+    world += buf;
+  }
   res.world = world;
   res.faults = faults_.Describe();
-  Trace("world: %s", world);
+  Trace("world: %s", world.c_str());
   Trace("faults: %s", res.faults.c_str());
 
-  for (int i = 0; i < cfg_.coordinator_slots; ++i) SpawnCoordinator(i);
-  for (int i = 0; i < cfg_.standalone_resolvers; ++i) SpawnResolver(i);
+  // Other applications on the servers.
+  const bool foreign_snapshot = faults_.Fire(FaultSite::kLongForeignSnapshot);
+  const bool foreign_xa = faults_.Fire(FaultSite::kForeignXaUser);
+  for (auto& s : servers_) {
+    if (foreign_snapshot) s->OpenForeignSnapshot();
+    if (foreign_xa) {
+      const uint32_t i = s->index();
+      sched_.At(sched_.now() + rng_.Range(0, 2000), [this, i] { ForeignXaTick(i); });
+    }
+  }
+  for (const Deployment& d : deps_) {
+    for (int i = 0; i < d.coordinator_slots; ++i) SpawnCoordinator(d.index, i);
+    for (int i = 0; i < d.standalone_resolvers; ++i) SpawnResolver(d.index, i);
+  }
 
   auto runaway = [this] { return sched_.switches() > kMaxSwitches; };
   bool ok = sched_.RunUntil([&] { return WorkloadFinished() || runaway(); });
   if (ok && !runaway()) {
-    // Quiescent phase: faults off, resolvers stopped, every shard back up.
+    // Quiescent phase: faults off, resolvers stopped, every server back up.
     Trace("workload done: faults off");
     faults_.Disable();
     stop_resolvers_ = true;
+    stop_foreign_ = true;
     ok = sched_.RunUntil([&] { return processes_.empty() || runaway(); });
-    for (auto& s : shards_) s->Restart();
-    Process& fin = NewProcess(ProcessKind::kFinalResolver, 0, "final-resolver");
-    SpawnFiber(fin, "main", [this](Process& q) { FinalResolver(q); });
+    for (auto& s : servers_) s->Restart();
+    std::vector<int> finals;
+    for (const Deployment& d : deps_) {
+      finals.push_back(
+          NewProcess(d.index, ProcessKind::kFinalResolver, 0, d.name.substr(5) + ".final").id);
+    }
+    Process& op = *FindProcess(finals[0]);
+    SpawnFiber(op, "operator", [this](Process& q) { Operator(q); });
     ok = ok && sched_.RunUntil([&] { return final_done_ || runaway(); });
-    // Let the last processes end and every server notice its closed connections.
+    for (int id : finals) {
+      if (id != finals[0]) DestroyProcess(id);
+    }
+    // The other applications end; let the last processes end and every server notice its
+    // closed connections.
+    for (auto& s : servers_) s->CloseForeign();
     ok = ok && sched_.RunUntil([&] {
       return (processes_.empty() && !sched_.has_events() && sched_.live_fibers() == 0) || runaway();
     });
@@ -682,9 +1050,17 @@ SeedResult Simulation::Run() {
   }
   Teardown();
   if (completed) {
-    std::vector<ShardFinalState> states;
-    for (auto& s : shards_) states.push_back(s->FinalState());
-    checker_.CheckFinal(states, initial_rows_);
+    std::vector<DbFinalState> dbs;
+    std::vector<ServerFinalState> servers;
+    for (auto& s : servers_) {
+      for (DbFinalState& db : s->DbFinalStates()) dbs.push_back(std::move(db));
+      servers.push_back(s->FinalState());
+    }
+    std::set<std::string> collected;
+    for (const Deployment& d : deps_) {
+      if (d.resolver.collect_garbage) collected.insert(d.id);
+    }
+    checker_.CheckFinal(dbs, servers, initial_rows_, collected);
   }
   processes_.clear();
 
@@ -698,9 +1074,11 @@ SeedResult Simulation::Run() {
   res.fiber_switches = sched_.switches();
   res.simulated_ms = sched_.now() - kStartMs;
   uint64_t h = rng_.Fingerprint() ^ static_cast<uint64_t>(sched_.now());
-  for (auto& s : shards_) {
-    for (const auto& [k, v] : s->FinalState().rows) {
-      h = (h ^ static_cast<uint64_t>(k * 31 + v)) * 0x100000001b3ULL;
+  for (auto& s : servers_) {
+    for (const DbFinalState& db : s->DbFinalStates()) {
+      for (const auto& [k, v] : db.rows) {
+        h = (h ^ static_cast<uint64_t>(k * 31 + v)) * 0x100000001b3ULL;
+      }
     }
   }
   res.fingerprint = h;
@@ -757,6 +1135,60 @@ const char* CovName(Cov c) {
       return "detached_branch_rolled_back";
     case Cov::kDecisionCollected:
       return "decision_collected";
+    case Cov::kTwoDeployments:
+      return "two_deployment_worlds";
+    case Cov::kForeignXidSkipped:
+      return "other_deployment_xid_skipped";
+    case Cov::kNonSeigoXidSkipped:
+      return "non_seigo_xid_skipped";
+    case Cov::kDstWindow:
+      return "dst_windows";
+    case Cov::kDeciderCheckInDst:
+      return "decider_check_in_dst_window";
+    case Cov::kClosureEndTxRefused:
+      return "closure_endtx_refused";
+    case Cov::kClosureEndTxCommitted:
+      return "closure_endtx_committed";
+    case Cov::kEndedBehindClassifier:
+      return "tx_ended_behind_classifier";
+    case Cov::kSessionTainted:
+      return "session_tainted";
+    case Cov::kMarkerSessionClock:
+      return "marker_from_session_clock";
+    case Cov::kStaleConnection:
+      return "stale_connection";
+    case Cov::kPoolFlushed:
+      return "pool_flushed";
+    case Cov::kRecoveryRetriedFresh:
+      return "recovery_retried_fresh";
+    case Cov::kRestartProbeTxns:
+      return "restart_probe_txns";
+    case Cov::kInnodbTrxCached:
+      return "innodb_trx_cached";
+    case Cov::kOwnerWaitBusy:
+      return "owner_wait_busy";
+    case Cov::kOwnerIdReused:
+      return "owner_wait_for_reused_thread_id";
+    case Cov::kOwnerCheckSkipped:
+      return "owner_check_skipped_wrongly";
+    case Cov::kHungOwnerKilled:
+      return "hung_owner_killed";
+    case Cov::kKilledUnrelated:
+      return "killed_unrelated_connection";
+    case Cov::kLimboCreated:
+      return "limbo_created";
+    case Cov::kLimboDetected:
+      return "limbo_detected";
+    case Cov::kLimboRecovered:
+      return "limbo_recovered";
+    case Cov::kOperatorRestart:
+      return "operator_restart";
+    case Cov::kGcWithForeignSnapshot:
+      return "gc_with_foreign_snapshot";
+    case Cov::kCommitErrorCommitted:
+      return "commit_error_committed";
+    case Cov::kCommitErrorRolledBack:
+      return "commit_error_rolled_back";
     case Cov::kCount:
       break;
   }
@@ -774,6 +1206,24 @@ std::string Coverage::Describe() const {
   return out;
 }
 
+namespace {
+constexpr Variant kAllVariants[] = {
+    Variant::kCorrect,
+    Variant::kNoFence,
+    Variant::kIgnoreDeadline,
+    Variant::kNotaIsDone,
+    Variant::kCommitBeforeDecision,
+    Variant::kIgnoreDeployment,
+    Variant::kZoneClock,
+    Variant::kNoClassifier,
+    Variant::kPoolTainted,
+    Variant::kNoOwnerWait,
+    Variant::kGcOldestTrx,
+    Variant::kCommitErrorIsAbort,
+    Variant::kNoPoolFlush,
+};
+}  // namespace
+
 const char* VariantName(Variant v) {
   switch (v) {
     case Variant::kCorrect:
@@ -786,13 +1236,28 @@ const char* VariantName(Variant v) {
       return "nota_is_done";
     case Variant::kCommitBeforeDecision:
       return "commit_before_decision";
+    case Variant::kIgnoreDeployment:
+      return "ignore_deployment";
+    case Variant::kZoneClock:
+      return "zone_clock";
+    case Variant::kNoClassifier:
+      return "no_classifier";
+    case Variant::kPoolTainted:
+      return "pool_tainted";
+    case Variant::kNoOwnerWait:
+      return "no_owner_wait";
+    case Variant::kGcOldestTrx:
+      return "gc_oldest_trx";
+    case Variant::kCommitErrorIsAbort:
+      return "commit_error_is_abort";
+    case Variant::kNoPoolFlush:
+      return "no_pool_flush";
   }
   return "?";
 }
 
 bool ParseVariant(std::string_view name, Variant* out) {
-  for (Variant v : {Variant::kCorrect, Variant::kNoFence, Variant::kIgnoreDeadline,
-                    Variant::kNotaIsDone, Variant::kCommitBeforeDecision}) {
+  for (Variant v : kAllVariants) {
     if (name == VariantName(v)) {
       *out = v;
       return true;
@@ -802,7 +1267,15 @@ bool ParseVariant(std::string_view name, Variant* out) {
 }
 
 const char* VariantList() {
-  return "correct, no_fence, ignore_deadline, nota_is_done, commit_before_decision";
+  static const std::string list = [] {
+    std::string s;
+    for (Variant v : kAllVariants) {
+      if (!s.empty()) s += ", ";
+      s += VariantName(v);
+    }
+    return s;
+  }();
+  return list.c_str();
 }
 
 SeedResult RunSeed(uint64_t seed, const RunOptions& options) {

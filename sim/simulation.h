@@ -1,11 +1,13 @@
 // One seed of the deterministic simulation (sim/README.md).
 //
-// RunSeed(seed) builds a world from the seed alone — 2-4 simulated MariaDB shards, a trading
-// workload, coordinator processes that run seigo's real core::Protocol::Run / FinishPhase2 /
-// TrySettle / ResolvePass (the seigo_core library, unmodified), standalone resolver processes,
-// and the faults switched on for this seed — runs it to the end, lets it settle with faults off,
-// and checks the invariants. The same seed and variant always give the same schedule, the same
-// result and the same fingerprint.
+// RunSeed(seed) builds a world from the seed alone — 2-4 simulated MariaDB servers, one or two
+// seigo deployments with a database on each of them, other applications on the servers, a
+// trading workload per deployment, coordinator processes that run seigo's real
+// core::Protocol::Run / FinishPhase2 / TrySettle / ResolvePass (the seigo_core library,
+// unmodified), standalone resolver processes, and the faults switched on for this seed — runs it
+// to the end, lets it settle with faults off (an operator, a restart probe, a final garbage
+// collection), and checks the invariants. The same seed and variant always give the same schedule,
+// the same result and the same fingerprint.
 #ifndef SEIGO_SIM_SIMULATION_H_
 #define SEIGO_SIM_SIMULATION_H_
 

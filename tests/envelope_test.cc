@@ -296,7 +296,13 @@ TEST_F(EnvelopeTest, ClosureThatEndsTheTransactionIsRefusedAndNothingCommits) {
   for (const char* stmt : {"COMMIT", "BEGIN", "START TRANSACTION", "ROLLBACK",
                            "SET autocommit = 1", "CREATE TABLE t_end_ddl (x INT)",
                            "LOCK TABLES t_end WRITE", "CALL seigo_p_commit()",
-                           "XA END 'x'"}) {
+                           "XA END 'x'",
+                           // Found by the simulator: statements that carry a COMMIT, or commit
+                           // implicitly, past a deny-list classifier.
+                           "SET STATEMENT max_statement_time=0 FOR COMMIT",
+                           "IF 1 THEN COMMIT; END IF", "BEGIN NOT ATOMIC COMMIT; END",
+                           "/*!COMMIT*/",
+                           "SET PASSWORD FOR 'seigo_nobody'@'localhost' = PASSWORD('x')"}) {
     // On the decider (a local transaction) and on an XA branch; the closure returns an error,
     // or ignores the refused statement and returns OK.
     for (int variant = 0; variant < 4; ++variant) {

@@ -284,20 +284,24 @@ class Conn {
   int failed_at_ = 0;
 };
 
-// Statements a closure may not run inside a seigo transaction: they would end it (COMMIT,
-// ROLLBACK, BEGIN, SET autocommit, XA, LOCK TABLES), commit it implicitly (DDL, FLUSH, ANALYZE,
-// ...), or hide such a statement (SQL-level PREPARE/EXECUTE). Refused before they reach the
-// server; doc/protocol.md, "What a closure may run". Returns the offending keyword, or "".
-std::string ForbiddenInTransaction(std::string_view sql, bool local) {
-  std::string up;
-  up.reserve(sql.size());
-  // Upper-case words, comments dropped, executable comments (/*! ... */, /*M! ... */) opened.
-  for (size_t i = 0; i < sql.size();) {
-    if (sql.compare(i, 2, "--") == 0 || sql[i] == '#') {
+// The words of a statement, upper-cased, with comments dropped and executable comments
+// (/*! ... */, /*M! ... */) opened: their text runs. Stops at `limit` words.
+std::vector<std::string> Words(std::string_view sql, size_t limit) {
+  std::vector<std::string> words;
+  std::string word;
+  auto flush = [&] {
+    if (!word.empty()) words.push_back(std::move(word));
+    word.clear();
+  };
+  for (size_t i = 0; i < sql.size() && words.size() < limit;) {
+    const char ch = sql[i];
+    if (sql.compare(i, 2, "--") == 0 || ch == '#') {
+      flush();
       while (i < sql.size() && sql[i] != '\n') ++i;
       continue;
     }
     if (sql.compare(i, 2, "/*") == 0) {
+      flush();
       size_t j = i + 2;
       if (j < sql.size() && sql[j] == 'M') ++j;
       if (j < sql.size() && sql[j] == '!') {  // executable comment: its text runs
@@ -308,57 +312,77 @@ std::string ForbiddenInTransaction(std::string_view sql, bool local) {
       }
       size_t end = sql.find("*/", i + 2);
       i = end == std::string_view::npos ? sql.size() : end + 2;
-      up += ' ';
       continue;
     }
     if (sql.compare(i, 2, "*/") == 0) {
+      flush();
       i += 2;
-      up += ' ';
       continue;
     }
-    up += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i])));
+    if (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '@' || ch == '$') {
+      word += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    } else {
+      flush();
+      if (ch == '\'' || ch == '"' || ch == '`') {  // a quoted string or name is one "word"
+        size_t end = sql.find(ch, i + 1);
+        words.push_back(std::string(1, ch));
+        i = end == std::string_view::npos ? sql.size() : end + 1;
+        continue;
+      }
+      if (!std::isspace(static_cast<unsigned char>(ch))) words.push_back(std::string(1, ch));
+    }
     ++i;
   }
-  std::vector<std::string> words;
-  for (size_t i = 0; i < up.size() && words.size() < 3;) {
-    if (std::isalpha(static_cast<unsigned char>(up[i])) || up[i] == '_') {
-      size_t j = i;
-      while (j < up.size() && (std::isalnum(static_cast<unsigned char>(up[j])) || up[j] == '_')) {
-        ++j;
-      }
-      words.push_back(up.substr(i, j - i));
-      i = j;
-    } else if (std::isspace(static_cast<unsigned char>(up[i])) || up[i] == '(') {
-      ++i;
-    } else {
-      break;
+  flush();
+  return words;
+}
+
+// Statements a closure may run inside a seigo transaction: an allowlist, because the ways to
+// end a transaction are many (COMMIT, ROLLBACK, BEGIN, SET autocommit, XA, LOCK TABLES, every
+// statement that commits implicitly — DDL, GRANT, SET PASSWORD, FLUSH, ANALYZE TABLE, ... —
+// and statements that can carry one: SET STATEMENT ... FOR, compound statements such as
+// IF ... THEN COMMIT; END IF, SQL-level PREPARE/EXECUTE). Refused before they reach the server;
+// doc/protocol.md, "What a closure may run". `local`: the decider's (or a one-shard) local
+// transaction, where CALL is refused too (a procedure could COMMIT; on an XA branch the server
+// refuses that itself). Returns the refused statement's leading words, or "".
+std::string ForbiddenInTransaction(std::string_view sql, bool local) {
+  const std::vector<std::string> w = Words(sql, 64);
+  size_t at = 0;
+  while (at < w.size() && w[at] == "(") ++at;  // (SELECT ...) UNION ...
+  if (at >= w.size()) return "";
+  const std::string& first = w[at];
+  const std::string second = at + 1 < w.size() ? w[at + 1] : "";
+  auto has = [&](const char* word) {
+    for (size_t k = at; k < w.size(); ++k) {
+      if (w[k] == word) return true;
     }
+    return false;
+  };
+  static const char* const kAllowed[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE",
+                                         "WITH",   "VALUES", "TABLE",  "DO",     "SAVEPOINT",
+                                         "RELEASE", "SHOW",  "EXPLAIN", "DESCRIBE", "DESC"};
+  for (const char* a : kAllowed) {
+    if (first == a) return "";
   }
-  if (words.empty()) return "";
-  const std::string& w = words[0];
-  const std::string second = words.size() > 1 ? words[1] : "";
-  static const char* const kEnding[] = {
-      "COMMIT", "BEGIN", "START", "XA", "LOCK", "UNLOCK", "ALTER", "RENAME", "TRUNCATE",
-      "GRANT", "REVOKE", "FLUSH", "ANALYZE", "OPTIMIZE", "REPAIR", "CHECK", "CACHE", "INSTALL",
-      "UNINSTALL", "PREPARE", "EXECUTE", "DEALLOCATE", "CHANGE", "RESET", "PURGE", "SHUTDOWN",
-      "BACKUP"};
-  for (const char* k : kEnding) {
-    if (w == k) return w;
+  if (first == "ROLLBACK" &&
+      (second == "TO" || (second == "WORK" && at + 2 < w.size() && w[at + 2] == "TO"))) {
+    return "";
   }
-  if ((w == "CREATE" || w == "DROP") && second != "TEMPORARY") return w;
-  if (w == "LOAD" && second == "INDEX") return "LOAD INDEX";
-  if (w == "ROLLBACK" && second != "TO" && !(second == "WORK" && words.size() > 2 &&
-                                            words[2] == "TO")) {
-    return "ROLLBACK";
+  if ((first == "CREATE" || first == "DROP") && second == "TEMPORARY") return "";
+  if (first == "LOAD" && (second == "DATA" || second == "XML")) return "";
+  if (first == "CALL") return local ? "CALL" : "";
+  if (first == "SET") {
+    // Variables, names, the time zone... but not what changes how the transaction ends, nor
+    // what commits implicitly, nor a statement run FOR another one.
+    // (Words() splits "@@session.autocommit" into "@@SESSION", ".", "AUTOCOMMIT".)
+    if (second == "STATEMENT" || second == "PASSWORD" || second == "DEFAULT" ||
+        second == "ROLE" || has("AUTOCOMMIT") || has("@@AUTOCOMMIT") ||
+        has("COMPLETION_TYPE") || has("@@COMPLETION_TYPE") || has("TRANSACTION")) {
+      return "SET " + second;
+    }
+    return "";
   }
-  if (w == "SET" && (up.find("AUTOCOMMIT") != std::string::npos ||
-                     up.find("COMPLETION_TYPE") != std::string::npos)) {
-    return "SET autocommit";
-  }
-  // A procedure may COMMIT. On an XA branch the server refuses that (XAER_RMFAIL); the local
-  // transaction of the decider (or of a one-shard transaction) has no such protection.
-  if (w == "CALL" && local) return "CALL";
-  return "";
+  return second.empty() ? first : first + " " + second;
 }
 
 class MariaSession final : public Session {
@@ -405,7 +429,9 @@ class MariaSession final : public Session {
     // back with the branch, so it shows what became of the branch (ProbeBranches), names the
     // owner's server thread for CheckOwner, and reveals a commit by XID that did not take
     // effect (CommitXid).
+    // The session clock is reset first: a closure's SET timestamp must not date the marker.
     Status s = conn_.Run(
+        "SET @@session.timestamp=DEFAULT;"
         "INSERT INTO seigo_branch (gid, decider, owner, created_ms, deadline_ms) VALUES ('" +
         xid.gid + "', " + std::to_string(xid.decider) + ", CONNECTION_ID(), " + kServerNowMs +
         ", " + std::to_string(xid.deadline_ms) + ");XA END " + XidSql(xid) + ";XA PREPARE " +
@@ -616,7 +642,9 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
           (bad == "CALL" ? std::string(" on the shard whose local transaction decides it (the "
                                        "first shard touched): a procedure could COMMIT it. "
                                        "CALL works on the other shards of a transaction")
-                         : std::string(": it would end or implicitly commit the transaction")) +
+                         : std::string(": only statements that cannot end or implicitly "
+                                       "commit it may run there (DML, SAVEPOINT, SET of "
+                                       "variables, temporary tables, ...)")) +
           " (doc/protocol.md, \"What a closure may run\"): " + std::string(sql));
     }
   }
@@ -1089,28 +1117,33 @@ Result<std::map<std::string, MarkerState>> ReadMarkers(Conn& c,
 // seconds, so a marker within 2 s of the start counts as this incarnation (the cautious side:
 // at worst a retry waits for an unrelated thread).
 bool SameIncarnation(const MarkerState& m) { return m.created_ms >= m.server_start_ms - 2000; }
-// For closing a connection the doubt goes the other way: the thread must surely be the owner.
-// A hung owner has sent nothing since its XA PREPARE, so it has been idle at least since the
-// marker was written; a thread of a later incarnation cannot have been idle that long (its idle
-// time is below the server's uptime, which is below the marker's age).
+// Whether the owner thread is surely still the branch's owner, alive: the marker was written
+// well after the server started (so the thread id is of this incarnation), and the thread has
+// been idle at least since the marker was written (an owner sends nothing after its PREPARE
+// but its XA COMMIT/ROLLBACK). A thread of a later incarnation that got the same id cannot pass
+// both: its idle time is below the server's uptime, which is below the marker's age.
 bool SurelyTheIdleOwner(const MarkerState& m) {
-  return m.owner_idle_s >= 0 && m.owner_idle_s * 1000 >= m.now_ms - m.created_ms - 1000;
+  return m.owner_connected && m.created_ms > m.server_start_ms + 1000 && m.owner_idle_s >= 0 &&
+         m.owner_idle_s * 1000 >= m.now_ms - m.created_ms - 1000;
 }
 
 // Before committing or rolling back a branch by XID from a connection that does not own it.
 // MariaDB's limbo race (doc/limbo-branch.md): while the owner's connection is being torn down,
 // the XID is already free but InnoDB still ties the transaction to the dying thread; an
 // XA COMMIT or XA ROLLBACK landing then returns OK, is binlogged, and InnoDB keeps the branch
-// prepared and hidden from XA RECOVER until a restart. So we wait while the owner thread is in
-// PROCESSLIST (it is removed early in the teardown) and while INNODB_TRX still ties the branch
-// to it (until the very end). INNODB_TRX is served from a cache that may be up to ~100 ms old
-// under frequent reads, so this narrows the window rather than closing it; the marker check
-// after the commit (CommitXid) is what detects the rest. The marker names the owner, so this
-// works for a branch prepared by any process.
+// prepared and hidden from XA RECOVER until a restart. INNODB_TRX shows that tie
+// (trx_mysql_thread_id = the owner) until the engine has taken the branch over: we wait while
+// it is there. INNODB_TRX is served from a cache that may be stale under frequent reads, so this
+// narrows the window rather than closing it; the marker check after the XA statement is what
+// detects the rest. A live owner that is idle (hung) is waited for too, and closed once it has
+// held a decided branch past its deadline + kHungOwnerMs. A connected thread that is not surely
+// the owner (busy, or maybe a later incarnation's thread with the same id) is not waited for:
+// if it is the live owner, the XA statement gets XAER_NOTA and nothing happens.
 Status CheckOwner(Conn& c, const Xid& xid, const MarkerState& m) {
-  if (!m.present || m.committed || !SameIncarnation(m)) return Status::OK();
-  if (!m.owner_attached && !m.owner_connected) return Status::OK();
-  if (m.owner_connected && SurelyTheIdleOwner(m) && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
+  if (!m.present || m.committed) return Status::OK();
+  const bool attached = m.owner_attached && SameIncarnation(m);
+  const bool idle_owner = SurelyTheIdleOwner(m);
+  if (idle_owner && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
     // A decision exists (only then is this called) and the process that prepared the branch
     // has held it long past the deadline: it is hung. Closing its connection detaches the
     // branch; a later call commits or rolls it back once the teardown is over.
@@ -1121,6 +1154,7 @@ Status CheckOwner(Conn& c, const Xid& xid, const MarkerState& m) {
                         " s past its deadline; " +
                         (k.ok() ? "closed it" : "closing it failed: " + k.ToString()));
   }
+  if (!attached && !idle_owner) return Status::OK();
   return Status::Busy(std::string("the connection that owns the branch (server thread ") +
                       std::to_string(m.owner) + ") is " +
                       (m.owner_connected ? "still open" : "still closing"));
