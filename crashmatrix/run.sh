@@ -8,7 +8,11 @@
 #   zero VIOLATION lines; naive mode (the negative control) must have some.
 #
 #   --quick: the CI size (2 runs per cell, 2 s of trades each; about 2-3 minutes on 2 cores).
-#   Default (full): 10 runs per cell, 4 s each (about 15 minutes).
+#   Default (full): 10 runs per cell, 4 s each (about 20 minutes). The full set also has the
+#   cells deploy2 (two seigo deployments on the same servers: B dies at its commit point while
+#   A's resolvers run past B's deadline) and dst (servers and application under
+#   TZ=America/New_York + libfaketime across the autumn change); at the quick size they run
+#   with --quick --only '^(deploy2|dst) ' (ctest CrashMatrixSharedServersAndDst, ~1-1.5 min).
 #   It starts and stops its OWN MariaDB shards (scripts/servers.sh, state dir
 #   /tmp/seigo-crashmatrix, which it wipes; ports 33461+, proxy 33471, control 33472): never
 #   the servers that scripts/test.sh starts. Needs build/seigo (cmake --build build --target

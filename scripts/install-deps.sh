@@ -6,7 +6,8 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config libmariadb-dev mariadb-server mariadb-client libgtest-dev
-      libcli11-dev nlohmann-json3-dev spin valgrind procps iproute2 python3 gdb tzdata)
+      libcli11-dev nlohmann-json3-dev spin valgrind procps iproute2 python3 gdb tzdata
+      libfaketime)
 
 missing=()
 for p in "${PKGS[@]}"; do

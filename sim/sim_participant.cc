@@ -476,14 +476,14 @@ uint64_t SimServer::ThreadOfTrx(const Trx& t) const {
   return it == conns_.end() ? 0 : it->second.thread_id;
 }
 
-std::vector<uint64_t> SimServer::InnodbTrxThreads() {
+std::vector<std::pair<uint64_t, int64_t>> SimServer::InnodbTrxThreads() {
   // information_schema.INNODB_TRX comes from a cache that InnoDB refreshes only if nobody on the
   // whole server read it in the last 100 ms: reads spaced closer keep getting the same old
   // snapshot. A snapshot from before a branch existed does not show its owner at all.
   const int64_t now = ctx_.sched->now();
   if (now - trx_cache_last_read_ >= kInnodbTrxCacheMs) {
     trx_cache_.clear();
-    for (const auto& [id, t] : trxs_) trx_cache_.push_back(ThreadOfTrx(t));
+    for (const auto& [id, t] : trxs_) trx_cache_.push_back({ThreadOfTrx(t), t.started_ms});
   } else {
     ctx_.coverage->Add(Cov::kInnodbTrxCached);
   }
@@ -1009,7 +1009,11 @@ Result<MarkerRead> SimServer::ReadMarker(uint64_t conn, const std::string& gid) 
       }
     }
     m.sim_owner_here = conns_.count(mk->owner_conn) != 0;
-    for (uint64_t th : InnodbTrxThreads()) m.owner_attached |= th == mk->owner && th != 0;
+    // src/mariadb: tied by a transaction that began before the marker (whole seconds, +1 s).
+    for (const auto& [th, started] : InnodbTrxThreads()) {
+      m.owner_attached |=
+          th == mk->owner && th != 0 && started / 1000 <= mk->created_ms / 1000 + 1;
+    }
     for (const auto& [id, cc] : conns_) {
       if (!cc.in_processlist || cc.thread_id != mk->owner) continue;
       m.owner_connected = true;
@@ -1604,7 +1608,7 @@ Status SimParticipant::CheckOwner(SimSession& s, const Xid& xid, const MarkerRea
   // owner it must also have been idle since the marker was written.
   const int64_t server_start_ms = m.now_ms - m.uptime_s * 1000;
   const bool same_incarnation = m.created_ms >= server_start_ms - 2000;
-  const bool attached = m.owner_attached && same_incarnation;
+  const bool attached = m.owner_attached;  // by a transaction older than the marker
   const bool idle_owner = m.owner_connected && m.created_ms > server_start_ms + 1000 &&
                           m.owner_idle_s >= 0 &&
                           m.owner_idle_s * 1000 >= m.now_ms - m.created_ms - 1000;

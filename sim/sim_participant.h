@@ -364,7 +364,8 @@ class SimServer {
   // A statement arrives with no transaction open: opens one (autocommit=0) or runs as its own
   // (autocommit=1). Checks invariant 6. Returns the transaction to run it in.
   uint64_t TrxForStatement(uint64_t conn, const char* what);
-  std::vector<uint64_t> InnodbTrxThreads();  // INNODB_TRX.trx_mysql_thread_id, cached
+  // INNODB_TRX (trx_mysql_thread_id, trx_started in ms of this server's clock), cached.
+  std::vector<std::pair<uint64_t, int64_t>> InnodbTrxThreads();
   uint64_t ThreadOfTrx(const Trx& t) const;
   void CheckDeployment(const Conn& c, const Trx& t, const char* what);
   void Trace(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -383,7 +384,7 @@ class SimServer {
   int64_t start_ms_ = 0;         // this incarnation's start, by its clock (UPTIME)
   uint64_t thread_counter_ = 0;  // CONNECTION_ID(): from 1 again after a restart
   bool no_wait_ = false;
-  std::vector<uint64_t> trx_cache_;  // the INNODB_TRX cache
+  std::vector<std::pair<uint64_t, int64_t>> trx_cache_;  // the INNODB_TRX cache
   int64_t trx_cache_last_read_ = INT64_MIN / 2;
   bool keep_foreign_snapshot_ = false;
   int foreign_db_ = -1;

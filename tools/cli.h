@@ -2,6 +2,7 @@
 #ifndef SEIGO_TOOLS_CLI_H_
 #define SEIGO_TOOLS_CLI_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,8 +29,10 @@ struct Common {
 // Opens a coordinator for a tool: no background resolver (tools run passes explicitly).
 // `prepare_schema` false for tools that promise to change nothing (`seigo status`).
 // On failure prints the error to stderr and stores the exit code.
-std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code,
-                                         bool background = false, bool prepare_schema = true);
+// `tweak`, if given, adjusts the options before opening.
+std::unique_ptr<Coordinator> OpenForTool(
+    const Common& c, int* exit_code, bool background = false, bool prepare_schema = true,
+    const std::function<void(CoordinatorOptions&)>& tweak = nullptr);
 
 // Exit code for a failed Status.
 int ExitCodeFor(const Status& s);

@@ -167,7 +167,12 @@ struct Stats {
 int DemoRun(const Common& common, int clients, double seconds, const std::string& mode) {
   int rc = kExitOk;
   // seigo mode runs the background resolver, as an application would.
-  auto c = OpenForTool(common, &rc, /*background=*/mode == "seigo");
+  // Naive mode is the negative control: plain local commits, as an application without seigo
+  // would do them — no commit record that would resolve a lost reply.
+  auto c = OpenForTool(common, &rc, /*background=*/mode == "seigo", /*prepare_schema=*/true,
+                       [&](CoordinatorOptions& o) {
+                         if (mode == "naive") o.protocol.record_one_shard_commits = false;
+                       });
   if (!c) return rc;
   Result<Meta> meta = ReadMeta(*c);
   if (!meta.ok()) {

@@ -22,13 +22,15 @@ int ExitCodeFor(const Status& s) {
 }
 
 std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool background,
-                                         bool prepare_schema) {
+                                         bool prepare_schema,
+                                         const std::function<void(CoordinatorOptions&)>& tweak) {
   CoordinatorOptions o;
   o.prepare_schema = prepare_schema;
   o.shards = c.shards;
   o.lock_wait_timeout_s = c.lock_wait_timeout_s;
   o.protocol.txn_timeout_ms = c.txn_timeout_ms;
   o.resolver_interval_ms = background ? 1'000 : 0;
+  if (tweak) tweak(o);
   Result<std::unique_ptr<Coordinator>> r = Coordinator::Open(o);
   if (!r.ok()) {
     std::fprintf(stderr, "seigo: %s\n", r.status().ToString().c_str());

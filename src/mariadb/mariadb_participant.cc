@@ -192,10 +192,13 @@ class Conn {
     // NULL-into-NOT-NULL being an error. session_track_state_change makes the server flag every
     // reply after which the session's state (variables, time zone, schema, temporary tables,
     // ...) differs: such a session is never pooled (SessionChanged).
+    // Recovery sessions (autocommit) read INNODB_TRX.trx_started, which is in the server's
+    // SYSTEM zone: their session zone is made the same. Transaction sessions keep the server's
+    // default zone for the application's own NOW().
     return Run("SET SESSION innodb_lock_wait_timeout=" + std::to_string(c.lock_wait_timeout_s) +
                ", SESSION sql_mode=CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')"
                ", SESSION session_track_state_change=ON, autocommit=" +
-               (autocommit ? "1" : "0"));
+               (autocommit ? "1, SESSION time_zone='SYSTEM'" : "0"));
   }
 
   // Runs text SQL (possibly several statements); drains every result; returns the first error
@@ -1069,8 +1072,12 @@ Result<std::map<std::string, MarkerState>> ReadMarkers(Conn& c,
   SEIGO_RETURN_IF_ERROR(c.Run(
       "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED;"
       "SELECT b.gid, b.owner, b.created_ms,"
+      // Tied to the owner thread by a transaction that began before the marker was written
+      // (a later incarnation's thread with the same id has younger transactions). trx_started
+      // is in the server's SYSTEM zone, which recovery sessions use; whole seconds, so +1 s.
       " (SELECT COUNT(*) FROM information_schema.INNODB_TRX t"
-      "  WHERE t.trx_mysql_thread_id = b.owner),"
+      "  WHERE t.trx_mysql_thread_id = b.owner"
+      "  AND UNIX_TIMESTAMP(t.trx_started) <= b.created_ms DIV 1000 + 1),"
       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST p WHERE p.ID = b.owner),"
       " (SELECT COALESCE(MAX(p.TIME), -1) FROM information_schema.PROCESSLIST p"
       "  WHERE p.ID = b.owner AND p.COMMAND = 'Sleep')"
@@ -1112,11 +1119,6 @@ Result<std::map<std::string, MarkerState>> ReadMarkers(Conn& c,
   return out;
 }
 
-// Thread ids start again from 1 when the server restarts: the marker's owner is only that
-// server thread if the marker was written in this incarnation of the server. Uptime has whole
-// seconds, so a marker within 2 s of the start counts as this incarnation (the cautious side:
-// at worst a retry waits for an unrelated thread).
-bool SameIncarnation(const MarkerState& m) { return m.created_ms >= m.server_start_ms - 2000; }
 // Whether the owner thread is surely still the branch's owner, alive: the marker was written
 // well after the server started (so the thread id is of this incarnation), and the thread has
 // been idle at least since the marker was written (an owner sends nothing after its PREPARE
@@ -1141,7 +1143,7 @@ bool SurelyTheIdleOwner(const MarkerState& m) {
 // if it is the live owner, the XA statement gets XAER_NOTA and nothing happens.
 Status CheckOwner(Conn& c, const Xid& xid, const MarkerState& m) {
   if (!m.present || m.committed) return Status::OK();
-  const bool attached = m.owner_attached && SameIncarnation(m);
+  const bool attached = m.owner_attached;  // by a transaction older than the marker
   const bool idle_owner = SurelyTheIdleOwner(m);
   if (idle_owner && m.now_ms > xid.deadline_ms + kHungOwnerMs) {
     // A decision exists (only then is this called) and the process that prepared the branch
