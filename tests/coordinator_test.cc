@@ -114,11 +114,16 @@ int64_t GlobalStatus(Coordinator& c, uint32_t shard, const std::string& name) {
   return r.ok() && !r->rows.empty() ? *r->Int(0, 0) : -1;
 }
 
-// The one-shard path prepares nothing and, by default, records its commit: a decision row for
-// its gid on its own shard, inserted in the COMMIT's round trip (issue 8: a lost COMMIT reply is
-// then resolvable). Without the record it writes nothing but its own rows.
-TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndRecordsItsCommit) {
+// The one-shard path prepares nothing. With ProtocolOptions::record_one_shard_commits it records
+// its commit: a decision row for its gid on its own shard, inserted in the COMMIT's round trip
+// (issue 8: a lost COMMIT reply is then resolvable). Without (the default) it writes nothing but
+// its own rows.
+TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndRecordsItsCommitWhenAsked) {
   FreshTable("t_one");
+  CoordinatorOptions o = TestOptions();
+  o.protocol.record_one_shard_commits = true;
+  auto rec = Coordinator::Open(o);
+  ASSERT_TRUE(rec.ok());
   int64_t a, b;
   KeysOnTwoShards(&a, &b);
   const int64_t xa0 = GlobalStatus(*coord_, 0, "COM_XA_PREPARE");
@@ -127,7 +132,7 @@ TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndRecordsItsCommit) {
     return *coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision")->Int(0, 0);
   };
   const int64_t decisions_before = decisions();
-  TxResult r = coord_->Run([&](Tx& tx) -> Status {
+  TxResult r = (*rec)->Run([&](Tx& tx) -> Status {
     SEIGO_RETURN_IF_ERROR(tx.Exec(a, "INSERT INTO t_one (k, v) VALUES (?, 1)", {a}).status());
     return tx.Exec(a, "UPDATE t_one SET v = v + 1 WHERE k = ?", {a}).status();
   });
@@ -156,9 +161,7 @@ TEST_F(CoordinatorTest, OneShardPathPreparesNothingAndRecordsItsCommit) {
 
 TEST_F(CoordinatorTest, OneShardPathWithoutACommitRecordWritesNoDecisionRow) {
   FreshTable("t_one_plain");
-  CoordinatorOptions o = TestOptions();
-  o.protocol.record_one_shard_commits = false;
-  auto c = Coordinator::Open(o);
+  auto c = Coordinator::Open(TestOptions());  // the default: no record
   ASSERT_TRUE(c.ok());
   const int64_t before =
       *coord_->QueryShard(0, "SELECT COUNT(*) FROM seigo_decision")->Int(0, 0);

@@ -762,6 +762,7 @@ TEST_F(EnvelopeTest, LostOneShardCommitReplyResolvesToADefiniteOutcome) {
   o.read_timeout_s = 1;
   o.protocol.max_attempts = 1;
   o.protocol.unknown_resolve_tries = 8;
+  o.protocol.record_one_shard_commits = true;
   auto c = Coordinator::Open(o);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   const int64_t a = KeyOnShard(0);

@@ -27,10 +27,11 @@ struct ProtocolOptions {
   // One-shard transactions insert a commit record (a decision row for their gid, on their
   // shard) in the same round trip as their COMMIT, so that a lost COMMIT reply is resolved —
   // committed or not — through the fence, like a multi-shard commit, instead of staying
-  // outcome_unknown. Costs one row insert per one-shard transaction (and its deletion later);
-  // BENCHMARKS.md measures it. The record also puts the deadline on one-shard transactions:
-  // one that is still running after txn_timeout_ms is refused and retried. false: plain COMMIT.
-  bool record_one_shard_commits = true;
+  // outcome_unknown. It also puts the deadline on one-shard transactions (one still running
+  // after txn_timeout_ms is refused and retried). Off by default: the row insert and its later
+  // deletion cost one-shard throughput about 20 % on this project's benchmark (BENCHMARKS.md,
+  // P2 0.80 with it against the goal 0.95).
+  bool record_one_shard_commits = false;
 };
 
 struct ResolverOptions {
