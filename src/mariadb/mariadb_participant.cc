@@ -349,7 +349,9 @@ std::vector<std::string> Words(std::string_view sql, size_t limit) {
 // transaction, where CALL is refused too (a procedure could COMMIT; on an XA branch the server
 // refuses that itself). Returns the refused statement's leading words, or "".
 std::string ForbiddenInTransaction(std::string_view sql, bool local) {
-  const std::vector<std::string> w = Words(sql, 64);
+  // Three words decide, except for SET (and a parenthesised first statement): read on then.
+  std::vector<std::string> w = Words(sql, 3);
+  if (!w.empty() && (w[0] == "SET" || w[0] == "(")) w = Words(sql, 64);
   size_t at = 0;
   while (at < w.size() && w[at] == "(") ++at;  // (SELECT ...) UNION ...
   if (at >= w.size()) return "";
@@ -432,9 +434,10 @@ class MariaSession final : public Session {
     // back with the branch, so it shows what became of the branch (ProbeBranches), names the
     // owner's server thread for CheckOwner, and reveals a commit by XID that did not take
     // effect (CommitXid).
-    // The session clock is reset first: a closure's SET timestamp must not date the marker.
+    // The session clock is reset first if a caller changed the session (a closure's SET
+    // timestamp must not date the marker; SERVER_SESSION_STATE_CHANGED told us, see Execute).
     Status s = conn_.Run(
-        "SET @@session.timestamp=DEFAULT;"
+        std::string(tainted_ ? "SET @@session.timestamp=DEFAULT;" : "") +
         "INSERT INTO seigo_branch (gid, decider, owner, created_ms, deadline_ms) VALUES ('" +
         xid.gid + "', " + std::to_string(xid.decider) + ", CONNECTION_ID(), " + kServerNowMs +
         ", " + std::to_string(xid.deadline_ms) + ");XA END " + XidSql(xid) + ";XA PREPARE " +
@@ -458,7 +461,8 @@ class MariaSession final : public Session {
     // One round trip: reset the session clock (a closure may have SET timestamp), insert the
     // commit row, COMMIT. If the insert fails (duplicate gid = fenced; NULL outcome = past the
     // deadline by this server's clock) the server stops the batch and COMMIT never runs.
-    std::string sql = "SET @@session.timestamp=DEFAULT;"
+    const int reset = tainted_ ? 1 : 0;  // the SET is needed only if a caller changed the session
+    std::string sql = std::string(reset ? "SET @@session.timestamp=DEFAULT;" : "") +
                       "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms, decided_ms) "
                       "VALUES ('" + d.gid + "', IF(" + kServerNowMs + " < " +
                       std::to_string(d.deadline_ms) + ", 'C', NULL), '" + ShardList(d.shards) +
@@ -469,7 +473,7 @@ class MariaSession final : public Session {
       return s;
     }
     if (s.Is(Code::kUnavailable)) return s;  // outcome unknown; the session is broken
-    if (conn_.failed_at() == 2) {
+    if (conn_.failed_at() == 1 + reset) {
       // The COMMIT answered with an error after the insert went in: not ours to assume either
       // way (doc/protocol.md, crash window 4). The caller learns the outcome through the fence.
       conn_.set_broken();
