@@ -18,6 +18,32 @@
 namespace seigo::testing {
 namespace {
 
+// An Env that freezes shard 0's mariadbd (SIGSTOP) when a commit point is about to be sent, and
+// thaws it (SIGCONT) `thaw_after_ms` later (0: never; the test kills it).
+struct FreezingEnv final : Env {
+  std::string pid_file;
+  int64_t thaw_after_ms = 0;
+  std::thread thaw;
+  ~FreezingEnv() override {
+    if (thaw.joinable()) thaw.join();
+  }
+  int64_t NowMs() override { return DefaultEnv()->NowMs(); }
+  void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
+  uint64_t Random64() override { return DefaultEnv()->Random64(); }
+  void CrashPoint(CrashSite site) override {
+    if (site != CrashSite::kBeforeDecision || thaw.joinable() || frozen) return;
+    frozen = true;
+    std::system(("kill -STOP $(cat " + pid_file + ")").c_str());
+    if (thaw_after_ms > 0) {
+      thaw = std::thread([f = pid_file, ms = thaw_after_ms] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        std::system(("kill -CONT $(cat " + f + ")").c_str());
+      });
+    }
+  }
+  bool frozen = false;
+};
+
 class EnvelopeTest : public DbTest {
  protected:
   // The test shard list with every database renamed to `db` (created on each server).
@@ -685,16 +711,7 @@ TEST_F(EnvelopeTest, LostCommitIsSettledByRecoverBeforeTheDeadlineWithoutTheReso
   const char* dir = std::getenv("SEIGO_STATE_DIR");
   ASSERT_NE(dir, nullptr);
   FreshTable("t_lost");
-  struct FreezingEnv final : Env {
-    std::string pid_file;
-    int64_t NowMs() override { return DefaultEnv()->NowMs(); }
-    void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
-    uint64_t Random64() override { return DefaultEnv()->Random64(); }
-    void CrashPoint(CrashSite site) override {
-      if (site != CrashSite::kBeforeDecision) return;
-      std::system(("kill -STOP $(cat " + pid_file + ")").c_str());
-    }
-  } env;
+  FreezingEnv env;
   env.pid_file = std::string(dir) + "/mariadb-0/mariadbd.pid";
   CoordinatorOptions o = TestOptions();
   o.env = &env;
@@ -738,24 +755,8 @@ TEST_F(EnvelopeTest, LostOneShardCommitReplyResolvesToADefiniteOutcome) {
   const char* dir = std::getenv("SEIGO_STATE_DIR");
   ASSERT_NE(dir, nullptr);
   FreshTable("t_lost1");
-  struct FreezingEnv final : Env {
-    std::string pid_file;
-    std::thread thaw;
-    ~FreezingEnv() override {
-      if (thaw.joinable()) thaw.join();
-    }
-    int64_t NowMs() override { return DefaultEnv()->NowMs(); }
-    void SleepMs(int64_t ms) override { DefaultEnv()->SleepMs(ms); }
-    uint64_t Random64() override { return DefaultEnv()->Random64(); }
-    void CrashPoint(CrashSite site) override {
-      if (site != CrashSite::kBeforeDecision || thaw.joinable()) return;
-      std::system(("kill -STOP $(cat " + pid_file + ")").c_str());
-      thaw = std::thread([f = pid_file] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-        std::system(("kill -CONT $(cat " + f + ")").c_str());
-      });
-    }
-  } env;
+  FreezingEnv env;
+  env.thaw_after_ms = 1500;
   env.pid_file = std::string(dir) + "/mariadb-0/mariadbd.pid";
   CoordinatorOptions o = TestOptions();
   o.env = &env;
