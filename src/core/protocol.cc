@@ -168,7 +168,7 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
   if (branches_.size() == 1 && !p_.options_.record_one_shard_commits) {
     // One-shard fast path without a record: a plain local commit. There is no decision row, so
     // a lost reply is truly unknowable by seigo; atomicity still holds (one local transaction).
-    // With record_one_shard_commits (the default) the one-shard transaction takes the path
+    // With record_one_shard_commits (off by default) the one-shard transaction takes the path
     // below with no branch to prepare: its commit inserts a decision row, so a lost COMMIT
     // reply is resolved by the fence like any other.
     Status s = decider.session->CommitLocal();
