@@ -842,18 +842,6 @@ MariaDbParticipant::~MariaDbParticipant() = default;
 
 namespace {
 
-Status CountColumn(Conn& c, const char* table, const char* column, bool* exists) {
-  QueryResult r;
-  SEIGO_RETURN_IF_ERROR(c.Run(std::string("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
-                                          "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '") +
-                                  table + "' AND COLUMN_NAME = '" + column + "'",
-                              &r));
-  Result<int64_t> n = r.Int(0, 0);
-  if (!n.ok()) return n.status();
-  *exists = *n > 0;
-  return Status::OK();
-}
-
 // Tables made by seigo 0.1: add what is missing, drop the TIMESTAMP columns (they stop working
 // in 2038). Each ALTER runs only if needed, so a normal start runs none.
 Status MigrateSchema(Conn& c) {
@@ -873,10 +861,22 @@ Status MigrateSchema(Conn& c) {
        "ALTER TABLE seigo_shard ADD COLUMN claimed_ms BIGINT NOT NULL DEFAULT 0"},
       {"seigo_shard", "claimed_at", false, "ALTER TABLE seigo_shard DROP COLUMN claimed_at"},
   };
+  // One read of seigo's columns, then only the ALTERs that are needed (a normal start runs none).
+  QueryResult cols;
+  SEIGO_RETURN_IF_ERROR(c.Run("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+                              "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN "
+                              "('seigo_decision', 'seigo_shard')",
+                              &cols));
+  auto has = [&](const char* table, const char* column) {
+    for (const auto& row : cols.rows) {
+      if (row.size() >= 2 && row[0] && row[1] && *row[0] == table && *row[1] == column) {
+        return true;
+      }
+    }
+    return false;
+  };
   for (const Step& st : kSteps) {
-    bool has = false;
-    SEIGO_RETURN_IF_ERROR(CountColumn(c, st.table, st.column, &has));
-    if (has != st.want) SEIGO_RETURN_IF_ERROR(c.Run(st.sql));
+    if (has(st.table, st.column) != st.want) SEIGO_RETURN_IF_ERROR(c.Run(st.sql));
   }
   return Status::OK();
 }
