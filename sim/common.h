@@ -81,7 +81,6 @@ enum class Cov : int {
   kClosureEndTxCommitted,  // ... reached a local transaction and committed the work so far
   kEndedBehindClassifier,  // the status flags showed a local transaction ended by a statement
   kSessionTainted,         // a session whose state a closure changed was kept out of the pool
-  kMarkerSessionClock,     // a marker's created_ms came from a closure's SET timestamp
   kStaleConnection,        // a call found its connection gone (server restarted, or killed)
   kPoolFlushed,            // an idle connection from before a dead one was dropped unused
   kRecoveryRetriedFresh,   // a recovery call was retried on a fresh connection

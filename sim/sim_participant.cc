@@ -696,11 +696,12 @@ Status SimServer::XaEndPrepare(uint64_t conn, const Xid& xid) {
   if (t == nullptr || t->kind != Kind::kBranch || t->xid_key != XidKey(xid)) return Nota();
   if (t->xa_state == XaState::kRollbackOnly) return RbDeadlock();
   if (t->xa_state == XaState::kPrepared) return RmFail();
-  // The batch "SET @@session.timestamp=DEFAULT; INSERT INTO seigo_branch (.., owner,
+  // The batch "[SET @@session.timestamp=DEFAULT;] INSERT INTO seigo_branch (.., owner,
   // created_ms, ..) VALUES (.., CONNECTION_ID(), <kServerNowMs>, ..); XA END; XA PREPARE": the
   // marker is written inside the branch, so it is prepared, committed or rolled back with it.
-  // The session clock is reset first, so a closure's SET timestamp cannot date the marker (it
-  // did before the simulator found it: sim/README.md, "Found").
+  // On a session a closure changed, the session clock is reset first, so a closure's SET
+  // timestamp cannot date the marker (it did before the simulator found it: sim/README.md,
+  // "Found"); on any other session the reset changes nothing, so it is modelled always.
   c->timestamp_ms.reset();
   const int64_t created = SessionClockMs(*c);
   t->marker = Marker{c->thread_id, conn, created};

@@ -46,12 +46,6 @@ int64_t ItemsKey(int64_t offset, int player) {
 
 enum class ProcessKind { kCoordinator, kResolver, kFinalResolver, kProbe };
 
-// ProtocolOptions::record_one_shard_commits, where the core has it (it is new).
-template <typename O>
-void SetRecordOneShardCommits(O& o, bool on) {
-  if constexpr (requires { o.record_one_shard_commits; }) o.record_one_shard_commits = on;
-}
-
 class Simulation;
 
 // The Env of one simulated process: its own clock (which may be stepped), sleeps that block its
@@ -328,7 +322,7 @@ void Simulation::DrawDeployment(Deployment& d, bool first) {
   o.txn_timeout_ms = timeouts[rng_.Uniform(4)];
   o.unknown_resolve_tries = static_cast<int>(rng_.Range(1, 5));
   o.phase2_tries = static_cast<int>(rng_.Range(1, 5));
-  SetRecordOneShardCommits(o, rng_.Chance(0.7));
+  o.record_one_shard_commits = rng_.Chance(0.7);  // both one-shard paths, whatever the default
   d.phase2_before_return = rng_.Chance(0.6);
   ResolverOptions& r = d.resolver;
   r.collect_garbage = rng_.Chance(0.9);
@@ -1153,8 +1147,6 @@ const char* CovName(Cov c) {
       return "tx_ended_behind_classifier";
     case Cov::kSessionTainted:
       return "session_tainted";
-    case Cov::kMarkerSessionClock:
-      return "marker_from_session_clock";
     case Cov::kStaleConnection:
       return "stale_connection";
     case Cov::kPoolFlushed:

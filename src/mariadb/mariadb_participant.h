@@ -96,8 +96,9 @@ class MariaDbParticipant final : public Participant {
   // Bumped whenever a connection is found dead: idle connections made before are dropped
   // instead of reused (after a server restart every one of them is dead).
   std::atomic<uint64_t> generation_{0};
-  // Two pools: transaction sessions (autocommit=0, idle with a spare XA transaction open, see
-  // the .cc); recovery and tool sessions (autocommit=1: each statement its own transaction).
+  // Two pools: transaction sessions (autocommit=0: their first statement opens the transaction,
+  // no START TRANSACTION round trip); recovery and tool sessions (autocommit=1, time zone
+  // SYSTEM: each statement its own transaction).
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
 };
