@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "seigo/env.h"
 
@@ -99,6 +100,20 @@ class PosixEnv final : public Env {
     }();
     (void)registered;
     return generation;
+  }
+
+  // One thread per item after the first, which runs on the caller's thread (n is a shard
+  // count: small).
+  void ForEach(size_t n, const std::function<void(size_t)>& fn) override {
+    if (n <= 1) {
+      if (n == 1) fn(0);
+      return;
+    }
+    std::vector<std::thread> threads;
+    threads.reserve(n - 1);
+    for (size_t i = 1; i < n; ++i) threads.emplace_back([&fn, i] { fn(i); });
+    fn(0);
+    for (std::thread& t : threads) t.join();
   }
 
   void CrashPoint(CrashSite site) override {

@@ -544,5 +544,77 @@ TEST_F(CoordinatorTest, ResolverPastTheFenceWindowRollsBackWithoutWritingADecisi
   EXPECT_EQ(*data->Int(0, 0), 0);
 }
 
+// A resolver pass after a coordinator crash with hundreds of branches in doubt on every shard:
+// the big batches are split over several connections per shard and the shards are served at
+// once (Env::ForEach); each branch must still get its own outcome — commits where the decision
+// says commit, rollbacks where no decision was made in time.
+TEST_F(CoordinatorTest, OneResolverPassFinishesHundredsOfInDoubtBranchesEachWithItsOutcome) {
+  FreshTable("t_many");
+  Result<ShardMap> map = ShardMap::Parse(TestShards());
+  ASSERT_TRUE(map.ok());
+  std::string deployment = coord_->deployment();
+  std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> owned;
+  std::vector<Participant*> raw;
+  for (uint32_t s = 0; s < map->size(); ++s) {
+    mariadb::Config c;
+    c.url = map->shard(s);
+    c.index = s;
+    auto p = mariadb::MariaDbParticipant::Open(c, false, &deployment);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    raw.push_back(p->get());
+    owned.push_back(std::move(*p));
+  }
+  const uint32_t shards = static_cast<uint32_t>(raw.size());
+  // Keys 1..n*shards, written n per transaction... one per shard: every transaction touches
+  // every shard.
+  std::vector<std::vector<int64_t>> keys(shards);
+  for (int64_t k = 1; keys[shards - 1].size() < 400 || keys[0].size() < 400; ++k) {
+    keys[map->ShardFor(k)].push_back(k);
+  }
+  constexpr size_t kCommitted = 150, kAborted = 150;
+  core::Protocol protocol(raw, DefaultEnv(), ProtocolOptions{});
+  for (size_t i = 0; i < kCommitted; ++i) {
+    core::RunOutput out = protocol.Run([&](Tx& tx) -> Status {
+      for (uint32_t s = 0; s < shards; ++s) {
+        SEIGO_RETURN_IF_ERROR(
+            tx.ExecOn(s, "INSERT INTO t_many (k, v) VALUES (?, 1)", {keys[s][i]}).status());
+      }
+      return Status::OK();
+    });
+    ASSERT_TRUE(out.result.committed()) << out.result.status.ToString();
+    ASSERT_EQ(out.phase2.size(), shards - 1);
+    // Dropping the phase-2 items closes their connections without XA COMMIT: a crash after
+    // the commit point.
+  }
+  // Branches of a coordinator that died before deciding, long past their deadline.
+  const int64_t now = DefaultEnv()->NowMs();
+  for (size_t i = kCommitted; i < kCommitted + kAborted; ++i) {
+    const uint32_t s = 1 + static_cast<uint32_t>(i % (shards - 1));
+    Xid xid{deployment, core::NewGid(DefaultEnv()), 0, now - 100'000, now - 90'000, s};
+    auto session = raw[s]->Acquire();
+    ASSERT_TRUE(session.ok());
+    ASSERT_TRUE((*session)->BeginBranch(xid).ok());
+    Value v[] = {keys[s][i]};
+    ASSERT_TRUE((*session)->Execute("INSERT INTO t_many (k, v) VALUES (?, 2)", v).ok());
+    ASSERT_TRUE((*session)->Prepare(xid).ok());
+  }
+  ASSERT_EQ(InDoubtCount(), kCommitted + kAborted);
+
+  ResolveReport r = coord_->Recover();
+  EXPECT_TRUE(r.errors.empty()) << r.errors[0].ToString();
+  EXPECT_TRUE(r.limbo.empty());
+  size_t commits = 0, rollbacks = 0;
+  for (const auto& a : r.applied) (a.outcome == Outcome::kCommit ? commits : rollbacks)++;
+  EXPECT_EQ(commits, kCommitted * (shards - 1));
+  EXPECT_EQ(rollbacks, kAborted);
+  EXPECT_EQ(InDoubtCount(), 0u);
+  for (uint32_t s = 0; s < shards; ++s) {
+    auto rows = coord_->QueryShard(s, "SELECT COUNT(*), COALESCE(SUM(v <> 1), 0) FROM t_many");
+    ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+    EXPECT_EQ(*rows->Int(0, 0), static_cast<int64_t>(kCommitted)) << "shard " << s;
+    EXPECT_EQ(*rows->Int(0, 1), 0) << "an aborted branch's row is visible on shard " << s;
+  }
+}
+
 }  // namespace
 }  // namespace seigo::testing

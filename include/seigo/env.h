@@ -8,7 +8,9 @@
 #ifndef SEIGO_ENV_H_
 #define SEIGO_ENV_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string_view>
 
 namespace seigo {
@@ -43,6 +45,13 @@ class Env {
   // "site" or "site:N" = the N-th time it is reached, counted per process); the simulator may
   // crash the simulated process. Inert unless armed: one predictable branch per site.
   virtual void CrashPoint(CrashSite site) { (void)site; }
+  // Runs fn(0) ... fn(n-1) and returns when all have returned. The resolver hands each shard's
+  // work to it, so that shards are served at once without the core owning threads. The default
+  // runs them one after another, in order (what the simulator uses: deterministic); the real
+  // Env runs them on threads of their own. fn must be safe to run concurrently for distinct i.
+  virtual void ForEach(size_t n, const std::function<void(size_t)>& fn) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+  }
 };
 
 // The process-wide real Env: system clock, thread sleep, per-thread random generators seeded

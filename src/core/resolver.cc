@@ -38,16 +38,18 @@ struct Scan {
   bool complete = true;
 };
 
-Scan ScanPrepared(std::span<Participant* const> ps) {
+// XA RECOVER on every shard, the shards at once (Env::ForEach).
+Scan ScanPrepared(std::span<Participant* const> ps, Env* env) {
+  std::vector<Result<std::vector<Xid>>> got(ps.size(), std::vector<Xid>{});
+  env->ForEach(ps.size(), [&](size_t i) { got[i] = ps[i]->RecoverPrepared(); });
   Scan scan;
-  for (Participant* p : ps) {
-    Result<std::vector<Xid>> xids = p->RecoverPrepared();
-    if (!xids.ok()) {
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (!got[i].ok()) {
       scan.complete = false;
-      scan.errors.push_back(xids.status().Annotate("XA RECOVER on " + p->name()));
+      scan.errors.push_back(got[i].status().Annotate("XA RECOVER on " + ps[i]->name()));
       continue;
     }
-    for (Xid& x : *xids) {
+    for (Xid& x : *got[i]) {
       Scan::Tx& t = scan.by_gid[x.gid];
       t.any = x;
       t.shards.insert(x.branch);
@@ -192,7 +194,7 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
     }
   }
 
-  Scan scan = ScanPrepared(ps);
+  Scan scan = ScanPrepared(ps, env);
   report.complete = scan.complete;
   for (Status& e : scan.errors) report.errors.push_back(std::move(e));
 
@@ -206,9 +208,13 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
     Status error;
   };
   std::map<std::string, Known> known;
+  std::vector<Result<std::vector<std::optional<Decision>>>> read(
+      ps.size(), std::vector<std::optional<Decision>>{});
+  env->ForEach(ps.size(), [&](size_t i) {
+    if (!ask[i].empty()) read[i] = ps[i]->ReadDecisions(ask[i]);
+  });
   for (size_t i = 0; i < ps.size(); ++i) {
-    if (ask[i].empty()) continue;
-    Result<std::vector<std::optional<Decision>>> r = ps[i]->ReadDecisions(ask[i]);
+    const Result<std::vector<std::optional<Decision>>>& r = read[i];
     for (size_t k = 0; k < ask[i].size(); ++k) {
       Known& kn = known[ask[i][k]];
       if (!r.ok()) {
@@ -274,15 +280,27 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
     }
   }
 
-  // Apply: each shard's commits and rollbacks in one batch each. Every call is idempotent by
-  // XID, so a crash anywhere in here is finished by the next pass.
+  // Apply: each shard's commits and rollbacks in one batch each, the shards at once. Every call
+  // is idempotent by XID, so a crash anywhere in here is finished by the next pass.
+  std::vector<std::vector<Status>> committed(ps.size()), rolled_back(ps.size());
+  env->ForEach(ps.size(), [&](size_t s) {
+    if (!to_commit[s].empty()) {
+      for (size_t k = 0; k < to_commit[s].size(); ++k) {
+        env->CrashPoint(CrashSite::kResolverBeforeApply);
+      }
+      committed[s] = ps[s]->CommitXids(to_commit[s]);
+    }
+    if (!to_rollback[s].empty()) {
+      for (size_t k = 0; k < to_rollback[s].size(); ++k) {
+        env->CrashPoint(CrashSite::kResolverBeforeApply);
+      }
+      rolled_back[s] = ps[s]->RollbackXids(to_rollback[s]);
+    }
+  });
   for (size_t s = 0; s < ps.size(); ++s) {
     for (Outcome outcome : {Outcome::kCommit, Outcome::kAbort}) {
       const std::vector<Xid>& xids = outcome == Outcome::kCommit ? to_commit[s] : to_rollback[s];
-      if (xids.empty()) continue;
-      for (size_t k = 0; k < xids.size(); ++k) env->CrashPoint(CrashSite::kResolverBeforeApply);
-      std::vector<Status> st =
-          outcome == Outcome::kCommit ? ps[s]->CommitXids(xids) : ps[s]->RollbackXids(xids);
+      const std::vector<Status>& st = outcome == Outcome::kCommit ? committed[s] : rolled_back[s];
       for (size_t k = 0; k < xids.size(); ++k) {
         const Xid& x = xids[k];
         const Status r = k < st.size() ? st[k] : Status::Internal("short batch of results");
@@ -311,7 +329,7 @@ ResolveReport ResolvePass(std::span<Participant* const> ps, Env* env,
 
 InDoubtReport InspectInDoubt(std::span<Participant* const> ps, Env* env) {
   InDoubtReport report;
-  Scan scan = ScanPrepared(ps);
+  Scan scan = ScanPrepared(ps, env);
   report.errors = std::move(scan.errors);
   report.now_ms = env->NowMs();
   for (auto& [gid, t] : scan.by_gid) {

@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <thread>
 #include <unordered_map>
 
 namespace seigo::mariadb {
@@ -1217,14 +1218,21 @@ std::vector<Status> MariaDbParticipant::RollbackXids(std::span<const Xid> xids) 
 }
 
 // XA COMMIT (or ROLLBACK) of branches that this connection does not own, in a few round trips
-// for the whole batch: the markers before (already done? owner still there?), the XA
-// statements in multi-statement batches, the markers after (did it take effect?). Whatever the
-// server answered, the marker says what happened.
+// per chunk: the markers before (already done? owner still there?), the XA statements in
+// multi-statement batches, the markers after (did it take effect?). Whatever the server
+// answered, the marker says what happened.
+//
+// A big batch (a resolver pass after a coordinator crash) is split over up to kConnections
+// connections at once: each XA COMMIT is a durable write (binlog and redo fsync), and one
+// connection does them one after another, while concurrent ones share an fsync in the server's
+// group commit. Chunks are independent (distinct XIDs), so their order does not matter.
 std::vector<Status> MariaDbParticipant::ApplyXids(std::span<const Xid> xids, bool commit) {
-  constexpr size_t kChunk = 200;
+  constexpr size_t kMaxChunk = 200, kMinChunk = 25, kConnections = 8;
+  const size_t chunk =
+      std::clamp((xids.size() + kConnections - 1) / kConnections, kMinChunk, kMaxChunk);
   std::vector<Status> out(xids.size());
-  for (size_t from = 0; from < xids.size(); from += kChunk) {
-    const size_t to = std::min(xids.size(), from + kChunk);
+  auto run_chunk = [&](size_t from) {
+    const size_t to = std::min(xids.size(), from + chunk);
     Status s = WithSession([&](PooledSession& ps) -> Status {
       return ApplyChunk(ps, xids.subspan(from, to - from),
                         std::span<Status>(out).subspan(from, to - from), commit);
@@ -1232,7 +1240,20 @@ std::vector<Status> MariaDbParticipant::ApplyXids(std::span<const Xid> xids, boo
     if (!s.ok()) {
       for (size_t k = from; k < to; ++k) out[k] = s;
     }
+  };
+  const size_t chunks = (xids.size() + chunk - 1) / chunk;
+  if (chunks <= 1) {
+    if (chunks == 1) run_chunk(0);
+    return out;
   }
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t c; (c = next.fetch_add(1)) < chunks;) run_chunk(c * chunk);
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < std::min(chunks, kConnections); ++t) threads.emplace_back(worker);
+  worker();
+  for (std::thread& t : threads) t.join();
   return out;
 }
 
