@@ -2,7 +2,8 @@
 // (BENCHMARKS.md). Run it through scripts/bench.sh, which starts durable shards and adds the
 // callgrind measurement (P4).
 //
-//   seigo_bench --shards URL,URL [--seconds S] [--clients 1,8,32,64] [--json FILE]
+//   seigo_bench --shards URL,URL [--seconds S] [--clients 1,8,32,64] [--json FILE] [--skip-p5]
+//               [--modes naive,seigo-cross,...]   (a subset of the modes below, by name)
 //   seigo_bench --shards URL,URL --callgrind-txns N   (P4's fixed run; run under callgrind)
 //   seigo_bench --calibrate N                          (P4's CPU-rate calibration loop)
 //
@@ -17,6 +18,9 @@
 //                   before Run() returns, the default)
 //   Sb seigo-cross-bg the same with Phase2Mode::kBackground (phase 2 on background threads)
 //   S1 seigo-1shard seigo, buyer and seller on one shard
+// Each cell also prints what the two servers spent per committed trade: CPU (both mariadbd
+// processes, read from /proc through their pid files: the servers run on this machine) and
+// durable writes (InnoDB redo fsyncs + binlog group commits).
 #include <errmsg.h>
 #include <fcntl.h>
 #include <mysql.h>
@@ -33,6 +37,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,6 +98,20 @@ class RawConn {
       if (n < 0) return 0;
       if (n > 0) return mysql_errno(m_);
     }
+  }
+  // Rows of a text query, each cell as a string ("" for NULL); dies on error.
+  std::vector<std::vector<std::string>> Rows(const std::string& sql) {
+    if (mysql_real_query(m_, sql.data(), sql.size()) != 0) Die(mysql_error(m_));
+    MYSQL_RES* r = mysql_store_result(m_);
+    if (r == nullptr) Die(std::string("no result: ") + mysql_error(m_));
+    std::vector<std::vector<std::string>> out;
+    const unsigned n = mysql_num_fields(r);
+    while (MYSQL_ROW row = mysql_fetch_row(r)) {
+      out.emplace_back();
+      for (unsigned i = 0; i < n; ++i) out.back().push_back(row[i] != nullptr ? row[i] : "");
+    }
+    mysql_free_result(r);
+    return out;
   }
   unsigned Exec(int i, std::initializer_list<long long> params) {
     MYSQL_BIND b[3];
@@ -244,7 +263,47 @@ Trade PickTrade(Env& env, Mode mode, std::mt19937_64& rng) {
 struct Cell {
   double tps = 0, p50 = 0, p99 = 0;
   uint64_t committed = 0, failed = 0;
+  // What the two servers spent per committed trade in the measured window: CPU (user + system
+  // of both mariadbd processes, from /proc; -1 if not readable) and durable writes (InnoDB redo
+  // fsyncs + binlog group commits, each one fsync with sync_binlog=1).
+  double server_cpu_us = -1, fsyncs = 0;
 };
+
+// The servers' counters at one moment: where the time goes at high client counts.
+struct ServerSample {
+  double cpu_s = 0;  // < 0: a server's /proc entry was not readable
+  double fsyncs = 0;
+};
+
+ServerSample SampleServers(const seigo::ShardMap& map) {
+  ServerSample out;
+  for (uint32_t s = 0; s < map.size(); ++s) {
+    RawConn c(map.shard(s), /*prepare=*/false);
+    for (const auto& row : c.Rows("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                                  "('Innodb_os_log_fsyncs', 'Binlog_group_commits')")) {
+      out.fsyncs += std::atof(row[1].c_str());
+    }
+    // The server runs on this machine (127.0.0.1): its pid file names the process.
+    const auto pid_file = c.Rows("SELECT @@pid_file");
+    std::ifstream pf(pid_file.empty() ? "" : pid_file[0][0]);
+    long pid = 0;
+    std::ifstream st;
+    if (pf >> pid) st.open("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(st, line) || line.rfind(')') == std::string::npos) {
+      out.cpu_s = -1e18;
+      continue;
+    }
+    // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+    std::vector<std::string> f;
+    std::string tok;
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    while (rest >> tok) f.push_back(tok);
+    const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+    out.cpu_s += (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) / tick;
+  }
+  return out;
+}
 
 Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
   std::atomic<bool> measuring{false}, stop{false};
@@ -296,11 +355,13 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // warm-up: pools, caches
+  const ServerSample s0 = SampleServers(env.map);
   measuring = true;
   auto start = Clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   measuring = false;
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const ServerSample s1 = SampleServers(env.map);
   stop = true;
   for (auto& t : threads) t.join();
   if (env.coord_bg) env.coord_bg->DrainPhase2();
@@ -309,6 +370,11 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
   cell.committed = committed;
   cell.failed = failed;
   cell.tps = static_cast<double>(committed) / elapsed;
+  if (committed > 0) {
+    const double n = static_cast<double>(committed);
+    if (s0.cpu_s >= 0 && s1.cpu_s >= 0) cell.server_cpu_us = (s1.cpu_s - s0.cpu_s) * 1e6 / n;
+    cell.fsyncs = (s1.fsyncs - s0.fsyncs) / n;
+  }
   if (!lat.empty()) {
     cell.p50 = lat[lat.size() / 2];
     cell.p99 = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
@@ -427,6 +493,7 @@ int main(int argc, char** argv) {
   double seconds = 3;
   long callgrind_txns = 0, calibrate = 0;
   bool skip_p5 = false;
+  std::string modes_arg;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -440,6 +507,7 @@ int main(int argc, char** argv) {
     else if (a == "--callgrind-txns") callgrind_txns = std::atol(next().c_str());
     else if (a == "--calibrate") calibrate = std::atol(next().c_str());
     else if (a == "--skip-p5") skip_p5 = true;
+    else if (a == "--modes") modes_arg = next();
     else Die("unknown argument " + a + " (see the comment at the top of bench/seigo_bench.cc)");
   }
   if (calibrate > 0) {
@@ -498,18 +566,27 @@ int main(int argc, char** argv) {
   env.coord = OpenCoordinator(shards, seigo::Phase2Mode::kBeforeReturn);
   env.coord_bg = OpenCoordinator(shards, seigo::Phase2Mode::kBackground);
   env.log = std::make_unique<CoordinatorLog>("/tmp/seigo_bench_coordinator.log");
-  const Mode modes[] = {Mode::kNaive, Mode::kRaw1, Mode::kTextbook, Mode::kSeigoCross,
-                        Mode::kSeigoCrossBg, Mode::kSeigo1};
+  std::vector<Mode> modes;
+  for (Mode m : {Mode::kNaive, Mode::kRaw1, Mode::kTextbook, Mode::kSeigoCross,
+                 Mode::kSeigoCrossBg, Mode::kSeigo1}) {
+    // --modes naive,seigo-cross: the mode names without their tags ("B1 ", "S  ", ...).
+    const std::string name = std::string(ModeName(m)).substr(3);
+    if (modes_arg.empty() || ("," + modes_arg + ",").find("," + name + ",") != std::string::npos) {
+      modes.push_back(m);
+    }
+  }
+  if (modes.empty()) Die("--modes " + modes_arg + " names no mode");
   std::map<std::pair<int, int>, Cell> results;
   const std::vector<int> client_counts = ParseList(clients_arg);
-  std::printf("%-16s %8s %10s %9s %9s %8s\n", "mode", "clients", "trades/s", "p50 ms", "p99 ms",
-              "failed");
+  std::printf("%-16s %8s %10s %9s %9s %8s %12s %8s\n", "mode", "clients", "trades/s", "p50 ms",
+              "p99 ms", "failed", "srv us/trade", "fsync/tr");
   for (int clients : client_counts) {
     for (Mode m : modes) {
       Cell c = RunCell(env, m, clients, seconds);
       results[{static_cast<int>(m), clients}] = c;
-      std::printf("%-16s %8d %10.0f %9.2f %9.2f %8llu\n", ModeName(m), clients, c.tps, c.p50,
-                  c.p99, static_cast<unsigned long long>(c.failed));
+      std::printf("%-16s %8d %10.0f %9.2f %9.2f %8llu %12.0f %8.2f\n", ModeName(m), clients,
+                  c.tps, c.p50, c.p99, static_cast<unsigned long long>(c.failed), c.server_cpu_us,
+                  c.fsyncs);
       std::fflush(stdout);
     }
   }
@@ -548,7 +625,9 @@ int main(int argc, char** argv) {
     for (auto& [k, c] : results) {
       j << (first ? "" : ",\n") << "    {\"mode\": \"" << ModeName(static_cast<Mode>(k.first))
         << "\", \"clients\": " << k.second << ", \"tps\": " << c.tps << ", \"p50_ms\": " << c.p50
-        << ", \"p99_ms\": " << c.p99 << ", \"failed\": " << c.failed << "}";
+        << ", \"p99_ms\": " << c.p99 << ", \"failed\": " << c.failed
+        << ", \"server_cpu_us_per_trade\": " << c.server_cpu_us
+        << ", \"fsyncs_per_trade\": " << c.fsyncs << "}";
       first = false;
     }
     j << "\n  ]\n}\n";

@@ -127,6 +127,12 @@ void Checker::OnClosureGid(int64_t txn, int attempt, const std::string& gid) {
   txns_[txn].attempts[attempt].gid = gid;
 }
 
+void Checker::OnAuditRead(int64_t txn, int attempt, int64_t total, int64_t expected) {
+  TxnRecord& t = txns_[txn];
+  t.audit = true;
+  t.audit_reads[attempt] = {total, expected};
+}
+
 void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
   TxnRecord& t = txns_[txn];
   t.returned = true;
@@ -155,7 +161,7 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
     if (it == gids_.end() || !it->second.decided || *it->second.decided != Outcome::kCommit) {
       Violation(where + " reported committed, but gid " + Short(r.gid) + " has no commit decision");
     }
-  } else {
+  } else if (!t.audit) {
     auto it = effects_.find(MakeTag(txn, r.attempts));
     if (it == effects_.end() || it->second.committed.empty()) {
       Violation(where + " reported committed (one shard), but none of its writes is committed");
@@ -277,6 +283,24 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
     return;
   }
   const TxResult& r = t.result;
+  if (t.audit) {
+    if (!committed_attempts.empty()) Violation(name + " (a read-only audit) committed writes");
+    if (r.state != TxState::kCommitted) return;
+    auto a = t.audit_reads.find(r.attempts);
+    if (a == t.audit_reads.end()) {
+      Violation(name + " (an audit) committed attempt " + std::to_string(r.attempts) +
+                ", which never finished its reads");
+      return;
+    }
+    stats_.audits_committed++;
+    if (a->second.first != a->second.second) {
+      // Invariant 17.
+      Violation(name + " (an audit, gid " + Short(r.gid) + ") committed having read a gold "
+                "total of " + std::to_string(a->second.first) + ", but every committed state "
+                "has " + std::to_string(a->second.second) + ": a fractured read");
+    }
+    return;
+  }
   const std::string state = TxStateName(r.state);
   switch (r.state) {
     case TxState::kCommitted: {

@@ -56,6 +56,7 @@ class Checker {
     uint64_t commit_decisions = 0, abort_decisions = 0, decisions_forgotten = 0;
     uint64_t phase2_ok = 0, phase2_left = 0;
     uint64_t abort_reported_for_committed = 0;  // see OnResolverApplied
+    uint64_t audits_committed = 0;  // bank audits that committed (their totals were checked)
   };
 
   explicit Checker(Tracer* tracer) : tracer_(tracer) {}
@@ -89,6 +90,12 @@ class Checker {
   // one row changed.
   void OnClosureEffect(int64_t txn, int attempt, uint32_t shard, int64_t key, int64_t delta);
   void OnClosureGid(int64_t txn, int attempt, const std::string& gid);
+  // A bank audit's closure (a read-only transaction) read every player's gold in attempt
+  // `attempt`: `total`, where every committed state of the data has `expected`. Invariant 13:
+  // an audit that commits read exactly `expected` — its locking reads are serializable with the
+  // transfers. Plain reads may see half of a transfer (Variant::kPlainAuditReads), and must be
+  // caught.
+  void OnAuditRead(int64_t txn, int attempt, int64_t total, int64_t expected);
   void OnRunReturned(int64_t txn, const TxResult& r);
   // Phase2Mode::kBeforeReturn: Run() returned committed after its own phase 2. Read-your-writes:
   // every branch of the gid outside r.pending_visibility is committed now.
@@ -144,6 +151,8 @@ class Checker {
     std::string deployment;
     bool started = false;
     bool returned = false;
+    bool audit = false;
+    std::map<int, std::pair<int64_t, int64_t>> audit_reads;  // attempt -> (total, expected)
     TxResult result;
     std::map<int, AttemptRecord> attempts;
   };

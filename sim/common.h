@@ -34,6 +34,9 @@ enum class Variant {
                         // server (the old INNODB_TRX rule): an unrelated snapshot stops GC
   kCommitErrorIsAbort,  // an error from the commit statement itself is taken for "not committed"
   kNoPoolFlush,         // the pool hands out connections made before a restart, one per attempt
+  // Issue 8: the bank audits' reads are plain consistent reads (GET) instead of locking reads
+  // (LGET): they may see half of a cross-shard transfer, and the checker must say so.
+  kPlainAuditReads,
 };
 const char* VariantName(Variant v);
 bool ParseVariant(std::string_view name, Variant* out);

@@ -566,8 +566,8 @@ Result<QueryResult> SimServer::Execute(uint64_t conn, const std::string& sql,
     st.op = Statement::Op::kAdd;
     ok = IntParam(params, 0, &st.key) && IntParam(params, 1, &st.delta) &&
          IntParam(params, 2, &st.min) && IntParam(params, 3, &st.tag) && params.size() == 4;
-  } else if (sql == "GET ?") {
-    st.op = Statement::Op::kGet;
+  } else if (sql == "GET ?" || sql == "LGET ?") {
+    st.op = sql == "GET ?" ? Statement::Op::kGet : Statement::Op::kLockingGet;
     ok = IntParam(params, 0, &st.key) && params.size() == 1;
   } else if (sql == "ENDTX ?") {
     st.op = Statement::Op::kEndTx;
@@ -681,6 +681,14 @@ Result<QueryResult> SimServer::RunStatement(uint64_t trx, const Statement& st) {
   if (!s.ok()) return s;
   t = FindTrx(trx);
   if (t == nullptr) return Lost();
+  if (st.op == Statement::Op::kLockingGet) {
+    q.columns = {"v"};
+    if (dbs_[static_cast<size_t>(t->db)].rows.count(st.key)) {
+      q.rows.push_back({std::to_string(ReadValue(*t, st.key))});
+    }
+    q.affected_rows = q.rows.size();
+    return q;
+  }
   if (dbs_[static_cast<size_t>(t->db)].rows.count(st.key) == 0) return q;  // no such row
   if (ReadValue(*t, st.key) + st.delta >= st.min) {
     t->effects.push_back(Effect{st.key, st.delta, st.tag});

@@ -48,6 +48,8 @@
 //   "ADD ? ? ? ?"  key, delta, min, tag: row key += delta if the result is >= min (affected_rows
 //                  1; else 0, the row stays locked as InnoDB does); tag names the attempt
 //   "GET ?"        key: one row with the value (a consistent read, no lock)
+//   "LGET ?"       key: the same as a locking read (SELECT .. FOR UPDATE): takes the row lock
+//                  first, waiting (or deadlocking) like a write, and reads the latest value
 //   "ENDTX ?"      a statement that ends a transaction: 0 COMMIT, 1 BEGIN, 2 SET autocommit=1,
 //                  3 DDL (implicit commit) — which src/mariadb's classifier refuses before they
 //                  reach the server — and 4, one it does not recognise: SET STATEMENT .. FOR
@@ -335,7 +337,7 @@ class SimServer {
     bool closure_ended_trx = false;
   };
   struct Statement {
-    enum class Op { kAdd, kGet, kEndTx, kSetTz, kSetTs } op = Op::kGet;
+    enum class Op { kAdd, kGet, kLockingGet, kEndTx, kSetTz, kSetTs } op = Op::kGet;
     int64_t key = 0, delta = 0, min = 0, tag = 0;
   };
   class WaitEdge;

@@ -93,7 +93,7 @@ struct Process {
 };
 
 struct Step {
-  bool get = false;
+  bool get = false;   // a read; in an audit plan, a locking read (LGET) of one gold row
   int64_t key = 0;
   int64_t delta = 0;
   int64_t min = kNoMinimum;
@@ -203,6 +203,7 @@ class Simulation final : public Network {
   std::vector<std::unique_ptr<SimServer>> servers_;
   std::map<int64_t, int64_t> initial_rows_;
   std::map<int64_t, std::vector<Step>> plans_;  // by txn id
+  std::map<int64_t, int64_t> audits_;  // txn id -> the gold total an audit of it must read
   std::map<int64_t, int> txn_deployment_;
   std::map<int, std::unique_ptr<Process>> processes_;
   int next_process_id_ = 1;
@@ -330,6 +331,20 @@ void Simulation::DrawDeployment(Deployment& d, bool first) {
       rng_.Chance(0.5) ? kMinDecisionRetentionMs : rng_.Range(60'000, 180'000);
   r.gc_batch = rng_.Range(1, 50);
   for (int i = 0; i < d.txns; ++i) {
+    if (rng_.Chance(0.12)) {
+      // A bank audit (issue 8): a read-only transaction that reads every player's gold with
+      // locking reads, in random order. Trades move gold but never create or destroy it, so a
+      // committed audit must read exactly the initial total.
+      std::vector<Step> audit;
+      for (int p = 0; p < d.players; ++p) audit.push_back({true, GoldKey(d.key_offset, p), 0, 0});
+      for (size_t k = audit.size() - 1; k > 0; --k) {
+        std::swap(audit[k], audit[rng_.Uniform(k + 1)]);
+      }
+      plans_[d.txn_offset + i] = std::move(audit);
+      audits_[d.txn_offset + i] = kInitialGold * d.players;
+      txn_deployment_[d.txn_offset + i] = d.index;
+      continue;
+    }
     plans_[d.txn_offset + i] = DrawTrade(d);
     txn_deployment_[d.txn_offset + i] = d.index;
   }
@@ -904,6 +919,23 @@ bool Simulation::AllSettled() const {
 
 TxFn Simulation::MakeClosure(int64_t txn) {
   const std::vector<Step>* steps = &plans_.at(txn);
+  if (auto a = audits_.find(txn); a != audits_.end()) {
+    const int64_t expected = a->second;
+    const bool locking = variant_ != Variant::kPlainAuditReads;
+    return [this, txn, steps, expected, locking](Tx& tx) -> Status {
+      int64_t total = 0;
+      for (const Step& s : *steps) {
+        Result<QueryResult> r = tx.Exec(s.key, locking ? "LGET ?" : "GET ?", {s.key});
+        if (!r.ok()) return r.status();
+        Result<int64_t> v = r->Int(0, 0);
+        if (!v.ok()) return v.status();
+        total += *v;
+      }
+      checker_.OnAuditRead(txn, tx.attempt(), total, expected);
+      checker_.OnClosureGid(txn, tx.attempt(), tx.gid());
+      return Status::OK();
+    };
+  }
   return [this, txn, steps](Tx& tx) -> Status {
     const int attempt = tx.attempt();
     const int64_t tag = MakeTag(txn, attempt);
@@ -1213,6 +1245,7 @@ constexpr Variant kAllVariants[] = {
     Variant::kGcOldestTrx,
     Variant::kCommitErrorIsAbort,
     Variant::kNoPoolFlush,
+    Variant::kPlainAuditReads,
 };
 }  // namespace
 
@@ -1244,6 +1277,8 @@ const char* VariantName(Variant v) {
       return "commit_error_is_abort";
     case Variant::kNoPoolFlush:
       return "no_pool_flush";
+    case Variant::kPlainAuditReads:
+      return "plain_audit_reads";
   }
   return "?";
 }
