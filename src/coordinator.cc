@@ -58,8 +58,28 @@ class Coordinator::Impl {
     if (resolver_.joinable()) resolver_.join();
   }
 
-  TxResult Run(const TxFn& fn) {
-    core::RunOutput out = protocol_.Run(fn);
+  TxResult Run(const TxFn& fn, const RunOptions& run) {
+    // A Run inside a closure (of this coordinator or any other) would be an independent
+    // transaction: it would commit even if the outer one aborts, and wait for the outer's locks.
+    thread_local bool in_closure = false;
+    if (in_closure) {
+      TxResult refused;
+      refused.status = Status::InvalidArgument(
+          "Coordinator::Run called inside a transaction's closure: nested transactions are not "
+          "supported (do the work in the outer closure's Tx)");
+      aborted_++;
+      return refused;
+    }
+    struct Mark {  // also reset when the closure throws
+      bool& flag;
+      explicit Mark(bool& f) : flag(f) { flag = true; }
+      ~Mark() { flag = false; }
+    };
+    core::RunOutput out;
+    {
+      Mark mark(in_closure);
+      out = protocol_.Run(fn, run);
+    }
     const TxResult& r = out.result;
     attempts_ += static_cast<uint64_t>(r.attempts);
     switch (r.state) {
@@ -269,7 +289,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
 
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Coordinator::~Coordinator() = default;
-TxResult Coordinator::Run(const TxFn& fn) { return impl_->Run(fn); }
+TxResult Coordinator::Run(const TxFn& fn, const RunOptions& options) {
+  return impl_->Run(fn, options);
+}
 ResolveReport Coordinator::Recover() { return impl_->Recover(); }
 InDoubtReport Coordinator::InDoubt() { return impl_->InDoubt(); }
 void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }

@@ -93,7 +93,8 @@ TEST_F(CoordinatorTest, GuardThatChangesNoRowAbortsWithItsReason) {
     return tx.ExecExpect(a, 1, "UPDATE t_guard SET v = v - 10 WHERE k = ? AND v >= 10", {a});
   });
   EXPECT_EQ(r.state, TxState::kAborted);
-  EXPECT_NE(r.status.message().find("expected 1 row(s) changed, got 0"), std::string::npos);
+  EXPECT_EQ(r.status.code(), Code::kGuardFailed) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("expected 1 row(s), got 0"), std::string::npos);
   EXPECT_EQ(ValueOf("t_guard", b), -1);
 }
 

@@ -79,8 +79,10 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // Runs `fn` as one atomic transaction across the shards it touches (transaction.h).
-  TxResult Run(const TxFn& fn);
+  // Runs `fn` as one atomic transaction across the shards it touches (transaction.h), with
+  // per-call options (a deadline, read-only). Refused (kInvalidArgument, nothing run) when
+  // called from inside a closure: nested transactions are not supported.
+  TxResult Run(const TxFn& fn, const RunOptions& options = {});
 
   // One resolver pass now (also what `seigo recover` runs). It first tries to settle this
   // process's own lost commits (kOutcomeUnknown results), so callers that run recovery

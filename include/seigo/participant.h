@@ -90,12 +90,13 @@ enum class BranchTrace : char {
 };
 
 // A statement parameter. Values are sent separately from the SQL text (server-side prepared
-// statements); they are never spliced into SQL. Implicit from integers, doubles, strings and
-// nullptr so that `{price, player_id, "name"}` reads naturally at the call site. Unsigned values
-// above INT64_MAX are refused by Execute (kInvalidArgument) rather than wrapped.
+// statements); they are never spliced into SQL. Implicit from integers (signed and unsigned
+// 64-bit: ids above INT64_MAX travel as BIGINT UNSIGNED), doubles, strings, nullptr and
+// std::optional (nullopt = NULL) so that `{price, player_id, "name"}` reads naturally at the
+// call site. Value::Bytes(...) sends binary data (a BLOB parameter, no character set).
 class Value {
  public:
-  enum class Kind { kNull, kInt, kUint, kDouble, kString };
+  enum class Kind { kNull, kInt, kUint, kDouble, kString, kBytes };
   Value(std::nullptr_t) : kind_(Kind::kNull) {}                       // NOLINT
   Value(int v) : kind_(Kind::kInt), i_(v) {}                          // NOLINT
   Value(long v) : kind_(Kind::kInt), i_(v) {}                         // NOLINT
@@ -107,6 +108,17 @@ class Value {
   Value(std::string v) : kind_(Kind::kString), s_(std::move(v)) {}    // NOLINT
   Value(std::string_view v) : kind_(Kind::kString), s_(v) {}          // NOLINT
   Value(const char* v) : kind_(Kind::kString), s_(v) {}               // NOLINT
+  Value(bool v) : kind_(Kind::kInt), i_(v ? 1 : 0) {}                 // NOLINT
+  template <typename T>
+  Value(const std::optional<T>& v) : Value(nullptr) {                 // NOLINT
+    if (v.has_value()) *this = Value(*v);
+  }
+  // Binary data: sent as a BLOB, never converted between character sets.
+  static Value Bytes(std::string data) {
+    Value v(std::move(data));
+    v.kind_ = Kind::kBytes;
+    return v;
+  }
 
   Kind kind() const { return kind_; }
   int64_t int_value() const { return i_; }
@@ -123,6 +135,11 @@ class Value {
 };
 
 struct QueryResult {
+  // Rows changed by INSERT/DELETE/REPLACE; rows MATCHED by UPDATE (seigo's transaction
+  // connections use CLIENT_FOUND_ROWS, so an UPDATE that sets a row to the value it already had
+  // counts 1, not 0). INSERT .. ON DUPLICATE KEY UPDATE counts 1 for an insert and 2 for an
+  // update of an existing row (1 if that row already had the new values). For a SELECT: the
+  // number of rows returned.
   uint64_t affected_rows = 0;
   uint64_t last_insert_id = 0;
   std::vector<std::string> columns;
@@ -131,7 +148,49 @@ struct QueryResult {
   // Convenience: the integer in row r, column c (kQueryFailed if NULL or not an integer,
   // kNotFound if out of range).
   Result<int64_t> Int(size_t r, size_t c) const;
+
+  // Typed access: the value in row r of column `c` (an index, or a column name as the SELECT
+  // named it) as T = int64_t, uint64_t, double, bool, or std::string (any value's text; for a
+  // BLOB its bytes). nullopt = SQL NULL. kNotFound: no such row or column; kInvalidArgument:
+  // the value does not convert to T (not a number, out of T's range).
+  //   Result<std::optional<int64_t>> gold = r->Get<int64_t>(0, "gold");
+  template <typename T>
+  Result<std::optional<T>> Get(size_t r, size_t c) const;
+  template <typename T>
+  Result<std::optional<T>> Get(size_t r, std::string_view column) const {
+    Result<size_t> c = Column(column);
+    if (!c.ok()) return c.status();
+    return Get<T>(r, *c);
+  }
+  // The index of column `name` (exact match first, then case-insensitive), kNotFound if none.
+  Result<size_t> Column(std::string_view name) const;
 };
+
+namespace detail {
+// The conversions behind QueryResult::Get (src/core/xid.cc).
+Status ParseCell(const std::string& text, int64_t* out);
+Status ParseCell(const std::string& text, uint64_t* out);
+Status ParseCell(const std::string& text, double* out);
+Status ParseCell(const std::string& text, bool* out);
+inline Status ParseCell(const std::string& text, std::string* out) {
+  *out = text;
+  return Status::OK();
+}
+}  // namespace detail
+
+template <typename T>
+Result<std::optional<T>> QueryResult::Get(size_t r, size_t c) const {
+  if (r >= rows.size()) return Status::NotFound("no row " + std::to_string(r));
+  if (c >= rows[r].size()) return Status::NotFound("no column " + std::to_string(c));
+  const std::optional<std::string>& cell = rows[r][c];
+  if (!cell) return std::optional<T>();
+  T v{};
+  Status s = detail::ParseCell(*cell, &v);
+  if (!s.ok()) {
+    return s.Annotate("column " + (c < columns.size() ? columns[c] : std::to_string(c)));
+  }
+  return std::optional<T>(std::move(v));
+}
 
 // Decision rows are written only until deadline + kFenceWindowMs (by the decider's clock):
 // the decider's commit before the deadline, fences within the window. Rows are kept at least
@@ -147,6 +206,12 @@ class Session {
   // Starts a plain local transaction (the decider, or the only shard). Statements that would end
   // it are refused by Execute (kInvalidArgument) before they reach the store.
   virtual Status BeginLocal() = 0;
+  // Starts a local transaction that only reads (RunOptions::read_only): Execute refuses
+  // statements that are not reads where the store can tell, and the transaction always ends
+  // with RollbackAll — nothing it did can ever commit. Locking reads hold their locks until
+  // then. The default is BeginLocal (a store that cannot tell reads from writes relies on the
+  // rollback alone).
+  virtual Status BeginReadOnly() { return BeginLocal(); }
   // XA START xid.
   virtual Status BeginBranch(const Xid& xid) = 0;
   // One statement with '?' placeholders. A statement that changes the session's state makes the

@@ -16,6 +16,7 @@
 #ifndef SEIGO_SHARD_MAP_H_
 #define SEIGO_SHARD_MAP_H_
 
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -48,8 +49,13 @@ class ShardMap {
   size_t size() const { return shards_.size(); }
   const ShardUrl& shard(size_t i) const { return shards_[i]; }
 
-  // The shard that owns an integer key (a player id). Stable across versions.
-  uint32_t ShardFor(int64_t key) const;
+  // The shard that owns an integer key (a player id), signed or unsigned: a uint64_t id above
+  // INT64_MAX maps by its 64 bits (the same as the int64_t with those bits). Stable across
+  // versions.
+  template <std::integral K>
+  uint32_t ShardFor(K key) const {
+    return ShardForBits(static_cast<int64_t>(key));
+  }
   // The shard that owns a string key.
   uint32_t ShardForString(std::string_view key) const;
 
@@ -59,6 +65,7 @@ class ShardMap {
   static uint32_t JumpHash(uint64_t h, uint32_t buckets);
 
  private:
+  uint32_t ShardForBits(int64_t key) const;
   std::vector<ShardUrl> shards_;
 };
 

@@ -32,6 +32,10 @@ enum class Code {
   kUnsupported,      // the server cannot run seigo safely (too old, no XA...).
   kCorruption,       // state that the protocol says cannot exist (e.g. a decision flipped).
   kInternal,         // a bug in seigo.
+  kGuardFailed,      // a guard in the closure did not hold (Tx::ExecExpect: not the expected
+                     // number of rows); the transaction is rolled back and not retried.
+  kDeadlineExceeded, // the Run's deadline (RunOptions::timeout_ms) passed, or the closure alone
+                     // took longer than an attempt may (txn_timeout_ms): retrying cannot help.
 };
 
 // Name of a code, e.g. "Conflict". Stable: used in logs and the CLI's JSON output.
@@ -65,6 +69,20 @@ class Status {
   // The store's error number behind this status (e.g. 1062 duplicate key), 0 if there is none.
   // It survives Annotate(), so callers test numbers, never message text.
   int server_errno() const { return server_errno_; }
+  // The shard a statement failed on (-1 if the status is not about one shard), and the
+  // statement's text (empty if none; at most 200 bytes). They survive Annotate().
+  int shard() const { return shard_; }
+  const std::string& statement() const { return statement_; }
+  Status WithShard(int shard) const {
+    Status s = *this;
+    s.shard_ = shard;
+    return s;
+  }
+  Status WithStatement(std::string_view sql) const {
+    Status s = *this;
+    s.statement_ = std::string(sql.substr(0, 200));
+    return s;
+  }
 
   // "Conflict: Deadlock found when trying to get lock" or "OK".
   std::string ToString() const;
@@ -76,6 +94,8 @@ class Status {
   Code code_ = Code::kOk;
   std::string message_;
   int server_errno_ = 0;
+  int shard_ = -1;
+  std::string statement_;
 };
 
 // A T or a non-OK Status. Constructing a Result from an OK Status is a bug (asserted).

@@ -10,27 +10,39 @@
 //   seigo::TxResult r = coordinator->Run([&](seigo::Tx& tx) -> seigo::Status {
 //     SEIGO_RETURN_IF_ERROR(tx.ExecExpect(buyer, 1,
 //         "UPDATE players SET gold = gold - ? WHERE player_id = ? AND gold >= ?",
-//         {price, buyer, price}));
+//         {price, buyer, price}, "not enough gold"));
 //     SEIGO_RETURN_IF_ERROR(tx.ExecExpect(seller, 1,
 //         "UPDATE players SET gold = gold + ? WHERE player_id = ?", {price, seller}));
 //     return seigo::Status::OK();
 //   });
+//   if (r.status.Is(seigo::Code::kGuardFailed)) ...  // "not enough gold"
 //
-// Any failed statement poisons the attempt: even if the closure ignores the error and returns
-// OK, the attempt is rolled back (and retried if the error was a conflict).
+// Any failed statement — and any failed guard (ExecExpect) — poisons the attempt: even if the
+// closure ignores the error and returns OK, the attempt is rolled back (and retried if the error
+// was a conflict; a guard failure is final).
 //
 // Statements that would end the transaction or commit it implicitly (COMMIT, ROLLBACK, BEGIN,
 // SET autocommit, DDL, LOCK TABLES, XA, ...) are refused with kInvalidArgument before they reach
 // the server, and so is CALL on the first shard the closure touches (its local transaction
 // decides the outcome; a procedure could commit it). doc/protocol.md, "What a closure may run".
 //
-// Thread-safety: a Tx belongs to the thread running the closure and dies when it returns.
+// Rules (doc/library.md):
+//   * Thread: a Tx belongs to the thread running the closure. Using it after the closure
+//     returned is refused (kInvalidArgument) while Run() is still running; after Run() returned
+//     the Tx no longer exists — do not keep references to it.
+//   * Nesting: calling Coordinator::Run inside a closure is refused (kInvalidArgument): it would
+//     be an independent transaction that commits even if the outer one aborts, and one touching
+//     the outer's rows would wait for itself.
+//   * Exceptions: an exception thrown by the closure rolls the attempt back (its connections
+//     are closed, so the servers discard the work) and propagates out of Run() unchanged.
 #ifndef SEIGO_TRANSACTION_H_
 #define SEIGO_TRANSACTION_H_
 
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,44 +56,110 @@ class Tx {
  public:
   virtual ~Tx() = default;
 
-  // The shard that owns `key` (ShardMap::ShardFor).
-  virtual uint32_t ShardFor(int64_t key) const = 0;
-  // Runs one statement on shard `shard` ('?' placeholders, values in `params`).
+  // The shard that owns `key` (ShardMap::ShardFor): signed or unsigned 64-bit ids.
+  template <std::integral K>
+  uint32_t ShardFor(K key) const {
+    return ShardForKey(static_cast<int64_t>(key));
+  }
+  // Runs one statement on shard `shard` ('?' placeholders, values in `params`). The span form
+  // takes any number of values built at run time (an IN (...) list, a multi-row INSERT).
+  // A failure's Status names the shard (Status::shard()) and the statement
+  // (Status::statement()), and carries the server's error number (Status::server_errno()).
   virtual Result<QueryResult> ExecOn(uint32_t shard, std::string_view sql,
-                                     std::initializer_list<Value> params) = 0;
+                                     std::span<const Value> params) = 0;
+  Result<QueryResult> ExecOn(uint32_t shard, std::string_view sql,
+                             std::initializer_list<Value> params = {}) {
+    return ExecOn(shard, sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  // Runs a statement on the shard that owns `key`.
+  template <std::integral K>
+  Result<QueryResult> Exec(K key, std::string_view sql, std::span<const Value> params) {
+    return ExecOn(ShardFor(key), sql, params);
+  }
+  template <std::integral K>
+  Result<QueryResult> Exec(K key, std::string_view sql, std::initializer_list<Value> params = {}) {
+    return ExecOn(ShardFor(key), sql, std::span<const Value>(params.begin(), params.size()));
+  }
+  // A guard: the statement must affect exactly `rows` rows (QueryResult::affected_rows: rows
+  // MATCHED by an UPDATE, so setting a value it already has still counts; an upsert of an
+  // existing row counts 2). Otherwise the attempt fails with kGuardFailed — poisoned like a
+  // failed statement, rolled back, not retried — and the status message is `reason` (e.g.
+  // "not enough gold"), followed by what was expected and got.
+  template <std::integral K>
+  Status ExecExpect(K key, uint64_t rows, std::string_view sql,
+                    std::initializer_list<Value> params, std::string_view reason = {}) {
+    return ExpectOn(ShardFor(key), rows, sql,
+                    std::span<const Value>(params.begin(), params.size()), reason);
+  }
+  template <std::integral K>
+  Status ExecExpect(K key, uint64_t rows, std::string_view sql, std::span<const Value> params,
+                    std::string_view reason = {}) {
+    return ExpectOn(ShardFor(key), rows, sql, params, reason);
+  }
+  Status ExpectOn(uint32_t shard, uint64_t rows, std::string_view sql,
+                  std::span<const Value> params, std::string_view reason = {});
+
+  // Fails the attempt with `s` (not OK) as a failed statement would: nothing of it can commit
+  // any more, even if the closure then returns OK. Returns `s`, for `return tx.Fail(...)`.
+  virtual Status Fail(Status s) = 0;
+
   // 1 for the first run of the closure, 2 for the first retry, ...
   virtual int attempt() const = 0;
   // The gid of this attempt (doc/xid.md). Every attempt has one; it reaches the shards (XIDs,
   // decision row) only when the attempt touches a second shard.
   virtual const std::string& gid() const = 0;
+  // True in a read-only Run (RunOptions::read_only).
+  virtual bool read_only() const = 0;
 
-  // Runs a statement on the shard that owns `key`.
-  Result<QueryResult> Exec(int64_t key, std::string_view sql,
-                           std::initializer_list<Value> params) {
-    return ExecOn(ShardFor(key), sql, params);
-  }
-  // A guard: the statement must change exactly `rows` rows, else the transaction aborts with
-  // kAborted and a message naming the statement (e.g. "not enough gold").
-  Status ExecExpect(int64_t key, uint64_t rows, std::string_view sql,
-                    std::initializer_list<Value> params);
-
-  // For `return Tx::Abort("not enough gold");` inside the closure.
+  // For `return Tx::Abort("not enough gold");` inside the closure: kAborted, not retried.
   static Status Abort(std::string reason) { return Status::Aborted(std::move(reason)); }
+
+ protected:
+  virtual uint32_t ShardForKey(int64_t key) const = 0;
 };
 
 using TxFn = std::function<Status(Tx&)>;
+
+// Per-call options of Coordinator::Run.
+struct RunOptions {
+  // Bounds the whole call — every attempt, backoff sleep and commit — to this many ms from the
+  // call (0: no bound beyond ProtocolOptions::max_attempts). Each attempt's own deadline (in its
+  // XIDs: the decider refuses to commit after it) is the earlier of its start + txn_timeout_ms
+  // and this bound. When it passes, Run() stops with kDeadlineExceeded (nothing committed) at
+  // the next step; a statement already waiting on the server is bounded by lock_wait_timeout_s
+  // and read_timeout_s (CoordinatorOptions), not by this.
+  int64_t timeout_ms = 0;
+  // A read-only transaction: the closure may only read (writes are refused with
+  // kInvalidArgument before they reach the server); every shard gets a plain local transaction
+  // — no XA, no decision row — which is rolled back once the closure has returned. Locking reads
+  // (SELECT .. FOR UPDATE / FOR SHARE) hold their locks until then, so the reads of all shards
+  // are one consistent, serializable view (doc/isolation.md). A committed read-only result
+  // means: every read completed with all its locks held at once.
+  bool read_only = false;
+};
 
 enum class TxState {
   kCommitted,       // committed on every shard touched; visible there unless the shard is in
                     // TxResult::pending_visibility (or phase 2 runs in the background,
                     // Phase2Mode::kBackground)
-  kAborted,         // the closure returned an error, or a statement failed for good
-  kGaveUp,          // every attempt hit a conflict or an unavailable shard; nothing committed
+  kAborted,         // the closure returned an error, a guard failed, or a statement failed for
+                    // good (see TxResult::status's code)
+  kGaveUp,          // every attempt hit a conflict or an unavailable shard, or the Run's
+                    // deadline passed; nothing committed
   kOutcomeUnknown,  // the commit reply was lost and the outcome could not be learned in time;
                     // for a multi-shard transaction seigo's resolver finishes it either way
                     // (look up `gid` with `seigo status`); see doc/protocol.md
 };
 const char* TxStateName(TxState s);  // "committed", "aborted", "gave_up", "outcome_unknown"
+
+// One attempt of a Run, for TxResult::history.
+struct AttemptInfo {
+  int attempt = 0;
+  std::string gid;
+  uint32_t shards = 0;      // shards it touched
+  int64_t duration_ms = 0;  // closure + commit (or rollback)
+  Status status;            // why it did not commit; OK for the committed attempt
+};
 
 struct TxResult {
   TxState state = TxState::kAborted;
@@ -94,6 +172,8 @@ struct TxResult {
   // shard went away after the commit point): the resolver finishes them; until then reads there
   // see the old rows. Empty in Phase2Mode::kBackground, where no branch is waited for.
   std::vector<uint32_t> pending_visibility;
+  // Every attempt, in order, with its cause and duration (the last one is this result's).
+  std::vector<AttemptInfo> history;
   bool committed() const { return state == TxState::kCommitted; }
 };
 

@@ -58,25 +58,35 @@ std::string NewGid(Env* env) {
 // One run of the closure and its commit. Implements Tx for the closure.
 class Attempt final : public Tx {
  public:
-  Attempt(const Protocol& p, int number)
+  // `run_deadline_ms`: the Run's own bound (RunOptions::timeout_ms), 0 = none.
+  Attempt(const Protocol& p, int number, int64_t start_ms, int64_t run_deadline_ms,
+          bool read_only)
       : p_(p),
         number_(number),
         gid_(NewGid(p.env_)),
-        start_ms_(p.env_->NowMs()),
-        deadline_ms_(start_ms_ + p.options_.txn_timeout_ms) {}
+        start_ms_(start_ms),
+        deadline_ms_(run_deadline_ms > 0
+                         ? std::min(start_ms_ + p.options_.txn_timeout_ms, run_deadline_ms)
+                         : start_ms_ + p.options_.txn_timeout_ms),
+        read_only_(read_only) {}
 
   // No destructor work: every path out of Commit/Abort releases the sessions. A session still
   // held here (only if a closure throws) is destroyed, never pooled: its connection closes and
   // the server discards whatever was not prepared.
 
-  uint32_t ShardFor(int64_t key) const override {
-    return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.shard_count()));
-  }
   int attempt() const override { return number_; }
   const std::string& gid() const override { return gid_; }
+  bool read_only() const override { return read_only_; }
 
+  using Tx::ExecOn;
   Result<QueryResult> ExecOn(uint32_t shard, std::string_view sql,
-                             std::initializer_list<Value> params) override {
+                             std::span<const Value> params) override {
+    if (closed_) {
+      // A reference kept past the closure (another thread, a callback): the attempt is being
+      // committed or rolled back; nothing may join it now.
+      return Status::InvalidArgument("Tx used after its closure returned: " +
+                                     std::string(sql.substr(0, 200)));
+    }
     // Once a statement failed, the attempt is doomed: later statements fail the same way, so a
     // closure that ignores an error cannot commit half of its work.
     if (!poison_.ok()) return poison_;
@@ -87,14 +97,26 @@ class Attempt final : public Tx {
     }
     Result<Branch*> b = BranchFor(shard);
     if (!b.ok()) {
-      poison_ = b.status();
+      poison_ = b.status().WithShard(static_cast<int>(shard)).WithStatement(sql);
       return poison_;
     }
-    Result<QueryResult> r =
-        (*b)->session->Execute(sql, std::span<const Value>(params.begin(), params.size()));
-    if (!r.ok()) poison_ = r.status().Annotate((*b)->participant->name());
+    Result<QueryResult> r = (*b)->session->Execute(sql, params);
+    if (!r.ok()) {
+      poison_ = r.status().Annotate((*b)->participant->name()).WithShard(static_cast<int>(shard))
+                    .WithStatement(sql);
+      return poison_;
+    }
     return r;
   }
+
+  Status Fail(Status s) override {
+    if (s.ok()) s = Status::Internal("Tx::Fail called with OK");
+    if (poison_.ok()) poison_ = s;
+    return s;
+  }
+
+  // The closure has returned: from now on the Tx refuses statements.
+  void Close() { closed_ = true; }
 
   // Commits the attempt. OK = committed (phase-2 items appended to `phase2`); kConflict or
   // kUnavailable = definitely not committed, may retry; kOutcomeUnknown; anything else = not
@@ -114,11 +136,17 @@ class Attempt final : public Tx {
   void HandOverPhase2(std::vector<Phase2Item>* phase2);
   Decision MakeDecision(Outcome outcome) const;
 
+  uint32_t ShardForKey(int64_t key) const override {
+    return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.shard_count()));
+  }
+
   const Protocol& p_;
   const int number_;
   const std::string gid_;
   const int64_t start_ms_;
   const int64_t deadline_ms_;
+  const bool read_only_;
+  bool closed_ = false;
   std::vector<Branch> branches_;  // branches_[0] is the decider
   Status poison_;
 };
@@ -131,10 +159,12 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
   b.shard = shard;
   b.participant = p_.participants_[shard];
   Result<std::unique_ptr<Session>> s = b.participant->Acquire();
-  if (!s.ok()) return s.status().Annotate(b.participant->name());
+  if (!s.ok()) return s.status();  // Acquire's errors name the participant already
   b.session = std::move(*s);
   Status st;
-  if (branches_.empty()) {
+  if (read_only_) {
+    st = b.session->BeginReadOnly();  // every shard: a local transaction, rolled back at the end
+  } else if (branches_.empty()) {
     st = b.session->BeginLocal();  // the decider: an ordinary local transaction
   } else {
     b.xa = true;
@@ -164,6 +194,17 @@ Decision Attempt::MakeDecision(Outcome outcome) const {
 Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost) {
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
   Branch& decider = branches_[0];
+
+  if (read_only_) {
+    // A read-only transaction commits nothing: every read has completed with its locks held,
+    // and rolling back releases them. No XA, no decision: there is no outcome to agree on, and
+    // whatever a statement might have written (a function called from a SELECT) is discarded.
+    for (Branch& b : branches_) {
+      b.session->RollbackAll(nullptr, false);
+      b.participant->Release(std::move(b.session));
+    }
+    return Status::OK();
+  }
 
   if (branches_.size() == 1 && !p_.options_.record_one_shard_commits) {
     // One-shard fast path without a record: a plain local commit. There is no decision row, so
@@ -317,19 +358,45 @@ void Attempt::Abort(bool decision_is_abort) {
 Protocol::Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options)
     : participants_(std::move(participants)), env_(env), options_(options) {}
 
-RunOutput Protocol::Run(const TxFn& fn) const {
+RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
   RunOutput out;
   TxResult& r = out.result;
   const int max_attempts = std::max(1, options_.max_attempts);
+  const int64_t run_deadline = run.timeout_ms > 0 ? env_->NowMs() + run.timeout_ms : 0;
+  auto past_run_deadline = [&](const Status& last) {
+    r.state = TxState::kGaveUp;
+    r.status = Status(Code::kDeadlineExceeded,
+                      "the Run's deadline (" + std::to_string(run.timeout_ms) + " ms) passed " +
+                          "after " + std::to_string(r.attempts) + " attempt(s)" +
+                          (last.ok() ? std::string() : "; the last failed: " + last.ToString()));
+  };
   for (int n = 1; n <= max_attempts; ++n) {
-    Attempt a(*this, n);
+    const int64_t start = env_->NowMs();
+    if (run_deadline > 0 && start >= run_deadline) {
+      past_run_deadline(r.status);
+      return out;
+    }
+    Attempt a(*this, n, start, run_deadline, run.read_only);
     Status s = fn(a);
+    a.Close();
+    const int64_t closure_ms = env_->NowMs() - start;
     if (s.ok() && !a.poison().ok()) s = a.poison();
     r.attempts = n;
     r.shards = a.shards_touched();
-    r.gid = r.shards > 1 || (r.shards == 1 && options_.record_one_shard_commits) ? a.gid() : "";
+    r.gid = !run.read_only &&
+                    (r.shards > 1 || (r.shards == 1 && options_.record_one_shard_commits))
+                ? a.gid()
+                : "";
     if (s.ok()) s = a.Commit(&out.phase2, &out.lost);
     else a.Abort(false);
+    if (IsRetryable(s) && closure_ms >= options_.txn_timeout_ms) {
+      // The closure alone used up the attempt's whole time: every retry would end the same way.
+      s = Status(Code::kDeadlineExceeded,
+                 "the closure took " + std::to_string(closure_ms) + " ms, not less than "
+                 "txn_timeout_ms (" + std::to_string(options_.txn_timeout_ms) + "), so no "
+                 "attempt can commit in time; the last attempt: " + s.ToString());
+    }
+    r.history.push_back({n, a.gid(), r.shards, env_->NowMs() - start, s});
 
     if (s.ok()) {
       r.state = TxState::kCommitted;
@@ -341,6 +408,10 @@ RunOutput Protocol::Run(const TxFn& fn) const {
       r.state = TxState::kOutcomeUnknown;
       return out;
     }
+    if (s.Is(Code::kDeadlineExceeded)) {
+      r.state = TxState::kGaveUp;
+      return out;
+    }
     if (!IsRetryable(s)) {
       r.state = TxState::kAborted;
       return out;
@@ -350,7 +421,12 @@ RunOutput Protocol::Run(const TxFn& fn) const {
       // Full jitter: conflicting transactions spread out instead of colliding again.
       int64_t cap = options_.backoff_base_ms << std::min(n - 1, 20);
       cap = std::max<int64_t>(1, std::min(cap, options_.backoff_max_ms));
-      env_->SleepMs(static_cast<int64_t>(env_->Random64() % static_cast<uint64_t>(cap + 1)));
+      const int64_t sleep = static_cast<int64_t>(env_->Random64() % static_cast<uint64_t>(cap + 1));
+      if (run_deadline > 0 && env_->NowMs() + sleep >= run_deadline) {
+        past_run_deadline(s);
+        return out;
+      }
+      env_->SleepMs(sleep);
     }
   }
   r.status = r.status.Annotate("gave up after " + std::to_string(r.attempts) + " attempts");

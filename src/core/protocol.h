@@ -57,7 +57,7 @@ class Protocol {
   // Runs `fn` and commits it; retries conflicts. The caller must hand result.phase2 to
   // FinishPhase2 (now or on another thread); dropping an item only delays it until a resolver
   // pass (its connection closes, the branch detaches, the resolver sees the commit decision).
-  RunOutput Run(const TxFn& fn) const;
+  RunOutput Run(const TxFn& fn, const RunOptions& run = {}) const;
 
   // Phase 2 of one branch. OK = committed; kBusy = left to the resolver (the commit decision is
   // durable, so that is safe, only slower).

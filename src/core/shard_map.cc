@@ -159,7 +159,7 @@ uint32_t ShardMap::JumpHash(uint64_t key, uint32_t buckets) {
   return static_cast<uint32_t>(b);
 }
 
-uint32_t ShardMap::ShardFor(int64_t key) const {
+uint32_t ShardMap::ShardForBits(int64_t key) const {
   return JumpHash(MixKey(key), static_cast<uint32_t>(shards_.size()));
 }
 

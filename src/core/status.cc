@@ -16,6 +16,8 @@ const char* CodeName(Code code) {
     case Code::kUnsupported: return "Unsupported";
     case Code::kCorruption: return "Corruption";
     case Code::kInternal: return "Internal";
+    case Code::kGuardFailed: return "GuardFailed";
+    case Code::kDeadlineExceeded: return "DeadlineExceeded";
   }
   return "Unknown";
 }
@@ -37,7 +39,10 @@ Status Status::Annotate(std::string_view context) const {
     m += ": ";
     m += message_;
   }
-  return Status(code_, std::move(m), server_errno_);
+  Status s(code_, std::move(m), server_errno_);
+  s.shard_ = shard_;
+  s.statement_ = statement_;
+  return s;
 }
 
 }  // namespace seigo

@@ -12,15 +12,17 @@ const char* TxStateName(TxState s) {
   return "unknown";
 }
 
-Status Tx::ExecExpect(int64_t key, uint64_t rows, std::string_view sql,
-                      std::initializer_list<Value> params) {
-  Result<QueryResult> r = Exec(key, sql, params);
+Status Tx::ExpectOn(uint32_t shard, uint64_t rows, std::string_view sql,
+                    std::span<const Value> params, std::string_view reason) {
+  Result<QueryResult> r = ExecOn(shard, sql, params);
   if (!r.ok()) return r.status();
-  if (r->affected_rows != rows) {
-    return Status::Aborted("expected " + std::to_string(rows) + " row(s) changed, got " +
-                           std::to_string(r->affected_rows) + ": " + std::string(sql));
-  }
-  return Status::OK();
+  if (r->affected_rows == rows) return Status::OK();
+  std::string m = reason.empty() ? std::string("guard failed") : std::string(reason);
+  m += " (expected " + std::to_string(rows) + " row(s), got " +
+       std::to_string(r->affected_rows) + ")";
+  if (reason.empty()) m += ": " + std::string(sql.substr(0, 200));
+  return Fail(Status(Code::kGuardFailed, std::move(m)).WithShard(static_cast<int>(shard))
+                  .WithStatement(sql));
 }
 
 }  // namespace seigo

@@ -1,4 +1,5 @@
 // XID encoding, doc/xid.md. Keep the two in step.
+#include <cctype>
 #include <charconv>
 
 #include "seigo/participant.h"
@@ -89,5 +90,63 @@ Result<int64_t> QueryResult::Int(size_t r, size_t c) const {
   }
   return out;
 }
+
+
+Result<size_t> QueryResult::Column(std::string_view name) const {
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i] == name) return i;
+  }
+  auto lower = [](std::string_view v) {
+    std::string out(v);
+    for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return out;
+  };
+  const std::string want = lower(name);
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (lower(columns[i]) == want) return i;
+  }
+  return Status::NotFound("no column named '" + std::string(name) + "'");
+}
+
+namespace detail {
+
+template <typename T>
+Status ParseInteger(const std::string& text, T* out, const char* type) {
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  if (ec == std::errc::result_out_of_range) {
+    return Status::InvalidArgument("'" + text + "' is out of the range of " + type);
+  }
+  if (ec != std::errc() || p != text.data() + text.size()) {
+    return Status::InvalidArgument("'" + text + "' is not an integer (" + type + ")");
+  }
+  return Status::OK();
+}
+
+Status ParseCell(const std::string& text, int64_t* out) {
+  return ParseInteger(text, out, "int64_t");
+}
+Status ParseCell(const std::string& text, uint64_t* out) {
+  if (!text.empty() && text[0] == '-') {
+    return Status::InvalidArgument("'" + text + "' is negative (uint64_t)");
+  }
+  return ParseInteger(text, out, "uint64_t");
+}
+Status ParseCell(const std::string& text, double* out) {
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  if (ec != std::errc() || p != text.data() + text.size()) {
+    return Status::InvalidArgument("'" + text + "' is not a number (double)");
+  }
+  return Status::OK();
+}
+Status ParseCell(const std::string& text, bool* out) {
+  int64_t v = 0;
+  if (!ParseInteger(text, &v, "bool").ok() || (v != 0 && v != 1)) {
+    return Status::InvalidArgument("'" + text + "' is not 0 or 1 (bool)");
+  }
+  *out = v == 1;
+  return Status::OK();
+}
+
+}  // namespace detail
 
 }  // namespace seigo

@@ -182,9 +182,13 @@ class Conn {
     mysql_options(mysql_, MYSQL_OPT_WRITE_TIMEOUT, &read_timeout);
     my_bool no = 0;
     mysql_options(mysql_, MYSQL_OPT_RECONNECT, &no);  // a silent reconnect would lose XA state
+    // Transaction sessions count rows MATCHED by an UPDATE (CLIENT_FOUND_ROWS): a guard
+    // (Tx::ExecExpect) on "UPDATE .. SET gold = gold - ?" must not fail because the price was 0.
+    const unsigned long flags =
+        CLIENT_MULTI_STATEMENTS | (autocommit ? 0UL : static_cast<unsigned long>(CLIENT_FOUND_ROWS));
     if (mysql_real_connect(mysql_, c.url.host.c_str(), c.url.user.c_str(),
                            c.url.password.c_str(), c.url.database.c_str(), c.url.port, nullptr,
-                           CLIENT_MULTI_STATEMENTS) == nullptr) {
+                           flags) == nullptr) {
       Status s = MapError(mysql_errno(mysql_), mysql_error(mysql_));
       broken_ = true;
       return s.Annotate("connecting to " + c.url.Redacted());
@@ -196,11 +200,21 @@ class Conn {
     // Recovery sessions (autocommit) read INNODB_TRX.trx_started, which is in the server's
     // SYSTEM zone: their session zone is made the same. Transaction sessions keep the server's
     // default zone for the application's own NOW().
-    return Run("SET SESSION innodb_lock_wait_timeout=" + std::to_string(c.lock_wait_timeout_s) +
-               ", SESSION sql_mode=CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')"
-               ", SESSION session_track_state_change=ON, autocommit=" +
-               (autocommit ? "1, SESSION time_zone='SYSTEM'" : "0"));
+    QueryResult packet;
+    SEIGO_RETURN_IF_ERROR(
+        Run("SET SESSION innodb_lock_wait_timeout=" + std::to_string(c.lock_wait_timeout_s) +
+                ", SESSION sql_mode=CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')"
+                ", SESSION session_track_state_change=ON, autocommit=" +
+                (autocommit ? "1, SESSION time_zone='SYSTEM'" : "0") +
+                ";SELECT @@max_allowed_packet",
+            &packet));
+    Result<int64_t> max = packet.Int(0, 0);
+    if (max.ok() && *max > 0) max_allowed_packet_ = static_cast<uint64_t>(*max);
+    return Status::OK();
   }
+
+  // The server's max_allowed_packet (bytes): a statement larger than this cannot be sent.
+  uint64_t max_allowed_packet() const { return max_allowed_packet_; }
 
   // Runs text SQL (possibly several statements); drains every result; returns the first error
   // and records which statement (0-based) failed in failed_at(). The server stops a
@@ -283,6 +297,7 @@ class Conn {
   int failed_at() const { return failed_at_; }
 
  private:
+  uint64_t max_allowed_packet_ = 16 << 20;
   MYSQL* mysql_ = nullptr;
   bool broken_ = false;
   int failed_at_ = 0;
@@ -349,6 +364,26 @@ std::vector<std::string> Words(std::string_view sql, size_t limit) {
 // doc/protocol.md, "What a closure may run". `local`: the decider's (or a one-shard) local
 // transaction, where CALL is refused too (a procedure could COMMIT; on an XA branch the server
 // refuses that itself). Returns the refused statement's leading words, or "".
+// Whether `sql` only reads (RunOptions::read_only): a SELECT (not INTO a file), WITH, VALUES,
+// TABLE, SHOW, EXPLAIN or DESCRIBE. Empty = a read; else the word that makes it not one. A
+// function called from a SELECT could still write: the read-only transaction is rolled back,
+// so such a write never commits.
+std::string NotARead(std::string_view sql) {
+  std::vector<std::string> w = Words(sql, 64);
+  size_t at = 0;
+  while (at < w.size() && w[at] == "(") ++at;
+  if (at >= w.size()) return "";
+  static const char* const kReads[] = {"SELECT", "WITH", "VALUES", "TABLE",
+                                       "SHOW",   "EXPLAIN", "DESCRIBE", "DESC"};
+  bool read = false;
+  for (const char* r : kReads) read = read || w[at] == r;
+  if (!read) return w[at];
+  for (size_t k = at; k + 1 < w.size(); ++k) {
+    if (w[k] == "INTO" && (w[k + 1] == "OUTFILE" || w[k + 1] == "DUMPFILE")) return "INTO " + w[k + 1];
+  }
+  return "";
+}
+
 std::string ForbiddenInTransaction(std::string_view sql, bool local) {
   // Three words decide, except for SET (and a parenthesised first statement): read on then.
   std::vector<std::string> w = Words(sql, 3);
@@ -407,9 +442,16 @@ class MariaSession final : public Session {
   // session state changed by a caller's statement.
   bool clean() const { return state_ == State::kNone && !conn_.broken() && !tainted_; }
 
+  Status BeginReadOnly() override {
+    Status s = BeginLocal();
+    read_only_ = s.ok();
+    return s;
+  }
+
   Status BeginLocal() override {
     if (conn_.broken()) return Status::Unavailable("connection already lost");
     if (state_ != State::kNone) return Status::Internal("BeginLocal on a busy session");
+    read_only_ = false;
     // Transaction sessions run with autocommit=0: the first statement opens the transaction,
     // no START TRANSACTION round trip (which the pool guarantees: nothing ran since the last
     // COMMIT/ROLLBACK).
@@ -423,6 +465,7 @@ class MariaSession final : public Session {
     if (state_ != State::kNone) return Status::Internal("BeginBranch on a busy session");
     Status s = conn_.Run("XA START " + XidSql(xid));
     if (!s.ok()) return s;
+    read_only_ = false;
     state_ = State::kBranch;
     branch_ = xid;
     return s;
@@ -542,6 +585,7 @@ class MariaSession final : public Session {
   State state_ = State::kNone;
   bool opened_ = false;   // kLocal: the server reported the transaction open after a statement
   bool tainted_ = false;  // a caller's statement changed the session's state
+  bool read_only_ = false;  // kLocal: BeginReadOnly (statements must be reads)
   Xid branch_;            // kBranch, kPrepared
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
@@ -641,6 +685,15 @@ Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
 Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const Value> params) {
   if (conn_.broken()) return Status::Unavailable("connection already lost");
   const bool in_tx = state_ == State::kLocal || state_ == State::kBranch;
+  if (in_tx && read_only_) {
+    const std::string w = NotARead(sql);
+    if (!w.empty()) {
+      return Status::InvalidArgument(w + " is not a read: a read-only transaction "
+                                     "(RunOptions::read_only) may only run SELECT, WITH, VALUES, "
+                                     "TABLE, SHOW, EXPLAIN and DESCRIBE: " +
+                                     std::string(sql.substr(0, 200)));
+    }
+  }
   if (in_tx) {
     const std::string bad = ForbiddenInTransaction(sql, state_ == State::kLocal);
     if (!bad.empty()) {
@@ -699,6 +752,15 @@ Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Va
                                    " placeholders but " + std::to_string(params.size()) +
                                    " values were given");
   }
+  // A statement over the server's max_allowed_packet makes the server drop the connection
+  // (2006), which looks like a transient failure: refuse it here, once, with the reason.
+  uint64_t bytes = 64;
+  for (const Value& v : params) bytes += 16 + v.string_value().size();
+  if (bytes > conn_.max_allowed_packet()) {
+    return Status::InvalidArgument("statement parameters of " + std::to_string(bytes) +
+                                   " bytes exceed the server's max_allowed_packet (" +
+                                   std::to_string(conn_.max_allowed_packet()) + " bytes)");
+  }
   std::vector<MYSQL_BIND> binds(params.size());
   std::vector<long long> ints(params.size());
   std::vector<double> doubles(params.size());
@@ -711,13 +773,10 @@ Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Va
         b.buffer_type = MYSQL_TYPE_NULL;
         break;
       case Value::Kind::kUint:
-        if (v.uint_value() > static_cast<uint64_t>(INT64_MAX)) {
-          return Status::InvalidArgument("parameter " + std::to_string(i + 1) +
-                                         " is above INT64_MAX");
-        }
-        ints[i] = static_cast<long long>(v.uint_value());
+        ints[i] = static_cast<long long>(v.uint_value());  // the same 64 bits
         b.buffer_type = MYSQL_TYPE_LONGLONG;
         b.buffer = &ints[i];
+        b.is_unsigned = 1;
         break;
       case Value::Kind::kInt:
         ints[i] = v.int_value();
@@ -730,7 +789,8 @@ Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Va
         b.buffer = &doubles[i];
         break;
       case Value::Kind::kString:
-        b.buffer_type = MYSQL_TYPE_STRING;
+      case Value::Kind::kBytes:
+        b.buffer_type = v.kind() == Value::Kind::kBytes ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING;
         b.buffer = const_cast<char*>(v.string_value().data());
         b.buffer_length = v.string_value().size();
         break;
