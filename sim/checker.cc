@@ -127,6 +127,8 @@ void Checker::OnClosureGid(int64_t txn, int attempt, const std::string& gid) {
   txns_[txn].attempts[attempt].gid = gid;
 }
 
+void Checker::OnReadOnly(int64_t txn) { txns_[txn].read_only = true; }
+
 void Checker::OnAuditRead(int64_t txn, int attempt, int64_t total, int64_t expected) {
   TxnRecord& t = txns_[txn];
   t.audit = true;
@@ -155,7 +157,11 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
   if (r.state != TxState::kCommitted) return;
   // Invariant 3: "committed" means the commit point has passed when Run returns.
   const std::string where = "txn " + std::to_string(txn) + " attempt " + std::to_string(r.attempts);
-  if (r.shards > 1) {
+  if (t.read_only) {
+    // Nothing to commit; CheckTxn checks the reads, and that no attempt left a branch or a
+    // decision.
+    if (!r.gid.empty()) Violation(where + " (read-only) reported gid " + Short(r.gid));
+  } else if (r.shards > 1) {
     stats_.multi_shard_committed++;
     auto it = gids_.find(Key(t.deployment, r.gid));
     if (it == gids_.end() || !it->second.decided || *it->second.decided != Outcome::kCommit) {
@@ -293,6 +299,16 @@ void Checker::CheckTxn(int64_t txn, const TxnRecord& t) {
       return;
     }
     stats_.audits_committed++;
+    if (t.read_only) {
+      stats_.read_only_committed++;
+      for (const auto& [attempt, rec] : t.attempts) {
+        auto g = gids_.find(Key(t.deployment, rec.gid));
+        if (g != gids_.end() && (!g->second.branches.empty() || g->second.decided)) {
+          Violation(name + " (read-only) left an XA branch or a decision for gid " +
+                    Short(rec.gid));
+        }
+      }
+    }
     if (a->second.first != a->second.second) {
       // Invariant 17.
       Violation(name + " (an audit, gid " + Short(r.gid) + ") committed having read a gold "

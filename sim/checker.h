@@ -57,6 +57,7 @@ class Checker {
     uint64_t phase2_ok = 0, phase2_left = 0;
     uint64_t abort_reported_for_committed = 0;  // see OnResolverApplied
     uint64_t audits_committed = 0;  // bank audits that committed (their totals were checked)
+    uint64_t read_only_committed = 0;  // ... of them read-only (RunOptions::read_only)
   };
 
   explicit Checker(Tracer* tracer) : tracer_(tracer) {}
@@ -96,6 +97,9 @@ class Checker {
   // transfers. Plain reads may see half of a transfer (Variant::kPlainAuditReads), and must be
   // caught.
   void OnAuditRead(int64_t txn, int attempt, int64_t total, int64_t expected);
+  // The transaction runs read-only (RunOptions::read_only): it must leave no XA branch and no
+  // decision row, and "committed" needs no commit decision.
+  void OnReadOnly(int64_t txn);
   void OnRunReturned(int64_t txn, const TxResult& r);
   // Phase2Mode::kBeforeReturn: Run() returned committed after its own phase 2. Read-your-writes:
   // every branch of the gid outside r.pending_visibility is committed now.
@@ -152,6 +156,7 @@ class Checker {
     bool started = false;
     bool returned = false;
     bool audit = false;
+    bool read_only = false;
     std::map<int, std::pair<int64_t, int64_t>> audit_reads;  // attempt -> (total, expected)
     TxResult result;
     std::map<int, AttemptRecord> attempts;

@@ -106,6 +106,7 @@ struct Totals {
     s.phase2_left += r.stats.phase2_left;
     s.abort_reported_for_committed += r.stats.abort_reported_for_committed;
     s.audits_committed += r.stats.audits_committed;
+    s.read_only_committed += r.stats.read_only_committed;
     faults += r.faults_fired;
     passes += r.resolver_passes;
     process_crashes += r.process_crashes;
@@ -120,7 +121,7 @@ void PrintSummary(const Totals& t, double seconds) {
       "sim: %llu seeds, %llu violations, %llu txns committed (%llu multi-shard), %llu aborted, "
       "%llu gave_up, %llu outcome_unknown, %llu crashed with their coordinator; "
       "decisions %llu commit / %llu abort, %llu collected; phase 2 %llu ok / %llu left to the "
-      "resolver; %llu bank audits committed (totals checked); %llu resolver passes; %llu faults, %llu process crashes, %llu shard crashes; "
+      "resolver; %llu bank audits committed (totals checked; %llu read-only); %llu resolver passes; %llu faults, %llu process crashes, %llu shard crashes; "
       "%.0f simulated hours in %.1f s\n",
       static_cast<unsigned long long>(t.seeds), static_cast<unsigned long long>(t.violations),
       static_cast<unsigned long long>(t.s.committed),
@@ -132,7 +133,9 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.s.decisions_forgotten),
       static_cast<unsigned long long>(t.s.phase2_ok),
       static_cast<unsigned long long>(t.s.phase2_left),
-      static_cast<unsigned long long>(t.s.audits_committed), static_cast<unsigned long long>(t.passes),
+      static_cast<unsigned long long>(t.s.audits_committed),
+      static_cast<unsigned long long>(t.s.read_only_committed),
+      static_cast<unsigned long long>(t.passes),
       static_cast<unsigned long long>(t.faults), static_cast<unsigned long long>(t.process_crashes),
       static_cast<unsigned long long>(t.shard_crashes), static_cast<double>(t.simulated_ms) / 3.6e6,
       seconds);
