@@ -18,6 +18,10 @@
 //                   before Run() returns, the default)
 //   Sb seigo-cross-bg the same with Phase2Mode::kBackground (phase 2 on background threads)
 //   S1 seigo-1shard seigo, buyer and seller on one shard
+//   R  raw-read     read-only: both players' gold with locking reads on their two shards, one
+//                   transaction per shard held until both reads are done (raw libmariadb)
+//   Sr seigo-read   the same reads in a seigo read-only Run (RunOptions::read_only)
+//   Sw seigo-read-2pc the same reads in an ordinary Run (XA on the second shard, decision)
 // Each cell also prints what the two servers spent per committed trade: CPU (both mariadbd
 // processes, read from /proc through their pid files: the servers run on this machine) and
 // durable writes (InnoDB redo fsyncs + binlog group commits).
@@ -53,12 +57,14 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kPlayers = 24'000;  // P5's 10,000 in-doubt trades need 10,000 per shard
 constexpr int64_t kItems = 10;
 
-const char* const kStatements[4] = {
+const char* const kStatements[5] = {
     "UPDATE bench_inventory SET qty = qty - 1 WHERE player_id = ? AND item_id = ? AND qty >= 1",
     "UPDATE bench_players SET gold = gold + ? WHERE player_id = ?",
     "UPDATE bench_players SET gold = gold - ? WHERE player_id = ? AND gold >= ?",
     "INSERT INTO bench_inventory (player_id, item_id, qty) VALUES (?, ?, 1) "
     "ON DUPLICATE KEY UPDATE qty = qty + 1",
+    // The read-only modes: a locking read of one player's gold.
+    "SELECT gold FROM bench_players WHERE player_id = ? LOCK IN SHARE MODE",
 };
 
 [[noreturn]] void Die(const std::string& m) {
@@ -76,7 +82,7 @@ class RawConn {
       Die(std::string("connect: ") + mysql_error(m_));
     }
     Text("SET SESSION innodb_lock_wait_timeout=2");
-    for (int i = 0; i < 4 && prepare; ++i) {
+    for (int i = 0; i < 5 && prepare; ++i) {
       st_[i] = mysql_stmt_init(m_);
       if (mysql_stmt_prepare(st_[i], kStatements[i], std::strlen(kStatements[i])) != 0) {
         Die(std::string("prepare: ") + mysql_stmt_error(st_[i]));
@@ -127,12 +133,16 @@ class RawConn {
     if (mysql_stmt_bind_param(st_[i], b) != 0 || mysql_stmt_execute(st_[i]) != 0) {
       return mysql_stmt_errno(st_[i]);
     }
+    if (mysql_stmt_field_count(st_[i]) > 0) {  // a SELECT: read its rows
+      if (mysql_stmt_store_result(st_[i]) != 0) return mysql_stmt_errno(st_[i]);
+      mysql_stmt_free_result(st_[i]);
+    }
     return 0;
   }
 
  private:
   MYSQL* m_;
-  MYSQL_STMT* st_[4] = {nullptr, nullptr, nullptr, nullptr};
+  MYSQL_STMT* st_[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
 };
 
 struct Trade {
@@ -169,7 +179,10 @@ struct Env {
   std::vector<int64_t> by_shard[2];  // players on shard 0 / 1
 };
 
-enum class Mode { kNaive, kRaw1, kTextbook, kSeigoCross, kSeigo1, kSeigoCrossBg };
+enum class Mode {
+  kNaive, kRaw1, kTextbook, kSeigoCross, kSeigo1, kSeigoCrossBg,
+  kRawRead, kSeigoRead, kSeigoReadAs2pc,  // the read-only cross-shard modes
+};
 const char* ModeName(Mode m) {
   switch (m) {
     case Mode::kNaive: return "B1 naive";
@@ -178,6 +191,9 @@ const char* ModeName(Mode m) {
     case Mode::kSeigoCross: return "S  seigo-cross";
     case Mode::kSeigo1: return "S1 seigo-1shard";
     case Mode::kSeigoCrossBg: return "Sb seigo-cross-bg";
+    case Mode::kRawRead: return "R  raw-read";
+    case Mode::kSeigoRead: return "Sr seigo-read";
+    case Mode::kSeigoReadAs2pc: return "Sw seigo-read-2pc";
   }
   return "?";
 }
@@ -204,6 +220,17 @@ bool RawTrade(Mode mode, const Trade& t, RawConn* c[2], uint32_t sb, uint32_t ss
     if ((e = b.Text("START TRANSACTION")) || (e = b.Exec(2, {t.price, t.buyer, t.price})) ||
         (e = b.Exec(3, {t.buyer, t.item})) || (e = b.Text("COMMIT"))) {
       return fail(b);  // the naive client has no way to undo the seller's side
+    }
+    return true;
+  }
+  if (mode == Mode::kRawRead) {
+    // Both players' gold with locking reads, one transaction per shard, both held until every
+    // read is done, then both committed.
+    if ((e = s.Text("START TRANSACTION")) || (e = b.Text("START TRANSACTION")) ||
+        (e = s.Exec(4, {t.seller})) || (e = b.Exec(4, {t.buyer})) || (e = s.Text("COMMIT")) ||
+        (e = b.Text("COMMIT"))) {
+      fail(s);
+      return fail(b);
     }
     return true;
   }
@@ -237,6 +264,11 @@ bool RawTrade(Mode mode, const Trade& t, RawConn* c[2], uint32_t sb, uint32_t ss
   log->Commit(g);
   if (s.Text("XA COMMIT " + xs) || b.Text("XA COMMIT " + xb)) Die("textbook XA COMMIT failed");
   return true;
+}
+
+seigo::Status SeigoRead(seigo::Tx& tx, const Trade& t) {
+  SEIGO_RETURN_IF_ERROR(tx.Exec(t.seller, kStatements[4], {t.seller}).status());
+  return tx.Exec(t.buyer, kStatements[4], {t.buyer}).status();
 }
 
 seigo::Status SeigoTrade(seigo::Tx& tx, const Trade& t) {
@@ -317,7 +349,8 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
       std::mt19937_64 rng(0x5e190 + static_cast<uint64_t>(i) * 7919 + static_cast<uint64_t>(mode));
       std::unique_ptr<RawConn> conns[2];
       RawConn* c[2] = {nullptr, nullptr};
-      if (mode == Mode::kNaive || mode == Mode::kRaw1 || mode == Mode::kTextbook) {
+      if (mode == Mode::kNaive || mode == Mode::kRaw1 || mode == Mode::kTextbook ||
+          mode == Mode::kRawRead) {
         for (int s = 0; s < 2; ++s) {
           conns[s] = std::make_unique<RawConn>(env.map.shard(s));
           c[s] = conns[s].get();
@@ -338,7 +371,15 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
         } else {
           seigo::Coordinator* co =
               mode == Mode::kSeigoCrossBg ? env.coord_bg.get() : env.coord.get();
-          committed_one = co->Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); }).committed();
+          if (mode == Mode::kSeigoRead || mode == Mode::kSeigoReadAs2pc) {
+            seigo::RunOptions ro;
+            ro.read_only = mode == Mode::kSeigoRead;
+            committed_one =
+                co->Run([&](seigo::Tx& tx) { return SeigoRead(tx, t); }, ro).committed();
+          } else {
+            committed_one =
+                co->Run([&](seigo::Tx& tx) { return SeigoTrade(tx, t); }).committed();
+          }
         }
         if (!measuring) continue;
         if (committed_one) {
@@ -568,7 +609,8 @@ int main(int argc, char** argv) {
   env.log = std::make_unique<CoordinatorLog>("/tmp/seigo_bench_coordinator.log");
   std::vector<Mode> modes;
   for (Mode m : {Mode::kNaive, Mode::kRaw1, Mode::kTextbook, Mode::kSeigoCross,
-                 Mode::kSeigoCrossBg, Mode::kSeigo1}) {
+                 Mode::kSeigoCrossBg, Mode::kSeigo1, Mode::kRawRead, Mode::kSeigoRead,
+                 Mode::kSeigoReadAs2pc}) {
     // --modes naive,seigo-cross: the mode names without their tags ("B1 ", "S  ", ...).
     const std::string name = std::string(ModeName(m)).substr(3);
     if (modes_arg.empty() || ("," + modes_arg + ",").find("," + name + ",") != std::string::npos) {
@@ -578,13 +620,13 @@ int main(int argc, char** argv) {
   if (modes.empty()) Die("--modes " + modes_arg + " names no mode");
   std::map<std::pair<int, int>, Cell> results;
   const std::vector<int> client_counts = ParseList(clients_arg);
-  std::printf("%-16s %8s %10s %9s %9s %8s %12s %8s\n", "mode", "clients", "trades/s", "p50 ms",
+  std::printf("%-18s %8s %10s %9s %9s %8s %12s %8s\n", "mode", "clients", "trades/s", "p50 ms",
               "p99 ms", "failed", "srv us/trade", "fsync/tr");
   for (int clients : client_counts) {
     for (Mode m : modes) {
       Cell c = RunCell(env, m, clients, seconds);
       results[{static_cast<int>(m), clients}] = c;
-      std::printf("%-16s %8d %10.0f %9.2f %9.2f %8llu %12.0f %8.2f\n", ModeName(m), clients,
+      std::printf("%-18s %8d %10.0f %9.2f %9.2f %8llu %12.0f %8.2f\n", ModeName(m), clients,
                   c.tps, c.p50, c.p99, static_cast<unsigned long long>(c.failed), c.server_cpu_us,
                   c.fsyncs);
       std::fflush(stdout);
@@ -601,6 +643,10 @@ int main(int argc, char** argv) {
   const double p1_bg = ratio(tps(Mode::kSeigoCrossBg, ref), tps(Mode::kNaive, ref));
   const int high = client_counts.back();
   const double p1_high = ratio(tps(Mode::kSeigoCross, high), tps(Mode::kNaive, high));
+  // Read-only cross-shard transactions (issue 13): seigo's read-only Run against raw locking
+  // reads, and the same reads as an ordinary Run (the full two-phase commit they paid before).
+  const double r1 = ratio(tps(Mode::kSeigoRead, ref), tps(Mode::kRawRead, ref));
+  const double r1_2pc = ratio(tps(Mode::kSeigoReadAs2pc, ref), tps(Mode::kRawRead, ref));
   double p5 = -1;
   env.coord.reset();  // stop their background resolvers: P5 measures a resolver of its own
   env.coord_bg.reset();
@@ -613,13 +659,16 @@ int main(int argc, char** argv) {
               "P2 %.3f\nP3 %.3f\n",
               p1, p1_bg, high, p1_high, p2, p3);
   if (p5 >= 0) std::printf("P5 %.3f (1,000 in doubt)\nP5_10k %.3f (10,000 in doubt)\n", p5, p5_10k);
+  std::printf("R1 %.3f (read-only cross-shard reads: seigo read_only / raw; as an ordinary Run: "
+              "%.3f)\n", r1, r1_2pc);
   std::printf("(ratios at %d clients)\n", ref);
   if (!json_path.empty()) {
     std::ofstream j(json_path);
     j << "{\n  \"clients_for_ratios\": " << ref << ",\n  \"P1\": " << p1
       << ",\n  \"P1_background_phase2\": " << p1_bg << ",\n  \"P1_at_" << high << "\": " << p1_high
       << ",\n  \"P2\": " << p2
-      << ",\n  \"P3\": " << p3 << ",\n  \"P5\": " << p5 << ",\n  \"P5_10k\": " << p5_10k << ",\n  \"seconds_per_cell\": " << seconds
+      << ",\n  \"P3\": " << p3 << ",\n  \"R1\": " << r1 << ",\n  \"R1_as_2pc\": " << r1_2pc
+      << ",\n  \"P5\": " << p5 << ",\n  \"P5_10k\": " << p5_10k << ",\n  \"seconds_per_cell\": " << seconds
       << ",\n  \"cells\": [\n";
     bool first = true;
     for (auto& [k, c] : results) {

@@ -179,7 +179,7 @@ start() {
     fi
     sql "$i" "CREATE DATABASE IF NOT EXISTS seigo;
       CREATE USER IF NOT EXISTS 'seigo'@'127.0.0.1' IDENTIFIED BY 'seigo';
-      GRANT ALL PRIVILEGES ON *.* TO 'seigo'@'127.0.0.1';" ||
+      GRANT ALL PRIVILEGES ON *.* TO 'seigo'@'127.0.0.1' WITH GRANT OPTION;" ||
       die "shard $i: creating database/user failed"
   done
   write_env "$n"

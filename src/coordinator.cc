@@ -20,6 +20,20 @@
 
 namespace seigo {
 
+const char* EventKindName(Event::Kind k) {
+  switch (k) {
+    case Event::Kind::kAttemptStarted: return "attempt_started";
+    case Event::Kind::kAttemptFailed: return "attempt_failed";
+    case Event::Kind::kCommitted: return "committed";
+    case Event::Kind::kFailed: return "failed";
+    case Event::Kind::kPhase2Left: return "phase2_left";
+    case Event::Kind::kLimbo: return "limbo";
+    case Event::Kind::kResolverPass: return "resolver_pass";
+    case Event::Kind::kResolverError: return "resolver_error";
+  }
+  return "unknown";
+}
+
 class Coordinator::Impl {
  public:
   Impl(ShardMap map, std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts,
@@ -76,9 +90,46 @@ class Coordinator::Impl {
       ~Mark() { flag = false; }
     };
     core::RunOutput out;
+    const int64_t started = env_->NowMs();
     {
       Mark mark(in_closure);
-      out = protocol_.Run(fn, run);
+      if (options_.on_event) {
+        out = protocol_.Run(
+            [&](Tx& tx) {
+              Event e;
+              e.kind = Event::Kind::kAttemptStarted;
+              e.gid = tx.gid();
+              e.attempt = tx.attempt();
+              Emit(e);
+              return fn(tx);
+            },
+            run);
+      } else {
+        out = protocol_.Run(fn, run);
+      }
+    }
+    if (options_.on_event) {
+      const TxResult& res = out.result;
+      for (const AttemptInfo& a : res.history) {
+        if (a.status.ok() || &a == &res.history.back()) continue;
+        Event e;
+        e.kind = Event::Kind::kAttemptFailed;
+        e.gid = a.gid;
+        e.attempt = a.attempt;
+        e.shard = a.status.shard();
+        e.duration_ms = a.duration_ms;
+        e.status = a.status;
+        Emit(e);
+      }
+      Event e;
+      e.kind = res.committed() ? Event::Kind::kCommitted : Event::Kind::kFailed;
+      e.gid = res.history.empty() ? res.gid : res.history.back().gid;
+      e.attempt = res.attempts;
+      e.shard = res.status.shard();
+      e.duration_ms = env_->NowMs() - started;
+      e.status = res.status;
+      e.state = res.state;
+      Emit(e);
     }
     const TxResult& r = out.result;
     attempts_ += static_cast<uint64_t>(r.attempts);
@@ -92,8 +143,9 @@ class Coordinator::Impl {
       // Read-your-writes: every branch is committed before the caller hears "committed".
       for (core::Phase2Item& item : out.phase2) {
         const uint32_t shard = item.xid.branch;
+        const std::string gid = item.xid.gid;
         Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
-        CountPhase2(s);
+        CountPhase2(s, gid, shard);
         if (!s.ok()) out.result.pending_visibility.push_back(shard);
       }
     } else if (!out.phase2.empty()) {
@@ -113,7 +165,10 @@ class Coordinator::Impl {
       }
       if (inline_phase2) {
         for (core::Phase2Item& item : out.phase2) {
-          CountPhase2(core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol));
+          const std::string gid = item.xid.gid;
+          const uint32_t shard = item.xid.branch;
+          CountPhase2(core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol), gid,
+                      shard);
         }
       } else {
         cv_.notify_one();
@@ -153,6 +208,28 @@ class Coordinator::Impl {
     std::lock_guard<std::mutex> l(resolve_mu_);  // one pass at a time from this process
     ResolveReport r = core::ResolvePass(raw_, env_, options_.resolver);
     limbo_ += r.limbo.size();
+    resolver_passes_++;
+    resolver_errors_ += r.errors.size();
+    for (const ResolveReport::Limbo& l : r.limbo) {
+      Log("seigo: " + l.message);
+      Event e;
+      e.kind = Event::Kind::kLimbo;
+      e.gid = l.gid;
+      e.shard = static_cast<int>(l.shard);
+      e.status = Status::Corruption(l.message);
+      Emit(e);
+    }
+    for (const Status& err : r.errors) {
+      Event e;
+      e.kind = Event::Kind::kResolverError;
+      e.status = err;
+      e.shard = err.shard();
+      Emit(e);
+    }
+    Event e;
+    e.kind = Event::Kind::kResolverPass;
+    e.report = &r;
+    Emit(e);
     return r;
   }
 
@@ -172,6 +249,8 @@ class Coordinator::Impl {
     c.phase2_done = phase2_done_;
     c.phase2_left = phase2_left_;
     c.limbo = limbo_;
+    c.resolver_passes = resolver_passes_;
+    c.resolver_errors = resolver_errors_;
     return c;
   }
 
@@ -183,18 +262,46 @@ class Coordinator::Impl {
     return out;
   }
 
-  void CountPhase2(const Status& s) {
+  void CountPhase2(const Status& s, const std::string& gid, uint32_t shard) {
     if (s.ok()) {
       phase2_done_++;
       return;
     }
     phase2_left_++;
+    Event e;
+    e.kind = Event::Kind::kPhase2Left;
+    e.gid = gid;
+    e.shard = static_cast<int>(shard);
+    e.status = s;
     if (s.Is(Code::kCorruption)) {
       // A limbo branch: the decision is kept (GC probes the branch's marker), but an operator
       // must restart the server. Say so now, not only in the next resolver report.
       limbo_++;
-      std::fprintf(stderr, "seigo: %s\n", s.ToString().c_str());
+      Log("seigo: " + s.ToString());
+      e.kind = Event::Kind::kLimbo;
     }
+    Emit(e);
+  }
+
+  void Emit(const Event& e) {
+    if (!options_.on_event) return;
+    try {
+      options_.on_event(e);
+    } catch (...) {
+      Log(std::string("seigo: the on_event hook threw on a ") + EventKindName(e.kind) +
+          " event; ignored");
+    }
+  }
+
+  void Log(const std::string& line) {
+    if (options_.log) {
+      try {
+        options_.log(line);
+        return;
+      } catch (...) {
+      }
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
 
   void Phase2Loop() {
@@ -208,7 +315,10 @@ class Coordinator::Impl {
         q = std::move(queue_.front());
         queue_.pop_front();
       }
-      CountPhase2(core::Protocol::FinishPhase2(std::move(q.item), env_, options_.protocol));
+      const std::string gid = q.item.xid.gid;
+      const uint32_t shard = q.item.xid.branch;
+      CountPhase2(core::Protocol::FinishPhase2(std::move(q.item), env_, options_.protocol), gid,
+                  shard);
       {
         std::lock_guard<std::mutex> l(mu_);
         in_flight_.erase(q.seq);
@@ -254,6 +364,7 @@ class Coordinator::Impl {
 
   std::atomic<uint64_t> committed_{0}, aborted_{0}, gave_up_{0}, unknown_{0}, attempts_{0};
   std::atomic<uint64_t> phase2_done_{0}, phase2_left_{0}, limbo_{0};
+  std::atomic<uint64_t> resolver_passes_{0}, resolver_errors_{0};
 };
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions& o) {

@@ -1,12 +1,16 @@
 // The library API as a game team uses it (issue 13), against real MariaDB shards: guards,
 // nesting, exceptions, errors that can never succeed, deadlines, the attempt history, error
 // details, read-only transactions and parameters. Each test says what the code before did.
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <thread>
 
+#include "core/protocol.h"
+#include "mariadb/mariadb_participant.h"
 #include "tests/db_test_util.h"
 
 namespace seigo::testing {
@@ -407,5 +411,178 @@ TEST_F(ApiTest, OptionalBytesAndUnsignedIdsRoundTrip) {
   EXPECT_EQ(**q->Get<std::string>(0, "blob_v"), raw);
 }
 
+}  // namespace
+}  // namespace seigo::testing
+
+namespace seigo::testing {
+namespace {
+
+// Runs scripts/grants.sh and executes its statements on every test shard for `user`.
+void Grant(Coordinator& admin, const std::string& user) {
+  const ShardMap& map = admin.shard_map();
+  for (uint32_t s = 0; s < map.size(); ++s) {
+    ASSERT_TRUE(admin.QueryShard(s, "CREATE USER IF NOT EXISTS '" + user +
+                                        "'@'127.0.0.1' IDENTIFIED BY 'pw'").ok());
+    std::string cmd = std::string("bash ") + SEIGO_SOURCE_DIR + "/scripts/grants.sh " +
+                      map.shard(s).database + " " + user + " 127.0.0.1";
+    FILE* f = popen(cmd.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    std::string sql;  // without its comment lines
+    char buf[512];
+    while (fgets(buf, sizeof buf, f) != nullptr) {
+      if (std::string_view(buf).rfind("--", 0) != 0) sql += buf;
+    }
+    ASSERT_EQ(pclose(f), 0) << cmd;
+    size_t from = 0;
+    int grants = 0;
+    for (size_t semi; (semi = sql.find(';', from)) != std::string::npos; from = semi + 1) {
+      const std::string stmt = sql.substr(from, semi - from);
+      if (stmt.find("GRANT") == std::string::npos) continue;
+      auto r = admin.QueryShard(s, stmt);
+      ASSERT_TRUE(r.ok()) << stmt << ": " << r.status().ToString();
+      grants++;
+    }
+    ASSERT_GE(grants, 3);
+  }
+}
+
+std::string ShardsAs(const std::string& user) {
+  Result<ShardMap> map = ShardMap::Parse(TestShards());
+  std::string out;
+  for (size_t i = 0; i < map->size(); ++i) {
+    const ShardUrl& u = map->shard(i);
+    out += (out.empty() ? "" : ",") + std::string("mysql://") + user + ":pw@" + u.host + ":" +
+           std::to_string(u.port) + "/" + u.database;
+  }
+  return out;
+}
+
+// Before: a least-privilege user failed with "1142 CREATE command denied" at Open, and with
+// prepare_schema = false recovery failed on 1227 (PROCESS) in the background, silently.
+TEST_F(ApiTest, GrantsScriptIsEnoughForTransactionsAndRecovery) {
+  FreshTable("t_api_priv");
+  Grant(*coord_, "seigo_app");
+  CoordinatorOptions o = TestOptions();
+  o.shards = ShardsAs("seigo_app");
+  auto app = Coordinator::Open(o);
+  ASSERT_TRUE(app.ok()) << app.status().ToString();
+  int64_t a, b;
+  KeysOnTwoShards(&a, &b);
+  TxResult r = (*app)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.Exec(a, "INSERT INTO t_api_priv VALUES (?, 1)", {a}).status());
+    return tx.Exec(b, "INSERT INTO t_api_priv VALUES (?, 1)", {b}).status();
+  });
+  EXPECT_TRUE(r.committed()) << r.status.ToString();
+  // A branch left prepared by a crashed coordinator of this user, long past its deadline: the
+  // resolver, as the same user, must roll it back from another connection (INNODB_TRX read).
+  {
+    mariadb::Config pc;
+    Result<ShardMap> map = ShardMap::Parse(o.shards);
+    ASSERT_TRUE(map.ok());
+    pc.url = map->shard(1);
+    pc.index = 1;
+    std::string dep = (*app)->deployment();
+    auto part = mariadb::MariaDbParticipant::Open(pc, false, &dep);
+    ASSERT_TRUE(part.ok()) << part.status().ToString();
+    const int64_t now = DefaultEnv()->NowMs();
+    Xid xid{dep, core::NewGid(DefaultEnv()), 0, now - 100'000, now - 90'000, 1};
+    auto session = (*part)->Acquire();
+    ASSERT_TRUE(session.ok());
+    ASSERT_TRUE((*session)->BeginBranch(xid).ok());
+    Value v[] = {b + 1};
+    ASSERT_TRUE((*session)->Execute("INSERT INTO t_api_priv VALUES (?, 2)", v).ok());
+    ASSERT_TRUE((*session)->Prepare(xid).ok());
+  }  // the session closes without phase 2
+  ResolveReport rep;
+  for (int i = 0; i < 20 && (rep.applied.empty() || !rep.errors.empty()); ++i) {
+    rep = (*app)->Recover();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(rep.errors.empty()) << rep.errors[0].ToString();
+  EXPECT_EQ(rep.applied.size(), 1u);
+  EXPECT_EQ(InDoubtCount(), 0u);
+  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+    ASSERT_TRUE(coord_->QueryShard(s, "REVOKE PROCESS ON *.* FROM 'seigo_app'@'127.0.0.1'").ok());
+  }
+  o.prepare_schema = false;
+  auto denied = Coordinator::Open(o);
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(denied.status().message().find("PROCESS"), std::string::npos)
+      << denied.status().ToString();
+  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+    (void)coord_->QueryShard(s, "DROP USER IF EXISTS 'seigo_app'@'127.0.0.1'");
+  }
+}
+
+
+// Before: an application could not see what the background threads did; a resolver that
+// failed on every pass (here: a user without the rights on seigo's tables) failed silently.
+TEST_F(ApiTest, HooksSeeAttemptsCommitsAndBackgroundFailures) {
+  FreshTable("t_api_hooks");
+  Grant(*coord_, "seigo_hooks");
+  std::mutex mu;
+  std::vector<Event> events;
+  std::vector<std::string> logs;
+  CoordinatorOptions o = TestOptions();
+  o.shards = ShardsAs("seigo_hooks");
+  o.on_event = [&](const Event& e) {
+    std::lock_guard<std::mutex> l(mu);
+    events.push_back(e);
+    events.back().report = nullptr;
+  };
+  o.log = [&](std::string_view line) {
+    std::lock_guard<std::mutex> l(mu);
+    logs.emplace_back(line);
+  };
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  int64_t a, b;
+  KeysOnTwoShards(&a, &b);
+  TxResult r = (*c)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.Exec(a, "INSERT INTO t_api_hooks VALUES (?, 1)", {a}).status());
+    SEIGO_RETURN_IF_ERROR(tx.Exec(b, "INSERT INTO t_api_hooks VALUES (?, 1)", {b}).status());
+    return tx.attempt() == 1 ? Status::Conflict("first try loses") : Status::OK();
+  });
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  auto count = [&](Event::Kind k) {
+    std::lock_guard<std::mutex> l(mu);
+    return std::count_if(events.begin(), events.end(), [&](const Event& e) { return e.kind == k; });
+  };
+  EXPECT_EQ(count(Event::Kind::kAttemptStarted), 2);
+  EXPECT_EQ(count(Event::Kind::kAttemptFailed), 1);
+  EXPECT_EQ(count(Event::Kind::kCommitted), 1);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    for (const Event& e : events) {
+      if (e.kind == Event::Kind::kAttemptFailed) EXPECT_EQ(e.status.message(), "first try loses");
+      if (e.kind == Event::Kind::kCommitted) EXPECT_EQ(e.gid, r.gid);
+    }
+  }
+  // Take away the rights on seigo's own tables: every resolver pass now fails in part, and says
+  // so through the hook.
+  const ShardMap& map = coord_->shard_map();
+  for (uint32_t s = 0; s < map.size(); ++s) {
+    ASSERT_TRUE(coord_->QueryShard(s, "REVOKE SELECT, INSERT, UPDATE, DELETE ON `" +
+                                          map.shard(s).database +
+                                          "`.* FROM 'seigo_hooks'@'127.0.0.1'").ok());
+    // Database rights are checked when a connection opens its database: end the pooled ones.
+    auto ids = coord_->QueryShard(s, "SELECT ID FROM information_schema.PROCESSLIST WHERE "
+                                     "USER = 'seigo_hooks'");
+    ASSERT_TRUE(ids.ok());
+    for (size_t k = 0; k < ids->rows.size(); ++k) {
+      (void)coord_->QueryShard(s, "KILL CONNECTION " + std::to_string(*ids->Int(k, 0)));
+    }
+  }
+  ResolveReport rep = (*c)->Recover();
+  EXPECT_FALSE(rep.errors.empty());
+  EXPECT_GE(count(Event::Kind::kResolverError), 1);
+  EXPECT_GE(count(Event::Kind::kResolverPass), 1);
+  EXPECT_GE((*c)->counters().resolver_errors, 1u);
+  c->reset();
+  for (uint32_t s = 0; s < map.size(); ++s) {
+    (void)coord_->QueryShard(s, "DROP USER IF EXISTS 'seigo_hooks'@'127.0.0.1'");
+  }
+}
 }  // namespace
 }  // namespace seigo::testing

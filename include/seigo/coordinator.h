@@ -13,8 +13,10 @@
 #ifndef SEIGO_COORDINATOR_H_
 #define SEIGO_COORDINATOR_H_
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "seigo/env.h"
 #include "seigo/options.h"
@@ -38,6 +40,33 @@ enum class Phase2Mode {
   // (and a read-modify-write there waits for the branch's locks).
   kBackground,
 };
+
+// What the coordinator's threads do, for an application's logs and metrics
+// (CoordinatorOptions::on_event). Background work (phase 2, the resolver) reports every failure
+// here; nothing fails silently.
+struct Event {
+  enum class Kind {
+    kAttemptStarted,  // the closure is about to run (gid, attempt)
+    kAttemptFailed,   // an attempt did not commit and another may follow (status, duration)
+    kCommitted,       // Run() returns committed (gid, attempt, duration of the whole Run)
+    kFailed,          // Run() returns without committing: aborted, gave_up, outcome_unknown
+    kPhase2Left,      // a committed branch's XA COMMIT failed; the resolver will finish it
+                      // (gid, shard, status)
+    kLimbo,           // a branch a commit by XID did not finish (doc/limbo-branch.md): needs
+                      // an operator (gid, shard, status)
+    kResolverPass,    // a resolver pass ended (report)
+    kResolverError,   // a resolver pass could not do part of its work (status)
+  };
+  Kind kind = Kind::kAttemptStarted;
+  std::string gid;          // "" when not about one transaction
+  int attempt = 0;
+  int shard = -1;
+  int64_t duration_ms = 0;
+  Status status;            // the failure; OK for kAttemptStarted, kCommitted, kResolverPass
+  TxState state = TxState::kCommitted;   // kCommitted / kFailed: the result's state
+  const ResolveReport* report = nullptr;  // kResolverPass: valid during the call only
+};
+const char* EventKindName(Event::Kind k);  // "attempt_started", ...
 
 struct CoordinatorOptions {
   // Comma-separated shard URLs (ShardMap::Parse). Required.
@@ -65,6 +94,12 @@ struct CoordinatorOptions {
   int phase2_threads = 4;
   // Time, randomness and crash points; nullptr = DefaultEnv(). Must outlive the Coordinator.
   Env* env = nullptr;
+  // Called for every Event, from the thread that did the work: callers of Run() and the
+  // coordinator's background threads, concurrently. It must be thread-safe and quick (it runs
+  // on the transaction's path); an exception it throws is caught and dropped. Empty = none.
+  std::function<void(const Event&)> on_event;
+  // Where seigo's own warnings go (a limbo branch, a hook that threw). Empty = stderr.
+  std::function<void(std::string_view)> log;
 };
 
 class Coordinator {
@@ -113,6 +148,7 @@ class Coordinator {
     uint64_t phase2_left = 0;     // branches left to the resolver
     uint64_t limbo = 0;           // branches a commit/rollback by XID did not finish although
                                   // the server said OK (doc/limbo-branch.md): need an operator
+    uint64_t resolver_passes = 0, resolver_errors = 0;
   };
   Counters counters() const;
 

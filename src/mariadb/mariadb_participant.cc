@@ -979,6 +979,20 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config, true).Annotate(p->name()));
   SEIGO_RETURN_IF_ERROR(CheckServerVersion(s->conn().mysql(), &p->mysql_).Annotate(p->name()));
   Conn& c = s->conn();
+  // Committing a branch from a connection that does not own it (phase 2 after a lost
+  // connection, every resolver pass) reads INNODB_TRX, which needs PROCESS. Without it
+  // recovery would fail in the background on every pass: say so now.
+  // (Not "WHERE 1 = 0": the server skips an impossible read, and its privilege check with it.)
+  Status process = c.Run("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE "
+                         "trx_mysql_thread_id = CONNECTION_ID()");
+  if (process.server_errno() == ER_SPECIFIC_ACCESS_DENIED_ERROR) {
+    return Status(Code::kInvalidArgument,
+                  p->name() + ": the user lacks the PROCESS privilege, which seigo needs to "
+                  "commit or roll back a branch safely from another connection (recovery; "
+                  "doc/library.md, \"Privileges\"; scripts/grants.sh prints the grants)",
+                  process.server_errno());
+  }
+  SEIGO_RETURN_IF_ERROR(process.Annotate(p->name()));
   if (prepare_schema) {
     SEIGO_RETURN_IF_ERROR(c.Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
     SEIGO_RETURN_IF_ERROR(MigrateSchema(c).Annotate(p->name() + ": upgrading seigo's tables"));
