@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/protocol.h"
+#include "mariadb/lazy_shard.h"
 #include "mariadb/mariadb_participant.h"
 
 namespace seigo {
@@ -36,10 +37,11 @@ const char* EventKindName(Event::Kind k) {
 
 class Coordinator::Impl {
  public:
-  Impl(ShardMap map, std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts,
-       const CoordinatorOptions& o, Env* env)
+  Impl(ShardMap map, std::vector<std::unique_ptr<mariadb::LazyShard>> parts,
+       std::string deployment, const CoordinatorOptions& o, Env* env)
       : map_(std::move(map)),
         owned_(std::move(parts)),
+        deployment_(std::move(deployment)),
         raw_(RawPointers(owned_)),
         options_(o),
         env_(env),
@@ -236,8 +238,8 @@ class Coordinator::Impl {
   InDoubtReport InDoubt() { return core::InspectInDoubt(raw_, env_); }
 
   const ShardMap& map() const { return map_; }
-  const std::string& deployment() const { return owned_[0]->deployment(); }
-  mariadb::MariaDbParticipant* shard(uint32_t i) { return owned_[i].get(); }
+  const std::string& deployment() const { return deployment_; }
+  mariadb::LazyShard* shard(uint32_t i) { return owned_[i].get(); }
 
   Counters counters() const {
     Counters c;
@@ -256,7 +258,7 @@ class Coordinator::Impl {
 
  private:
   static std::vector<Participant*> RawPointers(
-      const std::vector<std::unique_ptr<mariadb::MariaDbParticipant>>& v) {
+      const std::vector<std::unique_ptr<mariadb::LazyShard>>& v) {
     std::vector<Participant*> out;
     for (const auto& p : v) out.push_back(p.get());
     return out;
@@ -340,7 +342,8 @@ class Coordinator::Impl {
   }
 
   ShardMap map_;
-  std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> owned_;
+  std::vector<std::unique_ptr<mariadb::LazyShard>> owned_;
+  const std::string deployment_;
   std::vector<Participant*> raw_;
   CoordinatorOptions options_;
   Env* env_;
@@ -377,8 +380,14 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     return Status::InvalidArgument("txn_timeout_ms must be from 100 to 9999999 (it is written "
                                    "into XIDs, doc/xid.md)");
   }
-  std::vector<std::unique_ptr<mariadb::MariaDbParticipant>> parts;
-  std::string deployment;  // shard 0's; every other shard must belong to the same deployment
+  std::vector<std::unique_ptr<mariadb::LazyShard>> parts;
+  // The first shard that opens names the deployment (stored on it at setup); every other shard
+  // must belong to the same one. A shard that is down (kUnavailable) does not stop Open unless
+  // require_all_shards: its transactions fail with kUnavailable until it is back, and it is
+  // opened — and checked like the others — at the first call after that. Any other error (bad
+  // credentials, an old server, a foreign database) fails Open: that is configuration.
+  std::string deployment;
+  Status first_down;
   for (size_t i = 0; i < map->size(); ++i) {
     mariadb::Config c;
     c.url = map->shard(i);
@@ -388,11 +397,23 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     c.read_timeout_s = o.read_timeout_s;
     if (o.max_idle_connections > 0) c.max_idle = static_cast<size_t>(o.max_idle_connections);
     auto p = mariadb::MariaDbParticipant::Open(c, o.prepare_schema, &deployment);
-    if (!p.ok()) return p.status();
-    parts.push_back(std::move(*p));
+    if (p.ok()) {
+      parts.push_back(std::make_unique<mariadb::LazyShard>(std::move(*p)));
+      continue;
+    }
+    if (!p.status().Is(Code::kUnavailable) || o.require_all_shards) return p.status();
+    if (first_down.ok()) first_down = p.status();
+    parts.push_back(std::make_unique<mariadb::LazyShard>(c, o.prepare_schema, p.status()));
+  }
+  if (deployment.empty()) {
+    return first_down.Annotate("no shard is reachable");
+  }
+  for (auto& p : parts) {
+    if (!p->is_open()) p->SetDeployment(deployment);
   }
   Env* env = o.env != nullptr ? o.env : DefaultEnv();
-  auto impl = std::make_unique<Impl>(std::move(*map), std::move(parts), o, env);
+  auto impl =
+      std::make_unique<Impl>(std::move(*map), std::move(parts), deployment, o, env);
   if (o.resolver_interval_ms > 0) impl->Recover();  // finish what a crashed predecessor left
   impl->Start();
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
@@ -415,7 +436,9 @@ Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql
   if (shard >= impl_->map().size()) {
     return Status::InvalidArgument("no shard " + std::to_string(shard));
   }
-  return impl_->shard(shard)->Query(sql, std::span<const Value>(params.begin(), params.size()));
+  Result<mariadb::MariaDbParticipant*> p = impl_->shard(shard)->Get();
+  if (!p.ok()) return p.status();
+  return (*p)->Query(sql, std::span<const Value>(params.begin(), params.size()));
 }
 
 }  // namespace seigo

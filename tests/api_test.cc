@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/protocol.h"
+#include "mariadb/lazy_shard.h"
 #include "mariadb/mariadb_participant.h"
 #include "tests/db_test_util.h"
 
@@ -255,8 +256,7 @@ TEST(ApiOpen, ConnectionErrorNamesTheShardOnce) {
   CoordinatorOptions o = TestOptions();
   auto c = Coordinator::Open(o);
   ASSERT_TRUE(c.ok());
-  // A shard that refuses connections at run time: the second shard's URL with a dead port is
-  // not possible after Open, so use a wrong password on a fresh coordinator's shard list.
+  // The second shard's URL with a port nothing listens on.
   Result<ShardMap> map = ShardMap::Parse(TestShards());
   ASSERT_TRUE(map.ok());
   const ShardUrl& u = map->shard(1);
@@ -265,6 +265,7 @@ TEST(ApiOpen, ConnectionErrorNamesTheShardOnce) {
                                  std::to_string(u.port)),
                    (u.user + ":" + u.password + "@" + u.host + ":" + std::to_string(u.port)).size(),
                    u.user + ":" + u.password + "@" + u.host + ":1");
+  o.require_all_shards = true;
   auto bad = Coordinator::Open(o);
   ASSERT_FALSE(bad.ok());
   const std::string m = bad.status().message();
@@ -583,6 +584,71 @@ TEST_F(ApiTest, HooksSeeAttemptsCommitsAndBackgroundFailures) {
   for (uint32_t s = 0; s < map.size(); ++s) {
     (void)coord_->QueryShard(s, "DROP USER IF EXISTS 'seigo_hooks'@'127.0.0.1'");
   }
+}
+
+// Before: Open() failed outright when any one shard was down.
+TEST_F(ApiTest, OpenSucceedsWithAShardDownAndOnlyItsTransactionsFail) {
+  FreshTable("t_api_down");
+  std::mutex mu;
+  std::vector<Event> errors;
+  CoordinatorOptions o = TestOptions();
+  o.shards = TestShards() + ",mysql://seigo:seigo@127.0.0.1:1/seigo";  // nothing listens there
+  o.protocol.max_attempts = 2;
+  o.on_event = [&](const Event& e) {
+    std::lock_guard<std::mutex> l(mu);
+    if (e.kind == Event::Kind::kResolverError) errors.push_back(e);
+  };
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const uint32_t down = static_cast<uint32_t>((*c)->shard_map().size() - 1);
+  TxResult ok = (*c)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.ExecOn(0, "INSERT INTO t_api_down VALUES (1, 1)").status());
+    return tx.ExecOn(1, "INSERT INTO t_api_down VALUES (2, 1)").status();
+  });
+  EXPECT_TRUE(ok.committed()) << ok.status.ToString();
+  TxResult bad = (*c)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.ExecOn(0, "INSERT INTO t_api_down VALUES (3, 1)").status());
+    return tx.ExecOn(down, "SELECT 1").status();
+  });
+  EXPECT_EQ(bad.state, TxState::kGaveUp);
+  EXPECT_EQ(bad.status.code(), Code::kUnavailable) << bad.status.ToString();
+  EXPECT_EQ(bad.status.shard(), static_cast<int>(down));
+  EXPECT_NE(bad.status.message().find("127.0.0.1:1"), std::string::npos);
+  auto row = coord_->QueryShard(0, "SELECT COUNT(*) FROM t_api_down WHERE k = 3");
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(*row->Int(0, 0), 0);
+  ResolveReport rep = (*c)->Recover();
+  EXPECT_FALSE(rep.complete);
+  ASSERT_FALSE(rep.errors.empty());
+  EXPECT_NE(rep.errors[0].message().find("127.0.0.1:1"), std::string::npos);
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_FALSE(errors.empty());
+}
+
+// A shard that was down at Open is opened — and checked — at the first call after it is back.
+TEST_F(ApiTest, ShardThatWasDownIsOpenedWhenItComesBackAndCheckedLikeTheOthers) {
+  Result<ShardMap> map = ShardMap::Parse(TestShards());
+  ASSERT_TRUE(map.ok());
+  mariadb::Config cfg;
+  cfg.url = map->shard(1);
+  cfg.index = 1;
+  mariadb::LazyShard lazy(cfg, false, Status::Unavailable("connection refused"));
+  lazy.SetDeployment(coord_->deployment());
+  auto early = lazy.Acquire();  // within a second of the failure: no new connection attempt
+  EXPECT_EQ(early.status().code(), Code::kUnavailable);
+  EXPECT_NE(early.status().message().find("connection refused"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto s = lazy.Acquire();
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  lazy.Release(std::move(*s));
+  EXPECT_TRUE(lazy.is_open());
+  // Back, but claimed by another deployment: refused, not used.
+  mariadb::LazyShard foreign(cfg, false, Status::Unavailable("connection refused"));
+  foreign.SetDeployment("0123456789abcdef");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto f = foreign.Acquire();
+  EXPECT_EQ(f.status().code(), Code::kInvalidArgument) << f.status().ToString();
+  EXPECT_FALSE(foreign.is_open());
 }
 }  // namespace
 }  // namespace seigo::testing

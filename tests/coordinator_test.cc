@@ -396,9 +396,10 @@ TEST(CoordinatorOpen, MalformedUrlIsInvalidArgument) {
   EXPECT_EQ(c.status().message().find("secret"), std::string::npos);
 }
 
-TEST(CoordinatorOpen, UnreachableShardIsUnavailable) {
+TEST(CoordinatorOpen, UnreachableShardIsUnavailableWhenAllShardsAreRequired) {
   CoordinatorOptions o = TestOptions();
   o.shards = TestShards() + ",mysql://seigo:seigo@127.0.0.1:1/seigo";
+  o.require_all_shards = true;
   auto c = Coordinator::Open(o);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kUnavailable) << c.status().ToString();

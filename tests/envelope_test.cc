@@ -612,11 +612,15 @@ TEST_F(EnvelopeTest, HungCoordinatorsBranchIsFinishedLongAfterItsDeadline) {
   const int64_t k = KeyOnShard(1);
   std::unique_ptr<Session> hung;  // stays open: the hung process's connection
   PrepareOldBranch(*p, &hung, "t_hung", k, Outcome::kCommit);
-  for (int i = 0; i < 30 && ValueOf("t_hung", k) != 42; ++i) {
-    coord_->Recover();
+  std::string last;  // what the last pass said, for the failure message
+  for (int i = 0; i < 100 && ValueOf("t_hung", k) != 42; ++i) {
+    ResolveReport r = coord_->Recover();
+    last.clear();
+    for (const auto& x : r.pending) last += x.reason + "; ";
+    for (const auto& x : r.errors) last += x.ToString() + "; ";
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_EQ(ValueOf("t_hung", k), 42) << "the hung owner's branch was never committed";
+  EXPECT_EQ(ValueOf("t_hung", k), 42) << "the hung owner's branch was never committed: " << last;
   EXPECT_EQ(InDoubtCount(), 0u);
   Value none[] = {int64_t{0}};
   EXPECT_FALSE(hung->Execute("SELECT ?", none).ok()) << "the hung connection should be closed";

@@ -81,6 +81,12 @@ struct CoordinatorOptions {
   // Create (or upgrade) seigo's tables on each shard if missing, and claim each shard's index
   // and deployment. false: change nothing; the shards must have been set up before.
   bool prepare_schema = true;
+  // false (the default): Open() succeeds while some shards are down (unreachable), as long as
+  // one is up. Transactions that touch a down shard fail with kUnavailable (retried, then
+  // gave_up) and the others run; resolver passes report the shard in their errors (and through
+  // on_event) and retry it; it is opened — and checked like the rest — at the first call after
+  // it is back. true: Open() fails unless every shard can be opened.
+  bool require_all_shards = false;
   // Idle connections kept per shard and pool (transactions; recovery). 0 = the default (64).
   int max_idle_connections = 0;
   // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
@@ -105,8 +111,9 @@ struct CoordinatorOptions {
 class Coordinator {
  public:
   // Parses the shard list, connects to every shard, checks server versions (kUnsupported for
-  // servers that lose prepared branches on disconnect), prepares the schema, runs a first
-  // resolver pass. Fails with a clear Status on any bad input or unreachable shard.
+  // servers that lose prepared branches on disconnect) and privileges, prepares the schema, runs
+  // a first resolver pass. Fails with a clear Status on any bad input; an unreachable shard only
+  // if every shard is, or with require_all_shards.
   static Result<std::unique_ptr<Coordinator>> Open(const CoordinatorOptions& options);
 
   // Waits for queued phase-2 work (bounded by the phase-2 retries), stops the threads.
