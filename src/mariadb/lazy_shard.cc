@@ -48,8 +48,10 @@ Result<MariaDbParticipant*> LazyShard::Get() {
     if (MariaDbParticipant* p = open_.load()) return p;
     const int64_t now = SteadyMs();
     if (opening_ || now - last_try_ms_ < kRetryMs) {
-      return Status::Unavailable(name_ + " is down (since the coordinator opened): " +
-                                 last_error_.message());
+      // last_error_ names the shard already.
+      return Status(Code::kUnavailable,
+                    last_error_.message() + " (down; seigo tries it again at most once a second)",
+                    last_error_.server_errno());
     }
     opening_ = true;
     last_try_ms_ = now;
