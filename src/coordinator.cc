@@ -123,15 +123,6 @@ class Coordinator::Impl {
         e.status = a.status;
         Emit(e);
       }
-      Event e;
-      e.kind = res.committed() ? Event::Kind::kCommitted : Event::Kind::kFailed;
-      e.gid = res.history.empty() ? res.gid : res.history.back().gid;
-      e.attempt = res.attempts;
-      e.shard = res.status.shard();
-      e.duration_ms = env_->NowMs() - started;
-      e.status = res.status;
-      e.state = res.state;
-      Emit(e);
     }
     const TxResult& r = out.result;
     attempts_ += static_cast<uint64_t>(r.attempts);
@@ -179,6 +170,18 @@ class Coordinator::Impl {
     if (out.lost) {
       std::lock_guard<std::mutex> l(mu_);
       lost_.push_back(std::move(*out.lost));
+    }
+    if (options_.on_event) {  // after phase 2: the Run's whole duration, as the caller sees it
+      const TxResult& res = out.result;
+      Event e;
+      e.kind = res.committed() ? Event::Kind::kCommitted : Event::Kind::kFailed;
+      e.gid = res.history.empty() ? res.gid : res.history.back().gid;
+      e.attempt = res.attempts;
+      e.shard = res.status.shard();
+      e.duration_ms = env_->NowMs() - started;
+      e.status = res.status;
+      e.state = res.state;
+      Emit(e);
     }
     return std::move(out.result);
   }

@@ -7,8 +7,11 @@
 //   2. One shard touched: COMMIT. Done (no XA, no decision row, no extra round trip).
 //   3. Several: XA END + PREPARE every non-decider branch; then, in ONE round trip on the
 //      decider, insert the commit decision row and COMMIT. That local COMMIT is the commit point.
-//   4. Phase 2 (off the caller's path): XA COMMIT each prepared branch on its own connection.
-// Anything that fails before the commit point rolls back every branch.
+//   4. Phase 2: XA COMMIT each prepared branch on its own connection (before Run returns, or
+//      on background threads: Phase2Mode).
+// Anything that fails before the commit point rolls back every branch. A read-only attempt
+// (RunOptions::read_only) gives every shard a local transaction and rolls them all back at the
+// end: it commits nothing, so it needs neither XA nor a decision.
 //
 // Why the decider's COMMIT can be the commit point: the decision row and the decider's own work
 // commit or vanish together (one local InnoDB transaction), and a resolver that finds no row
