@@ -399,6 +399,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     c.connect_timeout_s = o.connect_timeout_s;
     c.read_timeout_s = o.read_timeout_s;
     if (o.max_idle_connections > 0) c.max_idle = static_cast<size_t>(o.max_idle_connections);
+    if (o.max_connections_per_shard > 0) {
+      c.max_open = static_cast<size_t>(o.max_connections_per_shard);
+    }
     auto p = mariadb::MariaDbParticipant::Open(c, o.prepare_schema, &deployment);
     if (p.ok()) {
       parts.push_back(std::make_unique<mariadb::LazyShard>(std::move(*p)));

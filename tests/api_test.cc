@@ -650,5 +650,33 @@ TEST_F(ApiTest, ShardThatWasDownIsOpenedWhenItComesBackAndCheckedLikeTheOthers) 
   EXPECT_EQ(f.status().code(), Code::kInvalidArgument) << f.status().ToString();
   EXPECT_FALSE(foreign.is_open());
 }
+
+// Before: no cap on a pool's connections (only on its idle ones).
+TEST_F(ApiTest, ConnectionCapBoundsTransactionsPerShardAndTheRestWait) {
+  FreshTable("t_api_cap");
+  CoordinatorOptions o = TestOptions();
+  o.max_connections_per_shard = 2;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::atomic<int> inside{0}, most{0}, committed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      TxResult r = (*c)->Run([&](Tx& tx) -> Status {
+        SEIGO_RETURN_IF_ERROR(tx.ExecOn(0, "INSERT INTO t_api_cap VALUES (?, 1)", {t}).status());
+        const int now = ++inside;
+        for (int m = most; now > m && !most.compare_exchange_weak(m, now);) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        --inside;
+        return Status::OK();
+      });
+      if (r.committed()) committed++;
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(committed.load(), 6);
+  EXPECT_EQ(most.load(), 2) << "closures holding a shard-0 connection at once";
+}
 }  // namespace
 }  // namespace seigo::testing

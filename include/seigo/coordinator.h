@@ -89,6 +89,11 @@ struct CoordinatorOptions {
   bool require_all_shards = false;
   // Idle connections kept per shard and pool (transactions; recovery). 0 = the default (64).
   int max_idle_connections = 0;
+  // Transaction connections open at once per shard (idle or in use), 0 = no cap. At the cap a
+  // transaction that needs one more waits up to connect_timeout_s for one to come back, then
+  // that attempt fails with kUnavailable (retried like an unavailable shard). Recovery
+  // connections are not counted (at most 8 per shard during a big resolver pass, plus one).
+  int max_connections_per_shard = 0;
   // Run one resolver pass inside Open(), and then one every resolver_interval_ms in the
   // background (0 = neither; then call Recover() yourself or run `seigo recover`).
   int64_t resolver_interval_ms = 1'000;

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -431,6 +432,7 @@ class MariaSession final : public Session {
   explicit MariaSession(uint64_t generation) : generation_(generation) {}
   ~MariaSession() override {
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
+    if (counted_) counted_->Closed();
     // Closing the connection rolls back an open transaction and detaches a prepared branch;
     // whoever commits or rolls back a detached branch later first waits until the server has
     // finished tearing this connection down (CheckOwner, below).
@@ -438,6 +440,8 @@ class MariaSession final : public Session {
 
   Conn& conn() { return conn_; }
   uint64_t generation() const { return generation_; }
+  // This session counts against its participant's cap (Config::max_open) until destroyed.
+  void CountIn(std::shared_ptr<OpenCount> c) { counted_ = std::move(c); }
   // May go back to the pool: no transaction of ours open, the connection healthy, and no
   // session state changed by a caller's statement.
   bool clean() const { return state_ == State::kNone && !conn_.broken() && !tainted_; }
@@ -586,6 +590,7 @@ class MariaSession final : public Session {
   bool opened_ = false;   // kLocal: the server reported the transaction open after a statement
   bool tainted_ = false;  // a caller's statement changed the session's state
   bool read_only_ = false;  // kLocal: BeginReadOnly (statements must be reads)
+  std::shared_ptr<OpenCount> counted_;  // set for transaction sessions of a capped pool
   Xid branch_;            // kBranch, kPrepared
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
@@ -1046,7 +1051,13 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
     std::vector<std::unique_ptr<Session>>* pool, bool transactional, bool* reused) {
-  {
+  // Lock order: open_->mu before mu_. Sessions are never destroyed while mu_ is held (their
+  // destructor takes open_->mu): dropped ones are collected and destroyed after.
+  const bool capped = transactional && config_.max_open > 0;
+  const auto give_up_at = std::chrono::steady_clock::now() +
+                          std::chrono::seconds(std::max(1, config_.connect_timeout_s));
+  std::vector<std::unique_ptr<Session>> dropped;
+  auto take_idle = [&]() -> std::unique_ptr<Session> {
     std::lock_guard<std::mutex> l(mu_);
     while (!pool->empty()) {
       std::unique_ptr<Session> s = std::move(pool->back());
@@ -1054,20 +1065,58 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
       // Connections made before a connection of this shard was found dead are suspect (the
       // server may have restarted): drop them instead of failing a transaction on each.
       auto* m = static_cast<MariaSession*>(s.get());
-      if (m->generation() < generation_) continue;
+      if (m->generation() < generation_) {
+        dropped.push_back(std::move(s));
+        continue;
+      }
       // A connection whose server went away while it sat idle has its socket readable (EOF):
       // drop it, and every other idle one made before (the server restarted), without a round
       // trip and before a transaction fails on it.
       if (!m->conn().IdleAndAlive()) {
         generation_.fetch_add(1);
+        dropped.push_back(std::move(s));
         continue;
       }
+      return s;
+    }
+    return nullptr;
+  };
+  if (!capped) {
+    if (std::unique_ptr<Session> s = take_idle()) {
       if (reused != nullptr) *reused = true;
       return s;
     }
+  } else {
+    // At the cap (Config::max_open): wait until a connection is closed or comes back idle.
+    std::unique_lock<std::mutex> l(open_->mu);
+    for (;;) {
+      if (std::unique_ptr<Session> s = take_idle()) {
+        if (reused != nullptr) *reused = true;
+        l.unlock();
+        dropped.clear();
+        return s;
+      }
+      if (!dropped.empty()) {  // their destructors give slots back (and take open_->mu)
+        l.unlock();
+        dropped.clear();
+        l.lock();
+        continue;
+      }
+      if (open_->open < config_.max_open) {
+        ++open_->open;
+        break;
+      }
+      if (open_->cv.wait_until(l, give_up_at) == std::cv_status::timeout) {
+        return Status::Unavailable(name_ + ": all " + std::to_string(config_.max_open) +
+                                   " transaction connections are in use "
+                                   "(CoordinatorOptions::max_connections_per_shard)");
+      }
+    }
   }
+  dropped.clear();
   if (reused != nullptr) *reused = false;
   auto s = std::make_unique<MariaSession>(generation_.load());
+  if (capped) s->CountIn(open_);  // counted above; the destructor gives the slot back
   SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
   return std::unique_ptr<Session>(std::move(s));
 }
@@ -1084,8 +1133,17 @@ void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
   // is closed, and closing is what lets the server detach a prepared branch; one whose session
   // state a caller changed is closed too.
   if (!m->clean()) return;
-  std::lock_guard<std::mutex> l(mu_);
-  if (pool->size() < config_.max_idle) pool->push_back(std::move(session));
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (pool->size() >= config_.max_idle) return;  // destroyed after the lock (see AcquireFrom)
+    pool->push_back(std::move(session));
+  }
+  if (pool == &idle_ && config_.max_open > 0) {
+    // A waiter at the cap may take it. Taking open_->mu first means the waiter is either
+    // before its look at the pool (and finds this session) or already waiting (and wakes).
+    { std::lock_guard<std::mutex> l(open_->mu); }
+    open_->cv.notify_one();
+  }
 }
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire() {

@@ -10,6 +10,7 @@
 #define SEIGO_MARIADB_PARTICIPANT_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +30,24 @@ struct Config {
   int connect_timeout_s = 3;
   int read_timeout_s = 30;
   size_t max_idle = 64;  // pooled idle connections kept (per pool: transactions, recovery)
+  // Transaction connections open at once (idle or in use), 0 = no cap. At the cap, Acquire
+  // waits up to connect_timeout_s for one to come back, then fails with kUnavailable.
+  size_t max_open = 0;
+};
+
+// The open transaction connections of one participant, shared with its sessions (a session may
+// outlive the participant's pool briefly, e.g. in a phase-2 queue being drained).
+struct OpenCount {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t open = 0;  // guarded by mu
+  void Closed() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      --open;
+    }
+    cv.notify_one();
+  }
 };
 
 class MariaDbParticipant final : public Participant {
@@ -101,6 +120,7 @@ class MariaDbParticipant final : public Participant {
   // SYSTEM: each statement its own transaction).
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
+  std::shared_ptr<OpenCount> open_ = std::make_shared<OpenCount>();  // transaction connections
 };
 
 // The SQL of seigo's tables on every shard (doc/decision-table.md).
