@@ -133,11 +133,17 @@ class Coordinator::Impl {
       case TxState::kOutcomeUnknown: unknown_++; break;
     }
     if (!out.phase2.empty() && options_.phase2 == Phase2Mode::kBeforeReturn) {
-      // Read-your-writes: every branch is committed before the caller hears "committed".
+      // Read-your-writes: every branch is committed before the caller hears "committed". Under
+      // a Run deadline the XA COMMIT is cut at it, and a branch whose owning connection failed
+      // is left to the resolver at once (named in pending_visibility) rather than retried on
+      // fresh connections that could wait on a frozen shard.
+      ProtocolOptions phase2_options = options_.protocol;
+      if (run.timeout_ms > 0) phase2_options.phase2_tries = 0;
       for (core::Phase2Item& item : out.phase2) {
         const uint32_t shard = item.xid.branch;
         const std::string gid = item.xid.gid;
-        Status s = core::Protocol::FinishPhase2(std::move(item), env_, options_.protocol);
+        if (run.timeout_ms > 0) item.session->SetDeadline(started + run.timeout_ms);
+        Status s = core::Protocol::FinishPhase2(std::move(item), env_, phase2_options);
         CountPhase2(s, gid, shard);
         if (!s.ok()) out.result.pending_visibility.push_back(shard);
       }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <mutex>
 #include <chrono>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
 #include <thread>
@@ -677,6 +678,48 @@ TEST_F(ApiTest, ConnectionCapBoundsTransactionsPerShardAndTheRestWait) {
   for (std::thread& th : threads) th.join();
   EXPECT_EQ(committed.load(), 6);
   EXPECT_EQ(most.load(), 2) << "closures holding a shard-0 connection at once";
+}
+
+// Before: a frozen shard (SIGSTOP) held a Run for the driver's read timeout (15-30 s); a game
+// request with a 200 ms budget had no way to bound it.
+TEST_F(ApiTest, StatementOnAFrozenShardIsCutAtTheRunDeadline) {
+  const char* dir = std::getenv("SEIGO_STATE_DIR");
+  ASSERT_NE(dir, nullptr) << "run the tests with scripts/test.sh (SEIGO_STATE_DIR)";
+  FreshTable("t_api_frozen");
+  CoordinatorOptions o = TestOptions();
+  o.read_timeout_s = 30;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  // A pooled connection to shard 1, as in a warm process.
+  ASSERT_TRUE((*c)->Run([&](Tx& tx) {
+    return tx.ExecOn(1, "INSERT INTO t_api_frozen VALUES (1, 1)").status();
+  }).committed());
+  const std::string pid = std::string(dir) + "/mariadb-1/mariadbd.pid";
+  struct Thaw {
+    std::string pid;
+    ~Thaw() { std::system(("kill -CONT $(cat " + pid + ")").c_str()); }
+  } thaw{pid};
+  ASSERT_EQ(std::system(("kill -STOP $(cat " + pid + ")").c_str()), 0);
+  RunOptions ro;
+  ro.timeout_ms = 500;
+  const auto t0 = std::chrono::steady_clock::now();
+  TxResult r = (*c)->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.ExecOn(0, "INSERT INTO t_api_frozen VALUES (2, 1)").status());
+    return tx.ExecOn(1, "INSERT INTO t_api_frozen VALUES (3, 1)").status();
+  }, ro);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  std::system(("kill -CONT $(cat " + pid + ")").c_str());
+  EXPECT_EQ(r.state, TxState::kGaveUp);
+  EXPECT_EQ(r.status.code(), Code::kDeadlineExceeded) << r.status.ToString();
+  // Far below the 30 s read timeout (the connect timeout, 3 s, if the pool had to connect).
+  EXPECT_LT(waited, std::chrono::seconds(8));
+  auto row = coord_->QueryShard(0, "SELECT COUNT(*) FROM t_api_frozen WHERE k = 2");
+  ASSERT_TRUE(row.ok()) << row.status().ToString();
+  EXPECT_EQ(*row->Int(0, 0), 0);
+  // The cut connection never goes back to the pool: the next Run works.
+  EXPECT_TRUE((*c)->Run([&](Tx& tx) {
+    return tx.ExecOn(1, "INSERT INTO t_api_frozen VALUES (4, 1)").status();
+  }).committed());
 }
 }  // namespace
 }  // namespace seigo::testing

@@ -240,6 +240,12 @@ class Session {
 
   // True once the connection is lost or in an unknown state; do not reuse it.
   virtual bool Broken() const = 0;
+
+  // From now on, a call that is still waiting on the store at `unix_ms` (wall clock, as
+  // DefaultEnv's NowMs) fails with kUnavailable — the connection is cut, as if the reply were
+  // lost — instead of waiting for the store's own timeouts (RunOptions::timeout_ms). 0 = no
+  // deadline. The default ignores it (the simulator's sessions).
+  virtual void SetDeadline(int64_t unix_ms) { (void)unix_ms; }
 };
 
 class Participant {

@@ -122,12 +122,15 @@ using TxFn = std::function<Status(Tx&)>;
 
 // Per-call options of Coordinator::Run.
 struct RunOptions {
-  // Bounds the whole call — every attempt, backoff sleep and commit — to this many ms from the
-  // call (0: no bound beyond ProtocolOptions::max_attempts). Each attempt's own deadline (in its
-  // XIDs: the decider refuses to commit after it) is the earlier of its start + txn_timeout_ms
-  // and this bound. When it passes, Run() stops with kDeadlineExceeded (nothing committed) at
-  // the next step; a statement already waiting on the server is bounded by lock_wait_timeout_s
-  // and read_timeout_s (CoordinatorOptions), not by this.
+  // Bounds the whole call — every attempt, backoff sleep, statement and commit — to about this
+  // many ms from the call (0: no bound beyond ProtocolOptions::max_attempts). Each attempt's own
+  // deadline (in its XIDs: the decider refuses to commit after it) is the earlier of its start +
+  // txn_timeout_ms and this bound. A statement still waiting on a server at the deadline (a
+  // frozen shard, a lock wait) is cut — its connection is closed, as if the reply were lost —
+  // and Run() ends with kDeadlineExceeded (nothing committed) or, if the cut hit the commit
+  // itself, with what the fence learns (committed, not committed, or outcome_unknown). Not
+  // bounded: opening a new connection (connect_timeout_s). With read-your-writes, a branch
+  // whose XA COMMIT is cut is left to the resolver and named in pending_visibility.
   int64_t timeout_ms = 0;
   // A read-only transaction: the closure may only read (writes are refused with
   // kInvalidArgument before they reach the server); every shard gets a plain local transaction

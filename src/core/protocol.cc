@@ -71,6 +71,7 @@ class Attempt final : public Tx {
         deadline_ms_(run_deadline_ms > 0
                          ? std::min(start_ms_ + p.options_.txn_timeout_ms, run_deadline_ms)
                          : start_ms_ + p.options_.txn_timeout_ms),
+        run_deadline_ms_(run_deadline_ms),
         read_only_(read_only) {}
 
   // No destructor work: every path out of Commit/Abort releases the sessions. A session still
@@ -148,6 +149,7 @@ class Attempt final : public Tx {
   const std::string gid_;
   const int64_t start_ms_;
   const int64_t deadline_ms_;
+  const int64_t run_deadline_ms_;  // 0 = none
   const bool read_only_;
   bool closed_ = false;
   std::vector<Branch> branches_;  // branches_[0] is the decider
@@ -164,6 +166,8 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
   Result<std::unique_ptr<Session>> s = b.participant->Acquire();
   if (!s.ok()) return s.status();  // Acquire's errors name the participant already
   b.session = std::move(*s);
+  // A statement waiting on a frozen shard is cut at the Run's deadline (a lost reply).
+  if (run_deadline_ms_ > 0) b.session->SetDeadline(run_deadline_ms_);
   Status st;
   if (read_only_) {
     st = b.session->BeginReadOnly();  // every shard: a local transaction, rolled back at the end
@@ -327,6 +331,7 @@ Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item
 void Attempt::HandOverPhase2(std::vector<Phase2Item>* phase2) {
   for (size_t i = 1; i < branches_.size(); ++i) {
     Branch& b = branches_[i];
+    b.session->SetDeadline(0);  // phase 2 is after the commit point: its caller decides
     phase2->push_back(Phase2Item{b.participant, std::move(b.session), b.xid});
   }
 }

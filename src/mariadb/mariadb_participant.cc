@@ -20,6 +20,7 @@
 #include <mysqld_error.h>
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -161,6 +162,75 @@ Status MapError(unsigned int err, const char* msg) {
   return Status(Code::kQueryFailed, m, e);
 }
 
+// Cuts connections whose caller's deadline (RunOptions::timeout_ms) passed while a statement
+// waits on the server — a frozen or unreachable server answers nothing, and the driver would
+// wait read_timeout_s. Cutting = shutdown() of the socket: the waiting call fails at once with a
+// lost connection, which the protocol handles like any lost reply (before the commit point:
+// roll back; a COMMIT in flight: the fence learns the outcome). One thread per process, started
+// at the first deadline.
+class Watchdog {
+ public:
+  static Watchdog& Get() {
+    static Watchdog* w = new Watchdog();  // never destroyed: its thread may outlive main's locals
+    return *w;
+  }
+  // Watches `fd` until Unwatch(token); cuts it once the system clock reaches `deadline_ms`.
+  uint64_t Watch(int fd, int64_t deadline_ms) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+    const uint64_t token = ++next_;
+    watched_[token] = {fd, deadline_ms, false};
+    cv_.notify_one();
+    return token;
+  }
+  // Stops watching; true if the connection was cut (it is unusable now).
+  bool Unwatch(uint64_t token) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = watched_.find(token);
+    const bool cut = it != watched_.end() && it->second.cut;
+    if (it != watched_.end()) watched_.erase(it);
+    return cut;
+  }
+
+ private:
+  struct Entry {
+    int fd;
+    int64_t deadline_ms;
+    bool cut;
+  };
+  static int64_t NowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      int64_t next = INT64_MAX;
+      const int64_t now = NowMs();
+      for (auto& [token, e] : watched_) {
+        if (e.cut) continue;
+        if (e.deadline_ms <= now) {
+          ::shutdown(e.fd, SHUT_RDWR);  // the fd stays open (and ours) until Unwatch
+          e.cut = true;
+        } else {
+          next = std::min(next, e.deadline_ms);
+        }
+      }
+      if (next == INT64_MAX) {
+        cv_.wait(l);
+      } else {
+        cv_.wait_for(l, std::chrono::milliseconds(next - now));
+      }
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Entry> watched_;  // guarded by mu_
+  uint64_t next_ = 0;                  // guarded by mu_
+  std::thread thread_;
+};
+
 // One connection. Not thread-safe.
 class Conn {
  public:
@@ -217,6 +287,28 @@ class Conn {
   // The server's max_allowed_packet (bytes): a statement larger than this cannot be sent.
   uint64_t max_allowed_packet() const { return max_allowed_packet_; }
 
+  // Unix ms after which a call waiting on the server is cut (Watchdog); 0 = none.
+  void set_deadline(int64_t unix_ms) { deadline_ms_ = unix_ms; }
+  // RAII around one blocking call: watched while a deadline is set; a cut connection is broken.
+  class Watched {
+   public:
+    explicit Watched(Conn& c) : c_(c) {
+      if (c.deadline_ms_ > 0 && c.mysql_ != nullptr && !c.broken_) {
+        token_ = Watchdog::Get().Watch(static_cast<int>(mysql_get_socket(c.mysql_)),
+                                       c.deadline_ms_);
+      }
+    }
+    ~Watched() {
+      if (token_ != 0 && Watchdog::Get().Unwatch(token_)) c_.broken_ = true;
+    }
+    Watched(const Watched&) = delete;
+    Watched& operator=(const Watched&) = delete;
+
+   private:
+    Conn& c_;
+    uint64_t token_ = 0;
+  };
+
   // Runs text SQL (possibly several statements); drains every result; returns the first error
   // and records which statement (0-based) failed in failed_at(). The server stops a
   // multi-statement batch at its first error. `out` receives the first result set; `more`, if
@@ -225,6 +317,7 @@ class Conn {
              std::vector<QueryResult>* more = nullptr) {
     failed_at_ = 0;
     if (broken_) return Status::Unavailable("connection already lost");
+    Watched watched(*this);
     if (mysql_real_query(mysql_, sql.data(), sql.size()) != 0) return Fail();
     bool first = true;
     for (;;) {
@@ -298,6 +391,7 @@ class Conn {
   int failed_at() const { return failed_at_; }
 
  private:
+  int64_t deadline_ms_ = 0;  // Watched: 0 = no deadline
   uint64_t max_allowed_packet_ = 16 << 20;
   MYSQL* mysql_ = nullptr;
   bool broken_ = false;
@@ -440,6 +534,7 @@ class MariaSession final : public Session {
 
   Conn& conn() { return conn_; }
   uint64_t generation() const { return generation_; }
+  void SetDeadline(int64_t unix_ms) override { conn_.set_deadline(unix_ms); }
   // This session counts against its participant's cap (Config::max_open) until destroyed.
   void CountIn(std::shared_ptr<OpenCount> c) { counted_ = std::move(c); }
   // May go back to the pool: no transaction of ours open, the connection healthy, and no
@@ -714,6 +809,7 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
           " (doc/protocol.md, \"What a closure may run\"): " + std::string(sql));
     }
   }
+  Conn::Watched watched(conn_);
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
   Result<QueryResult> r = ExecuteOnce(*p, params);
@@ -1133,6 +1229,7 @@ void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
   // is closed, and closing is what lets the server detach a prepared branch; one whose session
   // state a caller changed is closed too.
   if (!m->clean()) return;
+  m->SetDeadline(0);  // the next user sets its own
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pool->size() >= config_.max_idle) return;  // destroyed after the lock (see AcquireFrom)
