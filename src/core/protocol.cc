@@ -303,8 +303,11 @@ Status Attempt::ResolveLostCommit(const Decision& commit, std::vector<Phase2Item
   decider.session.reset();  // broken: drop it so the server ends that session
   Decision abort = commit;
   abort.outcome = Outcome::kAbort;
-  Status last;
-  for (int i = 0; i < p_.options_.unknown_resolve_tries; ++i) {
+  Status last = Status::Unavailable("not asked: the Run's deadline has passed");
+  // Past the Run's deadline (RunOptions::timeout_ms) the caller must not wait for a decider
+  // that may be frozen: the outcome is left to TrySettle and the resolver.
+  const bool may_wait = run_deadline_ms_ == 0 || p_.env_->NowMs() < run_deadline_ms_;
+  for (int i = 0; may_wait && i < p_.options_.unknown_resolve_tries; ++i) {
     if (i > 0) p_.env_->SleepMs(std::min<int64_t>(p_.options_.backoff_max_ms, 50LL << i));
     Result<Outcome> o = decider.participant->FenceAbort(abort, /*by_coordinator=*/true);
     if (o.ok() && *o == Outcome::kCommit) {
@@ -339,6 +342,14 @@ void Attempt::HandOverPhase2(std::vector<Phase2Item>* phase2) {
 void Attempt::Abort(bool decision_is_abort) {
   if (branches_.empty()) return;
   Branch& decider = branches_[0];
+  if (run_deadline_ms_ > 0) {
+    // The rollbacks below may come after the Run's deadline: give them a second more before a
+    // watchdog cuts them (a cut rollback only closes the connection, which rolls back too).
+    const int64_t until = std::max(p_.env_->NowMs(), run_deadline_ms_) + 1'000;
+    for (Branch& b : branches_) {
+      if (b.session) b.session->SetDeadline(until);
+    }
+  }
   bool need_fence = false;
   // The decider first: its work is a local transaction and it holds no decision row here.
   if (decider.session) {
