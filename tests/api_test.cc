@@ -721,5 +721,56 @@ TEST_F(ApiTest, StatementOnAFrozenShardIsCutAtTheRunDeadline) {
     return tx.ExecOn(1, "INSERT INTO t_api_frozen VALUES (4, 1)").status();
   }).committed());
 }
+
+// Before: every result sat in memory (3M rows took 538 MB).
+TEST_F(ApiTest, StreamingReadHandsOverRowsOneByOneAndCanStopEarly) {
+  FreshTable("t_api_stream");
+  const uint32_t shard = 1;
+  // 3,000 rows on shard 1, in one multi-row insert per 500.
+  for (int from = 0; from < 3000; from += 500) {
+    std::string sql = "INSERT INTO t_api_stream (k, v) VALUES ";
+    std::vector<Value> p;
+    for (int k = from; k < from + 500; ++k) {
+      sql += k > from ? ",(?, ?)" : "(?, ?)";
+      p.emplace_back(k);
+      p.emplace_back(std::string(k % 7 == 0 ? 300 : 3, 'x').size());
+    }
+    ASSERT_TRUE(coord_->Run([&](Tx& tx) { return tx.ExecOn(shard, sql, p).status(); })
+                    .committed());
+  }
+  int64_t sum = 0, seen = 0;
+  Status inside;
+  TxResult r = coord_->Run([&](Tx& tx) -> Status {
+    sum = seen = 0;
+    Result<uint64_t> n = tx.ExecEachOn(
+        shard, "SELECT k, v, REPEAT('y', v) AS pad FROM t_api_stream ORDER BY k", {},
+        [&](const QueryResult& row) -> Status {
+          EXPECT_EQ(row.rows.size(), 1u);
+          sum += **row.Get<int64_t>(0, "k");
+          EXPECT_EQ((*row.Get<std::string>(0, "pad"))->size(),
+                    static_cast<size_t>(**row.Get<int64_t>(0, "v")));
+          if (++seen == 1) inside = tx.ExecOn(shard, "SELECT 1").status();  // same shard: refused
+          return Status::OK();
+        });
+    SEIGO_RETURN_IF_ERROR(n.status());
+    EXPECT_EQ(*n, 3000u);
+    // Stopping early: the callback's error comes back, the rest is dropped, the session works.
+    int taken = 0;
+    Result<uint64_t> stopped = tx.ExecEachOn(
+        shard, "SELECT k FROM t_api_stream ORDER BY k", {}, [&](const QueryResult&) -> Status {
+          return ++taken == 10 ? Status::Aborted("enough") : Status::OK();
+        });
+    EXPECT_EQ(stopped.status().message(), "enough");
+    EXPECT_EQ(taken, 10);
+    auto after = tx.ExecOn(shard, "SELECT COUNT(*) FROM t_api_stream");
+    SEIGO_RETURN_IF_ERROR(after.status());
+    EXPECT_EQ(*after->Int(0, 0), 3000);
+    return Status::OK();
+  });
+  EXPECT_TRUE(r.committed()) << r.status.ToString();
+  EXPECT_EQ(seen, 3000);
+  EXPECT_EQ(sum, 2999 * 3000 / 2);
+  EXPECT_EQ(inside.code(), Code::kInvalidArgument) << inside.ToString();
+}
 }  // namespace
 }  // namespace seigo::testing

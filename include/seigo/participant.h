@@ -33,6 +33,7 @@
 #define SEIGO_PARTICIPANT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -217,6 +218,13 @@ class Session {
   // One statement with '?' placeholders. A statement that changes the session's state makes the
   // session unpoolable: it is closed after the transaction instead of reused.
   virtual Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) = 0;
+  // The same, streaming: `row` is called once per result row (a QueryResult holding the columns
+  // and that one row) while the rows arrive, so a large result never sits in memory. A non-OK
+  // Status from `row` stops the stream (the rest is discarded) and is returned. OK = the number
+  // of rows. No other statement may run on this session until it returns. The default runs
+  // Execute and then walks its rows.
+  virtual Result<uint64_t> ExecuteEach(std::string_view sql, std::span<const Value> params,
+                                       const std::function<Status(const QueryResult&)>& row);
 
   // XA END + XA PREPARE in one round trip, with the branch's marker (ProbeBranches) written
   // inside the branch first. OK = the branch is durable and survives crashes.

@@ -71,6 +71,26 @@ class Tx {
                              std::initializer_list<Value> params = {}) {
     return ExecOn(shard, sql, std::span<const Value>(params.begin(), params.size()));
   }
+  // Streams a query's rows: `row` is called with each row as it arrives (a QueryResult with the
+  // columns and that one row: row.Get<T>(0, "col")), so a large result never sits in memory.
+  // Returns the number of rows, or the first non-OK Status `row` returned (which stops the
+  // stream; that is the closure's business and does not poison the attempt). While it streams,
+  // `row` must not run statements on the same shard (refused: kInvalidArgument); other shards
+  // are fine.
+  using RowFn = std::function<Status(const QueryResult& row)>;
+  virtual Result<uint64_t> ExecEachOn(uint32_t shard, std::string_view sql,
+                                      std::span<const Value> params, const RowFn& row) = 0;
+  Result<uint64_t> ExecEachOn(uint32_t shard, std::string_view sql,
+                              std::initializer_list<Value> params, const RowFn& row) {
+    return ExecEachOn(shard, sql, std::span<const Value>(params.begin(), params.size()), row);
+  }
+  template <std::integral K>
+  Result<uint64_t> ExecEach(K key, std::string_view sql, std::initializer_list<Value> params,
+                            const RowFn& row) {
+    return ExecEachOn(ShardFor(key), sql, std::span<const Value>(params.begin(), params.size()),
+                      row);
+  }
+
   // Runs a statement on the shard that owns `key`.
   template <std::integral K>
   Result<QueryResult> Exec(K key, std::string_view sql, std::span<const Value> params) {

@@ -30,4 +30,21 @@ Result<std::vector<std::optional<Decision>>> Participant::ReadDecisions(
   return out;
 }
 
+
+Result<uint64_t> Session::ExecuteEach(std::string_view sql, std::span<const Value> params,
+                                      const std::function<Status(const QueryResult&)>& row) {
+  Result<QueryResult> all = Execute(sql, params);
+  if (!all.ok()) return all.status();
+  QueryResult one;
+  one.columns = all->columns;
+  uint64_t n = 0;
+  for (auto& r : all->rows) {
+    one.rows.assign(1, std::move(r));
+    Status s = row(one);
+    if (!s.ok()) return s;
+    ++n;
+  }
+  return n;
+}
+
 }  // namespace seigo

@@ -94,6 +94,12 @@ class Attempt final : public Tx {
     // Once a statement failed, the attempt is doomed: later statements fail the same way, so a
     // closure that ignores an error cannot commit half of its work.
     if (!poison_.ok()) return poison_;
+    if (shard == streaming_) {
+      // Not a failed statement: nothing reached the server, the stream goes on.
+      return Status::InvalidArgument("shard " + std::to_string(shard) + " is streaming a "
+                                     "result (ExecEachOn): no other statement on it until that "
+                                     "returns");
+    }
     if (shard >= p_.shard_count()) {
       poison_ = Status::InvalidArgument("shard " + std::to_string(shard) + " does not exist (" +
                                         std::to_string(p_.shard_count()) + " shards)");
@@ -111,6 +117,35 @@ class Attempt final : public Tx {
       return poison_;
     }
     return r;
+  }
+
+  Result<uint64_t> ExecEachOn(uint32_t shard, std::string_view sql,
+                              std::span<const Value> params, const RowFn& row) override {
+    if (closed_) return Status::InvalidArgument("Tx used after its closure returned");
+    if (!poison_.ok()) return poison_;
+    if (shard == streaming_ || shard >= p_.shard_count()) {
+      return ExecOn(shard, sql, params).status();  // the same refusals
+    }
+    Result<Branch*> b = BranchFor(shard);
+    if (!b.ok()) {
+      poison_ = b.status().WithShard(static_cast<int>(shard)).WithStatement(sql);
+      return poison_;
+    }
+    Status from_row;
+    const uint32_t outer = streaming_;
+    streaming_ = shard;
+    Result<uint64_t> n = (*b)->session->ExecuteEach(sql, params, [&](const QueryResult& r) {
+      from_row = row(r);
+      return from_row;
+    });
+    streaming_ = outer;
+    if (!from_row.ok()) return from_row;  // the closure's own decision, not a failed statement
+    if (!n.ok()) {
+      poison_ = n.status().Annotate((*b)->participant->name()).WithShard(static_cast<int>(shard))
+                    .WithStatement(sql);
+      return poison_;
+    }
+    return n;
   }
 
   Status Fail(Status s) override {
@@ -152,6 +187,7 @@ class Attempt final : public Tx {
   const int64_t run_deadline_ms_;  // 0 = none
   const bool read_only_;
   bool closed_ = false;
+  uint32_t streaming_ = UINT32_MAX;  // the shard whose ExecEachOn is running, if any
   std::vector<Branch> branches_;  // branches_[0] is the decider
   Status poison_;
 };

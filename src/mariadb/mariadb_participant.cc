@@ -231,6 +231,9 @@ class Watchdog {
   std::thread thread_;
 };
 
+// Receives streamed rows (Session::ExecuteEach): a QueryResult with the columns and one row.
+using RowSink = std::function<Status(const QueryResult&)>;
+
 // One connection. Not thread-safe.
 class Conn {
  public:
@@ -570,7 +573,17 @@ class MariaSession final : public Session {
     return s;
   }
 
-  Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) override;
+  Result<QueryResult> Execute(std::string_view sql, std::span<const Value> params) override {
+    return ExecuteWith(sql, params, nullptr, nullptr);
+  }
+  Result<uint64_t> ExecuteEach(std::string_view sql, std::span<const Value> params,
+                               const RowSink& row) override {
+    Status from_row;
+    Result<QueryResult> r = ExecuteWith(sql, params, &row, &from_row);
+    if (!from_row.ok()) return from_row;
+    if (!r.ok()) return r.status();
+    return r->affected_rows;
+  }
 
   Status Prepare(const Xid& xid) override {
     // The marker goes in inside the branch, before XA END: it is prepared, committed or rolled
@@ -677,7 +690,12 @@ class MariaSession final : public Session {
   };
 
   Result<MYSQL_STMT*> Prepared(std::string_view sql);
-  Result<QueryResult> ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params);
+  // Execute, or with `sink` ExecuteEach (the first result set's rows streamed).
+  Result<QueryResult> ExecuteWith(std::string_view sql, std::span<const Value> params,
+                                  const RowSink* sink, Status* sink_status);
+  // `sink`/`sink_status`: stream the first result set's rows (ExecuteEach).
+  Result<QueryResult> ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params,
+                                  const RowSink* sink = nullptr, Status* sink_status = nullptr);
 
   Conn conn_;
   const uint64_t generation_;
@@ -724,10 +742,14 @@ Result<MYSQL_STMT*> MariaSession::Prepared(std::string_view sql) {
   }
 }
 
-// Reads the current result set of `st` into `out` (rows as text).
+// Reads the current result set of `st` into `out` (rows as text). With `sink`, rows are not
+// kept: each is handed to `sink` as it arrives (unbuffered: nothing is stored on the client),
+// and `*sink_status` receives the first error `sink` returned; the rest is still read (the
+// connection cannot be used before the result is drained) but not converted or handed over.
 Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
-                 const std::function<Status()>& fail) {
-  if (mysql_stmt_store_result(st) != 0) return fail();
+                 const std::function<Status()>& fail, const RowSink* sink = nullptr,
+                 Status* sink_status = nullptr) {
+  if (sink == nullptr && mysql_stmt_store_result(st) != 0) return fail();
   unsigned n = mysql_num_fields(meta);
   MYSQL_FIELD* fields = mysql_fetch_fields(meta);
   std::vector<MYSQL_BIND> rb(n);
@@ -755,6 +777,7 @@ Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
         err = fail();
         break;
       }
+      if (sink != nullptr && !sink_status->ok()) continue;  // stopped: drain, drop
       std::vector<std::optional<std::string>> row;
       for (unsigned i = 0; i < n; ++i) {
         if (nulls[i]) {
@@ -774,15 +797,26 @@ Status FetchRows(MYSQL_STMT* st, MYSQL_RES* meta, QueryResult* out,
           row.emplace_back(std::string(bufs[i].data(), lens[i]));
         }
       }
+      if (sink != nullptr) {
+        out->rows.assign(1, std::move(row));
+        ++out->affected_rows;
+        *sink_status = (*sink)(*out);
+        continue;
+      }
       out->rows.push_back(std::move(row));
     }
   }
   mysql_stmt_free_result(st);
+  if (sink != nullptr) {
+    out->rows.clear();
+    return err;
+  }
   if (err.ok()) out->affected_rows = out->rows.size();
   return err;
 }
 
-Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const Value> params) {
+Result<QueryResult> MariaSession::ExecuteWith(std::string_view sql, std::span<const Value> params,
+                                              const RowSink* sink, Status* sink_status) {
   if (conn_.broken()) return Status::Unavailable("connection already lost");
   const bool in_tx = state_ == State::kLocal || state_ == State::kBranch;
   if (in_tx && read_only_) {
@@ -812,7 +846,7 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
   Conn::Watched watched(conn_);
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
-  Result<QueryResult> r = ExecuteOnce(*p, params);
+  Result<QueryResult> r = ExecuteOnce(*p, params, sink, sink_status);
   if (!r.ok()) {
     if (r.status().server_errno() == ER_XAER_RMFAIL && state_ == State::kBranch) {
       // The server refused, inside the XA branch, a statement that would end it (e.g. a
@@ -847,7 +881,8 @@ Result<QueryResult> MariaSession::Execute(std::string_view sql, std::span<const 
   return r;
 }
 
-Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params) {
+Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Value> params,
+                                              const RowSink* sink, Status* sink_status) {
   if (mysql_stmt_param_count(st) != params.size()) {
     return Status::InvalidArgument("statement has " + std::to_string(mysql_stmt_param_count(st)) +
                                    " placeholders but " + std::to_string(params.size()) +
@@ -913,7 +948,8 @@ Result<QueryResult> MariaSession::ExecuteOnce(MYSQL_STMT* st, std::span<const Va
     MYSQL_RES* meta = mysql_stmt_result_metadata(st);
     if (meta != nullptr) {
       QueryResult scratch;
-      Status fs = FetchRows(st, meta, have_rows ? &scratch : &out, fail);
+      Status fs = have_rows ? FetchRows(st, meta, &scratch, fail)
+                            : FetchRows(st, meta, &out, fail, sink, sink_status);
       mysql_free_result(meta);
       SEIGO_RETURN_IF_ERROR(fs);
       have_rows = true;
