@@ -267,6 +267,13 @@ class Participant {
 
   // A session for one transaction. Real participants pool connections.
   virtual Result<std::unique_ptr<Session>> Acquire() = 0;
+  // The same, giving up at `deadline_ms` (unix ms, as DefaultEnv's NowMs; 0 = none) with
+  // kUnavailable, also while a new connection is being opened (RunOptions::timeout_ms). The
+  // default ignores the deadline.
+  virtual Result<std::unique_ptr<Session>> Acquire(int64_t deadline_ms) {
+    (void)deadline_ms;
+    return Acquire();
+  }
   // Returns a session after its transaction ended. Broken sessions are discarded.
   virtual void Release(std::unique_ptr<Session> session) = 0;
 

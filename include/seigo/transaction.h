@@ -148,9 +148,9 @@ struct RunOptions {
   // txn_timeout_ms and this bound. A statement still waiting on a server at the deadline (a
   // frozen shard, a lock wait) is cut — its connection is closed, as if the reply were lost —
   // and Run() ends with kDeadlineExceeded (nothing committed) or, if the cut hit the commit
-  // itself, with what the fence learns (committed, not committed, or outcome_unknown). Not
-  // bounded: opening a new connection (connect_timeout_s). With read-your-writes, a branch
-  // whose XA COMMIT is cut is left to the resolver and named in pending_visibility.
+  // itself, with what the fence learns (committed, not committed, or outcome_unknown). Opening
+  // a new connection is given up at the deadline too. With read-your-writes, a branch whose
+  // XA COMMIT is cut is left to the resolver and named in pending_visibility.
   int64_t timeout_ms = 0;
   // A read-only transaction: the closure may only read (writes are refused with
   // kInvalidArgument before they reach the server); every shard gets a plain local transaction

@@ -199,7 +199,7 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
   Branch b;
   b.shard = shard;
   b.participant = p_.participants_[shard];
-  Result<std::unique_ptr<Session>> s = b.participant->Acquire();
+  Result<std::unique_ptr<Session>> s = b.participant->Acquire(run_deadline_ms_);
   if (!s.ok()) return s.status();  // Acquire's errors name the participant already
   b.session = std::move(*s);
   // A statement waiting on a frozen shard is cut at the Run's deadline (a lost reply).

@@ -81,6 +81,12 @@ Result<std::unique_ptr<Session>> LazyShard::Acquire() {
   return (*p)->Acquire();
 }
 
+Result<std::unique_ptr<Session>> LazyShard::Acquire(int64_t deadline_ms) {
+  Result<MariaDbParticipant*> p = Get();
+  if (!p.ok()) return p.status();
+  return (*p)->Acquire(deadline_ms);
+}
+
 void LazyShard::Release(std::unique_ptr<Session> session) {
   // A session exists only if the shard was opened.
   if (MariaDbParticipant* p = open_.load()) p->Release(std::move(session));

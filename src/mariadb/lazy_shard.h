@@ -41,6 +41,7 @@ class LazyShard final : public Participant {
   std::string name() const override { return name_; }
   const std::string& deployment() const override;
   Result<std::unique_ptr<Session>> Acquire() override;
+  Result<std::unique_ptr<Session>> Acquire(int64_t deadline_ms) override;
   void Release(std::unique_ptr<Session> session) override;
   Result<std::vector<Xid>> RecoverPrepared() override;
   Status CommitXid(const Xid& xid) override;

@@ -1182,7 +1182,8 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
 }
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
-    std::vector<std::unique_ptr<Session>>* pool, bool transactional, bool* reused) {
+    std::vector<std::unique_ptr<Session>>* pool, bool transactional, bool* reused,
+    int64_t deadline_ms) {
   // Lock order: open_->mu before mu_. Sessions are never destroyed while mu_ is held (their
   // destructor takes open_->mu): dropped ones are collected and destroyed after.
   const bool capped = transactional && config_.max_open > 0;
@@ -1249,8 +1250,40 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
   if (reused != nullptr) *reused = false;
   auto s = std::make_unique<MariaSession>(generation_.load());
   if (capped) s->CountIn(open_);  // counted above; the destructor gives the slot back
-  SEIGO_RETURN_IF_ERROR(s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
-  return std::unique_ptr<Session>(std::move(s));
+  if (deadline_ms <= 0) {
+    SEIGO_RETURN_IF_ERROR(
+        s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
+    return std::unique_ptr<Session>(std::move(s));
+  }
+  // Under a caller's deadline (a frozen server accepts the TCP connection and then answers
+  // nothing until connect_timeout_s): connect on a thread of its own and wait at most until the
+  // deadline. A connect given up on finishes there and is closed; the caller gets kUnavailable.
+  struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+    std::unique_ptr<MariaSession> session;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->session = std::move(s);
+  std::thread([pending, config = config_, transactional] {
+    Status st = pending->session->conn().Connect(config, /*autocommit=*/!transactional);
+    {
+      std::lock_guard<std::mutex> l(pending->mu);
+      pending->status = st;
+      pending->done = true;
+    }
+    pending->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> l(pending->mu);
+  const auto until = std::chrono::system_clock::time_point(std::chrono::milliseconds(deadline_ms));
+  if (!pending->cv.wait_until(l, until, [&] { return pending->done; })) {
+    return Status::Unavailable(name_ + ": opening a connection did not finish before the Run's "
+                               "deadline");
+  }
+  SEIGO_RETURN_IF_ERROR(pending->status.Annotate(name_));
+  return std::unique_ptr<Session>(std::move(pending->session));
 }
 
 void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
@@ -1281,6 +1314,10 @@ void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
 
 Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire() {
   return AcquireFrom(&idle_, /*transactional=*/true, nullptr);
+}
+
+Result<std::unique_ptr<Session>> MariaDbParticipant::Acquire(int64_t deadline_ms) {
+  return AcquireFrom(&idle_, /*transactional=*/true, nullptr, deadline_ms);
 }
 
 void MariaDbParticipant::Release(std::unique_ptr<Session> session) {

@@ -68,6 +68,7 @@ class MariaDbParticipant final : public Participant {
   std::string name() const override { return name_; }
   const std::string& deployment() const override { return deployment_; }
   Result<std::unique_ptr<Session>> Acquire() override;
+  Result<std::unique_ptr<Session>> Acquire(int64_t deadline_ms) override;
   void Release(std::unique_ptr<Session> session) override;
   Result<std::vector<Xid>> RecoverPrepared() override;
   Status CommitXid(const Xid& xid) override;
@@ -98,8 +99,10 @@ class MariaDbParticipant final : public Participant {
   template <typename Fn>
   auto WithSession(Fn fn) -> decltype(fn(std::declval<PooledSession&>()));
   // `reused` (may be null) tells whether the session came from the pool.
+  // `deadline_ms` (unix ms, 0 = none): give up opening a new connection then.
   Result<std::unique_ptr<Session>> AcquireFrom(std::vector<std::unique_ptr<Session>>* pool,
-                                               bool transactional, bool* reused);
+                                               bool transactional, bool* reused,
+                                               int64_t deadline_ms = 0);
   void ReleaseTo(std::vector<std::unique_ptr<Session>>* pool, std::unique_ptr<Session> session);
   std::vector<Status> ApplyXids(std::span<const Xid> xids, bool commit);
   Status ApplyChunk(PooledSession& ps, std::span<const Xid> xids, std::span<Status> out,
