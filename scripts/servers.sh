@@ -208,7 +208,13 @@ case $cmd in
   wipe)
     [[ -n $DIR && $DIR != / ]] || die "refusing to wipe '$DIR'"
     stop_all
-    rm -rf "$DIR"
+    # A server that just exited may still have a file being closed or a helper (under
+    # libfaketime) writing its last bytes: "Directory not empty". Try again for a few seconds.
+    for try in $(seq 1 20); do
+      rm -rf "$DIR" 2>/dev/null && break
+      sleep 0.25
+    done
+    [[ ! -e $DIR ]] || { rm -rf "$DIR"; die "could not remove $DIR"; }
     log "wiped $DIR" ;;
   env) [[ -r $DIR/env ]] || die "$DIR/env missing (run: $0 start)"; cat "$DIR/env" ;;
   *) usage ;;

@@ -610,6 +610,16 @@ TEST_F(EnvelopeTest, HungCoordinatorsBranchIsFinishedLongAfterItsDeadline) {
   auto p = OpenParticipant(1);
   ASSERT_TRUE(p);
   const int64_t k = KeyOnShard(1);
+  // A marker written within a second of the server's start cannot be told apart from one of
+  // the previous incarnation (the uptime has whole seconds), so its owner is never treated as
+  // surely alive and never killed (SurelyTheIdleOwner). An earlier test restarts shard 1:
+  // wait until it has been up for a few seconds.
+  for (int i = 0; i < 50; ++i) {
+    auto up = coord_->QueryShard(1, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                    "WHERE VARIABLE_NAME = 'UPTIME'");
+    if (up.ok() && *up->Int(0, 0) >= 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
   std::unique_ptr<Session> hung;  // stays open: the hung process's connection
   PrepareOldBranch(*p, &hung, "t_hung", k, Outcome::kCommit);
   std::string last;  // what the last pass said, for the failure message

@@ -94,7 +94,7 @@ class Attempt final : public Tx {
     // Once a statement failed, the attempt is doomed: later statements fail the same way, so a
     // closure that ignores an error cannot commit half of its work.
     if (!poison_.ok()) return poison_;
-    if (shard == streaming_) {
+    if (shard < streaming_.size() && streaming_[shard]) {
       // Not a failed statement: nothing reached the server, the stream goes on.
       return Status::InvalidArgument("shard " + std::to_string(shard) + " is streaming a "
                                      "result (ExecEachOn): no other statement on it until that "
@@ -123,7 +123,7 @@ class Attempt final : public Tx {
                               std::span<const Value> params, const RowFn& row) override {
     if (closed_) return Status::InvalidArgument("Tx used after its closure returned");
     if (!poison_.ok()) return poison_;
-    if (shard == streaming_ || shard >= p_.shard_count()) {
+    if (shard >= p_.shard_count() || (shard < streaming_.size() && streaming_[shard])) {
       return ExecOn(shard, sql, params).status();  // the same refusals
     }
     Result<Branch*> b = BranchFor(shard);
@@ -131,17 +131,26 @@ class Attempt final : public Tx {
       poison_ = b.status().WithShard(static_cast<int>(shard)).WithStatement(sql);
       return poison_;
     }
+    // `row` may open other shards' branches (branches_ may grow): keep what the stream needs.
+    Participant* const participant = (*b)->participant;
+    Session* const session = (*b)->session.get();
+    if (streaming_.size() < p_.shard_count()) streaming_.resize(p_.shard_count(), false);
     Status from_row;
-    const uint32_t outer = streaming_;
-    streaming_ = shard;
-    Result<uint64_t> n = (*b)->session->ExecuteEach(sql, params, [&](const QueryResult& r) {
+    streaming_[shard] = true;
+    Result<uint64_t> n = session->ExecuteEach(sql, params, [&](const QueryResult& r) {
       from_row = row(r);
       return from_row;
     });
-    streaming_ = outer;
+    streaming_[shard] = false;
+    if (session->Broken() && poison_.ok()) {
+      // The connection did not survive (cut at the deadline, lost while draining): this
+      // attempt's work on the shard is gone with it.
+      poison_ = Status::Unavailable(participant->name() + ": connection lost while streaming")
+                    .WithShard(static_cast<int>(shard)).WithStatement(sql);
+    }
     if (!from_row.ok()) return from_row;  // the closure's own decision, not a failed statement
     if (!n.ok()) {
-      poison_ = n.status().Annotate((*b)->participant->name()).WithShard(static_cast<int>(shard))
+      poison_ = n.status().Annotate(participant->name()).WithShard(static_cast<int>(shard))
                     .WithStatement(sql);
       return poison_;
     }
@@ -187,7 +196,7 @@ class Attempt final : public Tx {
   const int64_t run_deadline_ms_;  // 0 = none
   const bool read_only_;
   bool closed_ = false;
-  uint32_t streaming_ = UINT32_MAX;  // the shard whose ExecEachOn is running, if any
+  std::vector<bool> streaming_;  // by shard: an ExecEachOn is running there
   std::vector<Branch> branches_;  // branches_[0] is the decider
   Status poison_;
 };
@@ -237,6 +246,22 @@ Decision Attempt::MakeDecision(Outcome outcome) const {
 Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost) {
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
   Branch& decider = branches_[0];
+
+  // Nothing has been sent for the commit yet, so these end the attempt as definitely not
+  // committed: the Run's deadline has passed (a COMMIT now would be cut at once by the watchdog
+  // and turn a clean rollback into an unknown outcome), or a session's connection is already
+  // gone (cut, lost; its server discards its work).
+  if (run_deadline_ms_ > 0 && p_.env_->NowMs() >= run_deadline_ms_ && !read_only_) {
+    Abort(false);
+    return Status(Code::kDeadlineExceeded, "the Run's deadline passed before the commit");
+  }
+  for (const Branch& b : branches_) {
+    if (b.session->Broken()) {
+      const std::string name = b.participant->name();
+      Abort(false);
+      return Status::Unavailable(name + ": connection lost before the commit");
+    }
+  }
 
   if (read_only_) {
     // A read-only transaction commits nothing: every read has completed with its locks held,

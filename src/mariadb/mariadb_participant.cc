@@ -21,6 +21,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -175,20 +176,32 @@ class Watchdog {
     return *w;
   }
   // Watches `fd` until Unwatch(token); cuts it once the system clock reaches `deadline_ms`.
+  // The watchdog holds a dup() of the fd: if the driver closes the socket meanwhile (a lost
+  // connection), its number cannot be reused by another connection that a late cut would hit.
+  // 0 = not watched (dup failed).
   uint64_t Watch(int fd, int64_t deadline_ms) {
+    const int own = ::dup(fd);
+    if (own < 0) return 0;
     std::lock_guard<std::mutex> l(mu_);
     if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
     const uint64_t token = ++next_;
-    watched_[token] = {fd, deadline_ms, false};
+    watched_[token] = {own, deadline_ms, false};
     cv_.notify_one();
     return token;
   }
   // Stops watching; true if the connection was cut (it is unusable now).
   bool Unwatch(uint64_t token) {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = watched_.find(token);
-    const bool cut = it != watched_.end() && it->second.cut;
-    if (it != watched_.end()) watched_.erase(it);
+    int own = -1;
+    bool cut = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = watched_.find(token);
+      if (it == watched_.end()) return false;
+      own = it->second.fd;
+      cut = it->second.cut;
+      watched_.erase(it);
+    }
+    ::close(own);
     return cut;
   }
 
@@ -292,6 +305,8 @@ class Conn {
 
   // Unix ms after which a call waiting on the server is cut (Watchdog); 0 = none.
   void set_deadline(int64_t unix_ms) { deadline_ms_ = unix_ms; }
+  // Broken because the watchdog cut it (a caller's deadline), not because the server went away.
+  bool cut() const { return cut_; }
   // RAII around one blocking call: watched while a deadline is set; a cut connection is broken.
   class Watched {
    public:
@@ -302,7 +317,10 @@ class Conn {
       }
     }
     ~Watched() {
-      if (token_ != 0 && Watchdog::Get().Unwatch(token_)) c_.broken_ = true;
+      if (token_ != 0 && Watchdog::Get().Unwatch(token_)) {
+        c_.broken_ = true;
+        c_.cut_ = true;
+      }
     }
     Watched(const Watched&) = delete;
     Watched& operator=(const Watched&) = delete;
@@ -395,6 +413,7 @@ class Conn {
 
  private:
   int64_t deadline_ms_ = 0;  // Watched: 0 = no deadline
+  bool cut_ = false;         // Watched: the watchdog cut this connection
   uint64_t max_allowed_packet_ = 16 << 20;
   MYSQL* mysql_ = nullptr;
   bool broken_ = false;
@@ -1187,8 +1206,15 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
   // Lock order: open_->mu before mu_. Sessions are never destroyed while mu_ is held (their
   // destructor takes open_->mu): dropped ones are collected and destroyed after.
   const bool capped = transactional && config_.max_open > 0;
-  const auto give_up_at = std::chrono::steady_clock::now() +
-                          std::chrono::seconds(std::max(1, config_.connect_timeout_s));
+  auto give_up_at = std::chrono::steady_clock::now() +
+                    std::chrono::seconds(std::max(1, config_.connect_timeout_s));
+  if (deadline_ms > 0) {  // the caller's deadline (system clock) as a steady-clock time
+    const int64_t left_ms =
+        deadline_ms - std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+    give_up_at = std::min(give_up_at, std::chrono::steady_clock::now() +
+                                          std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
+  }
   std::vector<std::unique_ptr<Session>> dropped;
   auto take_idle = [&]() -> std::unique_ptr<Session> {
     std::lock_guard<std::mutex> l(mu_);
@@ -1265,8 +1291,16 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
     Status status;
     std::unique_ptr<MariaSession> session;
   };
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  if (now_ms >= deadline_ms) {
+    return Status::Unavailable(name_ + ": no connection free and the Run's deadline has passed");
+  }
   auto pending = std::make_shared<Pending>();
   pending->session = std::move(s);
+  // The session setup after the handshake is watched too, so the thread ends by the deadline.
+  pending->session->conn().set_deadline(deadline_ms);
   std::thread([pending, config = config_, transactional] {
     Status st = pending->session->conn().Connect(config, /*autocommit=*/!transactional);
     {
@@ -1291,7 +1325,8 @@ void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
   auto* m = static_cast<MariaSession*>(session.get());
   if (m == nullptr) return;
   if (m->conn().broken()) {
-    generation_.fetch_add(1);  // see AcquireFrom
+    // See AcquireFrom. A connection the watchdog cut says nothing about the server.
+    if (!m->conn().cut()) generation_.fetch_add(1);
     return;
   }
   // Only clean sessions go back: one still inside a transaction (or owning a prepared branch)
