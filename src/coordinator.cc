@@ -382,6 +382,11 @@ class Coordinator::Impl {
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions& o) {
   Result<ShardMap> map = ShardMap::Parse(o.shards);
   if (!map.ok()) return map.status();
+  if (o.max_connections_per_shard < 0 || o.max_idle_connections < 0) {
+    return Status::InvalidArgument(
+        "max_connections_per_shard and max_idle_connections must not be negative (0 = the "
+        "default)");
+  }
   if (o.lock_wait_timeout_s < 1) {
     return Status::InvalidArgument("lock_wait_timeout_s must be at least 1");
   }

@@ -788,5 +788,23 @@ TEST_F(ApiTest, StreamingReadHandsOverRowsOneByOneAndCanStopEarly) {
   EXPECT_EQ(sum, 2999 * 3000 / 2);
   EXPECT_EQ(inside.code(), Code::kInvalidArgument) << inside.ToString();
 }
+
+TEST_F(ApiTest, NegativeLimitsAreClearErrorsNotSilentDefaults) {
+  bool ran = false;
+  RunOptions ro;
+  ro.timeout_ms = -5;
+  TxResult r = coord_->Run([&](Tx&) {
+    ran = true;
+    return Status::OK();
+  }, ro);
+  EXPECT_EQ(r.state, TxState::kAborted);
+  EXPECT_EQ(r.status.code(), Code::kInvalidArgument) << r.status.ToString();
+  EXPECT_FALSE(ran);
+  CoordinatorOptions o = TestOptions();
+  o.max_connections_per_shard = -1;
+  auto c = Coordinator::Open(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+}
 }  // namespace
 }  // namespace seigo::testing

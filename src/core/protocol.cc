@@ -442,6 +442,11 @@ RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
   RunOutput out;
   TxResult& r = out.result;
   const int max_attempts = std::max(1, options_.max_attempts);
+  if (run.timeout_ms < 0) {
+    r.status = Status::InvalidArgument("RunOptions::timeout_ms must not be negative (0 = none), "
+                                       "got " + std::to_string(run.timeout_ms));
+    return out;
+  }
   const int64_t run_deadline = run.timeout_ms > 0 ? env_->NowMs() + run.timeout_ms : 0;
   auto past_run_deadline = [&](const Status& last) {
     r.state = TxState::kGaveUp;

@@ -11,11 +11,6 @@ int64_t SteadyMs() {
       .count();
 }
 
-std::string NameOf(const Config& c) {
-  return "shard " + std::to_string(c.index) + " (" + c.url.host + ":" + std::to_string(c.url.port) +
-         "/" + c.url.database + ")";
-}
-
 }  // namespace
 
 LazyShard::LazyShard(std::unique_ptr<MariaDbParticipant> open)
@@ -25,7 +20,7 @@ LazyShard::LazyShard(std::unique_ptr<MariaDbParticipant> open)
 }
 
 LazyShard::LazyShard(const Config& config, bool prepare_schema, Status why)
-    : config_(config), name_(NameOf(config)), prepare_schema_(prepare_schema),
+    : config_(config), name_(MariaDbParticipant::NameOf(config)), prepare_schema_(prepare_schema),
       last_error_(std::move(why)), last_try_ms_(SteadyMs()) {}
 
 LazyShard::~LazyShard() = default;

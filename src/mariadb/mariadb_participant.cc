@@ -163,6 +163,14 @@ Status MapError(unsigned int err, const char* msg) {
   return Status(Code::kQueryFailed, m, e);
 }
 
+// Unix ms by the system clock: the clock of DefaultEnv's NowMs, in which callers' deadlines
+// (Session::SetDeadline, Acquire(deadline)) are given.
+int64_t UnixNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Cuts connections whose caller's deadline (RunOptions::timeout_ms) passed while a statement
 // waits on the server — a frozen or unreachable server answers nothing, and the driver would
 // wait read_timeout_s. Cutting = shutdown() of the socket: the waiting call fails at once with a
@@ -211,16 +219,11 @@ class Watchdog {
     int64_t deadline_ms;
     bool cut;
   };
-  static int64_t NowMs() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
   void Loop() {
     std::unique_lock<std::mutex> l(mu_);
     for (;;) {
       int64_t next = INT64_MAX;
-      const int64_t now = NowMs();
+      const int64_t now = UnixNowMs();
       for (auto& [token, e] : watched_) {
         if (e.cut) continue;
         if (e.deadline_ms <= now) {
@@ -1052,8 +1055,12 @@ auto MariaDbParticipant::WithSession(Fn fn) -> decltype(fn(std::declval<PooledSe
 
 MariaDbParticipant::MariaDbParticipant(const Config& config)
     : config_(config),
-      name_("shard " + std::to_string(config.index) + " (" + config.url.host + ":" +
-            std::to_string(config.url.port) + "/" + config.url.database + ")") {}
+      name_(NameOf(config)) {}
+
+std::string MariaDbParticipant::NameOf(const Config& c) {
+  return "shard " + std::to_string(c.index) + " (" + c.url.host + ":" + std::to_string(c.url.port) +
+         "/" + c.url.database + ")";
+}
 
 MariaDbParticipant::~MariaDbParticipant() = default;
 
@@ -1209,9 +1216,7 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
   auto give_up_at = std::chrono::steady_clock::now() +
                     std::chrono::seconds(std::max(1, config_.connect_timeout_s));
   if (deadline_ms > 0) {  // the caller's deadline (system clock) as a steady-clock time
-    const int64_t left_ms =
-        deadline_ms - std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
+    const int64_t left_ms = deadline_ms - UnixNowMs();
     give_up_at = std::min(give_up_at, std::chrono::steady_clock::now() +
                                           std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
   }
@@ -1291,10 +1296,7 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
     Status status;
     std::unique_ptr<MariaSession> session;
   };
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  if (now_ms >= deadline_ms) {
+  if (UnixNowMs() >= deadline_ms) {
     return Status::Unavailable(name_ + ": no connection free and the Run's deadline has passed");
   }
   auto pending = std::make_shared<Pending>();

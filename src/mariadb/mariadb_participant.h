@@ -63,6 +63,8 @@ class MariaDbParticipant final : public Participant {
                                                           bool prepare_schema,
                                                           std::string* deployment);
   ~MariaDbParticipant() override;
+  // "shard 1 (127.0.0.1:3307/game)": how messages name the shard of `config`.
+  static std::string NameOf(const Config& config);
 
   uint32_t index() const override { return config_.index; }
   std::string name() const override { return name_; }
