@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/deadlock.h"
 #include "core/protocol.h"
 #include "mariadb/lazy_shard.h"
 #include "mariadb/mariadb_participant.h"
@@ -31,6 +32,7 @@ const char* EventKindName(Event::Kind k) {
     case Event::Kind::kLimbo: return "limbo";
     case Event::Kind::kResolverPass: return "resolver_pass";
     case Event::Kind::kResolverError: return "resolver_error";
+    case Event::Kind::kDeadlockBroken: return "deadlock_broken";
   }
   return "unknown";
 }
@@ -60,6 +62,9 @@ class Coordinator::Impl {
     if (options_.resolver_interval_ms > 0) {
       resolver_ = std::thread([this] { ResolverLoop(); });
     }
+    if (options_.deadlock.enabled) {
+      detector_ = std::thread([this] { DetectorLoop(); });
+    }
   }
 
   void Stop() {
@@ -72,6 +77,7 @@ class Coordinator::Impl {
     resolver_cv_.notify_all();
     for (std::thread& t : phase2_workers_) t.join();
     if (resolver_.joinable()) resolver_.join();
+    if (detector_.joinable()) detector_.join();
   }
 
   TxResult Run(const TxFn& fn, const RunOptions& run) {
@@ -126,6 +132,10 @@ class Coordinator::Impl {
     }
     const TxResult& r = out.result;
     attempts_ += static_cast<uint64_t>(r.attempts);
+    for (const AttemptInfo& a : r.history) {
+      // KILL QUERY: a deadlock detector (this process's or another's) chose this attempt.
+      if (a.status.server_errno() == 1317) deadlock_victims_++;
+    }
     switch (r.state) {
       case TxState::kCommitted: committed_++; break;
       case TxState::kAborted: aborted_++; break;
@@ -246,6 +256,11 @@ class Coordinator::Impl {
 
   InDoubtReport InDoubt() { return core::InspectInDoubt(raw_, env_); }
 
+  DeadlockReport LockWaits() {
+    return core::DetectDeadlocks(raw_, env_, options_.deadlock, /*force=*/true,
+                                 /*break_cycles=*/false);
+  }
+
   const ShardMap& map() const { return map_; }
   const std::string& deployment() const { return deployment_; }
   mariadb::LazyShard* shard(uint32_t i) { return owned_[i].get(); }
@@ -262,6 +277,12 @@ class Coordinator::Impl {
     c.limbo = limbo_;
     c.resolver_passes = resolver_passes_;
     c.resolver_errors = resolver_errors_;
+    c.deadlock_passes = deadlock_passes_;
+    c.deadlocks_cross_shard = deadlocks_cross_shard_;
+    c.deadlocks_local = deadlocks_local_;
+    c.deadlock_wait_ms_total = deadlock_wait_ms_total_;
+    c.deadlock_wait_ms_max = deadlock_wait_ms_max_;
+    c.deadlock_victims = deadlock_victims_;
     return c;
   }
 
@@ -350,6 +371,41 @@ class Coordinator::Impl {
     }
   }
 
+  // The deadlock detector: looks every poll_ms; reads the shards only while a statement of
+  // this process has waited check_after_ms (core::DetectDeadlocks).
+  void DetectorLoop() {
+    const int64_t poll = std::max<int64_t>(1, options_.deadlock.poll_ms);
+    int64_t last_pass = 0;
+    std::unique_lock<std::mutex> l(mu_);
+    while (!stopping_) {
+      resolver_cv_.wait_for(l, std::chrono::milliseconds(poll), [&] { return stopping_; });
+      if (stopping_) return;
+      if (env_->NowMs() - last_pass < options_.deadlock.pass_interval_ms) continue;
+      l.unlock();
+      DeadlockReport r =
+          core::DetectDeadlocks(raw_, env_, options_.deadlock, /*force=*/false, true);
+      if (r.ran) {
+        deadlock_passes_++;
+        last_pass = env_->NowMs();
+      }
+      for (const BrokenDeadlock& b : r.broken) {
+        (b.cross_shard ? deadlocks_cross_shard_ : deadlocks_local_)++;
+        const uint64_t w = static_cast<uint64_t>(b.waited_ms);
+        deadlock_wait_ms_total_ += w;
+        uint64_t max = deadlock_wait_ms_max_.load();
+        while (w > max && !deadlock_wait_ms_max_.compare_exchange_weak(max, w)) {
+        }
+        Event e;
+        e.kind = Event::Kind::kDeadlockBroken;
+        e.gid = b.victim;
+        e.shard = static_cast<int>(b.shard);
+        e.duration_ms = b.waited_ms;
+        Emit(e);
+      }
+      l.lock();
+    }
+  }
+
   ShardMap map_;
   std::vector<std::unique_ptr<mariadb::LazyShard>> owned_;
   const std::string deployment_;
@@ -372,11 +428,15 @@ class Coordinator::Impl {
   bool stopping_ = false;               // guarded by mu_
   std::vector<std::thread> phase2_workers_;
   std::thread resolver_;
+  std::thread detector_;
   std::mutex resolve_mu_;
 
   std::atomic<uint64_t> committed_{0}, aborted_{0}, gave_up_{0}, unknown_{0}, attempts_{0};
   std::atomic<uint64_t> phase2_done_{0}, phase2_left_{0}, limbo_{0};
   std::atomic<uint64_t> resolver_passes_{0}, resolver_errors_{0};
+  std::atomic<uint64_t> deadlock_passes_{0}, deadlocks_cross_shard_{0}, deadlocks_local_{0};
+  std::atomic<uint64_t> deadlock_wait_ms_total_{0}, deadlock_wait_ms_max_{0};
+  std::atomic<uint64_t> deadlock_victims_{0};
 };
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions& o) {
@@ -386,6 +446,11 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     return Status::InvalidArgument(
         "max_connections_per_shard and max_idle_connections must not be negative (0 = the "
         "default)");
+  }
+  if (o.deadlock.check_after_ms < 0 || o.deadlock.poll_ms < 1 ||
+      o.deadlock.pass_interval_ms < 0) {
+    return Status::InvalidArgument("deadlock.check_after_ms and deadlock.pass_interval_ms must "
+                                   "not be negative, deadlock.poll_ms must be at least 1");
   }
   if (o.lock_wait_timeout_s < 1) {
     return Status::InvalidArgument("lock_wait_timeout_s must be at least 1");
@@ -443,6 +508,7 @@ TxResult Coordinator::Run(const TxFn& fn, const RunOptions& options) {
 }
 ResolveReport Coordinator::Recover() { return impl_->Recover(); }
 InDoubtReport Coordinator::InDoubt() { return impl_->InDoubt(); }
+DeadlockReport Coordinator::LockWaits() { return impl_->LockWaits(); }
 void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }
 const ShardMap& Coordinator::shard_map() const { return impl_->map(); }
 const std::string& Coordinator::deployment() const { return impl_->deployment(); }

@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "seigo/coordinator.h"
 
 namespace {
@@ -31,7 +33,57 @@ std::string InList(const std::vector<int64_t>& keys) {
 
 }  // namespace
 
+// bank_worker cycle FIRST SECOND SIGNAL WAIT DETECT LOCK_WAIT_S
+//   One Run: UPDATE bank_accounts row FIRST, create file SIGNAL, wait for file WAIT (first
+//   attempt only), UPDATE row SECOND. Two of these with FIRST and SECOND swapped (and SIGNAL and
+//   WAIT swapped) close a lock cycle across two shards between two processes
+//   (tests/deadlock_test.cc). DETECT 0 turns the deadlock detector off. Last line: "state S
+//   attempts N errnos E1,E2,.. victims V broken B".
+int Cycle(char** argv) {
+  const int64_t first = std::atoll(argv[2]), second = std::atoll(argv[3]);
+  const std::string signal = argv[4], wait = argv[5];
+  const char* shards = std::getenv("SEIGO_TEST_SHARDS");
+  seigo::CoordinatorOptions o;
+  o.shards = shards ? shards : "";
+  o.deadlock.enabled = std::atoi(argv[6]) != 0;
+  o.lock_wait_timeout_s = std::atoi(argv[7]);
+  o.protocol.txn_timeout_ms = 120'000;
+  o.resolver_interval_ms = 0;
+  auto c = seigo::Coordinator::Open(o);
+  if (!c.ok()) {
+    std::fprintf(stderr, "bank_worker: %s\n", c.status().ToString().c_str());
+    return 3;
+  }
+  seigo::TxResult r = (*c)->Run([&](seigo::Tx& tx) -> seigo::Status {
+    SEIGO_RETURN_IF_ERROR(
+        tx.Exec(first, "UPDATE bank_accounts SET balance = balance - 1 WHERE k = ?", {first})
+            .status());
+    if (tx.attempt() == 1) {
+      std::fclose(std::fopen(signal.c_str(), "w"));
+      for (int i = 0; i < 3000 && access(wait.c_str(), F_OK) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    return tx.Exec(second, "UPDATE bank_accounts SET balance = balance + 1 WHERE k = ?",
+                   {second})
+        .status();
+  });
+  std::string errnos;
+  for (const seigo::AttemptInfo& a : r.history) {
+    if (a.status.ok()) continue;
+    errnos += (errnos.empty() ? "" : ",") + std::to_string(a.status.server_errno());
+  }
+  const auto n = (*c)->counters();
+  std::printf("state %s attempts %d errnos %s victims %llu broken %llu\n",
+              seigo::TxStateName(r.state), r.attempts, errnos.empty() ? "-" : errnos.c_str(),
+              static_cast<unsigned long long>(n.deadlock_victims),
+              static_cast<unsigned long long>(n.deadlocks_cross_shard));
+  if (!r.committed()) std::fprintf(stderr, "bank_worker: %s\n", r.status.ToString().c_str());
+  return r.committed() ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 8 && std::string(argv[1]) == "cycle") return Cycle(argv);
   if (argc < 6) {
     std::fprintf(stderr, "usage: bank_worker transfer|read-lock|read-plain SECONDS ACCOUNTS SEED "
                          "THREADS\n");

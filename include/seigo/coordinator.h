@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "seigo/deadlock.h"
 #include "seigo/env.h"
 #include "seigo/options.h"
 #include "seigo/resolver.h"
@@ -56,6 +57,8 @@ struct Event {
                       // an operator (gid, shard, status)
     kResolverPass,    // a resolver pass ended (report)
     kResolverError,   // a resolver pass could not do part of its work (status)
+    kDeadlockBroken,  // this process's detector broke a deadlock (doc/deadlocks.md): gid = the
+                      // victim's Run, shard = where it waited, duration_ms = how long
   };
   Kind kind = Kind::kAttemptStarted;
   std::string gid;          // "" when not about one transaction
@@ -73,9 +76,13 @@ struct CoordinatorOptions {
   std::string shards;
   ProtocolOptions protocol;
   ResolverOptions resolver;
-  // innodb_lock_wait_timeout of seigo's connections, whole seconds (>= 1). Cross-shard
-  // deadlocks cannot be seen by any one server; this turns them into quick retries.
+  // innodb_lock_wait_timeout of seigo's connections, whole seconds (>= 1): the backstop for
+  // lock waits the deadlock detector cannot see (another application's locks, a shard this
+  // process does not use, a MySQL shard).
   int lock_wait_timeout_s = 2;
+  // The cross-shard deadlock detector (doc/deadlocks.md): a thread that, while a statement of
+  // this process waits, joins every shard's lock waits and breaks cycles in milliseconds.
+  DeadlockOptions deadlock;
   int connect_timeout_s = 3;
   int read_timeout_s = 30;
   // Create (or upgrade) seigo's tables on each shard if missing, and claim each shard's index
@@ -142,6 +149,10 @@ class Coordinator {
   // What is in doubt right now, changing nothing (what `seigo status` prints).
   InDoubtReport InDoubt();
 
+  // Who waits for whom right now among seigo transactions of every process (what
+  // `seigo status` prints under "lock waits"), changing nothing: no cycle is broken.
+  DeadlockReport LockWaits();
+
   // Blocks until every phase-2 item queued before the call (Phase2Mode::kBackground) has been
   // attempted. A no-op in kBeforeReturn mode, where Run() does its own phase 2.
   void DrainPhase2();
@@ -161,6 +172,14 @@ class Coordinator {
     uint64_t limbo = 0;           // branches a commit/rollback by XID did not finish although
                                   // the server said OK (doc/limbo-branch.md): need an operator
     uint64_t resolver_passes = 0, resolver_errors = 0;
+    // Deadlock detection (doc/deadlocks.md). Passes that read the shards (something waited
+    // longer than DeadlockOptions::check_after_ms); cycles this process's detector broke, by
+    // kind, and the total and longest wait of their victims before they were broken (ms);
+    // attempts of this process's Runs that were a victim (of any process's detector).
+    uint64_t deadlock_passes = 0;
+    uint64_t deadlocks_cross_shard = 0, deadlocks_local = 0;
+    uint64_t deadlock_wait_ms_total = 0, deadlock_wait_ms_max = 0;
+    uint64_t deadlock_victims = 0;
   };
   Counters counters() const;
 

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -200,6 +201,45 @@ Result<std::optional<T>> QueryResult::Get(size_t r, size_t c) const {
 inline constexpr int64_t kFenceWindowMs = 30'000;
 inline constexpr int64_t kMinDecisionRetentionMs = 60'000;
 
+// ---- Cross-shard deadlock detection (doc/deadlocks.md) ----
+// No server sees a cycle of lock waits that runs through two shards. Each seigo process
+// publishes, on the store where it waits, which transaction its long-waiting statement belongs
+// to and which connections that transaction holds on every store; any process can then join
+// every store's lock waits into one wait-for graph and break its cycles (src/core/deadlock.h).
+
+// Who a Run is, for the detector. One per Run, shared by the sessions of its current attempt:
+// written by the Run's thread, read by the detector's, hence the mutex.
+struct WaitTag {
+  mutable std::mutex mu;
+  std::string txn;          // the Run: the gid of its first attempt
+  int64_t priority_ms = 0;  // when the Run's first attempt started (smaller = older = wins)
+  std::string threads;      // the current attempt's connections: "store_id@thread,..."
+};
+
+// A statement of this process that has been running since `since_ms` (NowMs clock) on
+// server thread `thread`, for the Run `tag`.
+struct LocalWait {
+  uint64_t thread = 0;
+  int64_t since_ms = 0;
+  std::shared_ptr<WaitTag> tag;
+};
+
+// One store's lock waits, as read in one round trip by Participant::ReadLockWaits.
+struct LockWaits {
+  struct Edge {
+    uint64_t waiter = 0;        // the waiting server thread
+    uint64_t waiter_query = 0;  // the store's id of the waiting statement
+    uint64_t holder = 0;        // a thread it waits for (holds the lock, or is ahead in line)
+  };
+  struct Published {  // what a seigo process published about one of its waiting statements
+    uint64_t thread = 0, query = 0;
+    std::string txn, threads;
+    int64_t priority_ms = 0, since_ms = 0;
+  };
+  std::vector<Edge> edges;
+  std::vector<Published> published;
+};
+
 class Session {
  public:
   virtual ~Session() = default;
@@ -254,6 +294,11 @@ class Session {
   // lost — instead of waiting for the store's own timeouts (RunOptions::timeout_ms). 0 = no
   // deadline. The default ignores it (the simulator's sessions).
   virtual void SetDeadline(int64_t unix_ms) { (void)unix_ms; }
+
+  // Deadlock detection: the Run this session works for (nullptr = none; the session then never
+  // appears in LongStatements), and the session's server thread (0 = the store has none).
+  virtual void SetWaitTag(std::shared_ptr<WaitTag> tag) { (void)tag; }
+  virtual uint64_t server_thread() const { return 0; }
 };
 
 class Participant {
@@ -330,6 +375,30 @@ class Participant {
   virtual Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms,
                                                             size_t limit) = 0;
   virtual Status ForgetDecisions(std::span<const std::string> gids) = 0;
+
+  // Deadlock detection (doc/deadlocks.md). The store's identity: the same for every client of
+  // one server, whatever address it was reached by ("" = the store reports no lock waits, and
+  // the detector leaves it out).
+  virtual std::string store_id() const { return ""; }
+  // This process's statements on the store, with a wait tag, running since before `before_ms`.
+  virtual std::vector<LocalWait> LongStatements(int64_t before_ms) {
+    (void)before_ms;
+    return {};
+  }
+  // One round trip: publishes `mine` on the store (replacing what this process published
+  // there before), then reads every lock wait of the store and everything published on it.
+  virtual Status ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) {
+    (void)mine;
+    (void)out;
+    return Status::Unsupported("no lock waits on " + name());
+  }
+  // Interrupts statement `query` of server thread `thread` if it is still running (else
+  // kNotFound, and nothing happens): its transaction gets kConflict, rolls back and retries.
+  virtual Status BreakWait(uint64_t thread, uint64_t query) {
+    (void)thread;
+    (void)query;
+    return Status::Unsupported("no lock waits on " + name());
+  }
 };
 
 }  // namespace seigo

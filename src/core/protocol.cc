@@ -63,7 +63,7 @@ class Attempt final : public Tx {
  public:
   // `run_deadline_ms`: the Run's own bound (RunOptions::timeout_ms), 0 = none.
   Attempt(const Protocol& p, int number, int64_t start_ms, int64_t run_deadline_ms,
-          bool read_only)
+          bool read_only, std::shared_ptr<WaitTag> tag)
       : p_(p),
         number_(number),
         gid_(NewGid(p.env_)),
@@ -72,7 +72,17 @@ class Attempt final : public Tx {
                          ? std::min(start_ms_ + p.options_.txn_timeout_ms, run_deadline_ms)
                          : start_ms_ + p.options_.txn_timeout_ms),
         run_deadline_ms_(run_deadline_ms),
-        read_only_(read_only) {}
+        read_only_(read_only),
+        tag_(std::move(tag)) {
+    // The deadlock detector knows a Run by its first attempt's gid and start (its priority,
+    // kept across retries: doc/deadlocks.md) and by the connections of its current attempt.
+    std::lock_guard<std::mutex> l(tag_->mu);
+    if (tag_->txn.empty()) {
+      tag_->txn = gid_;
+      tag_->priority_ms = start_ms_;
+    }
+    tag_->threads.clear();
+  }
 
   // No destructor work: every path out of Commit/Abort releases the sessions. A session still
   // held here (only if a closure throws) is destroyed, never pooled: its connection closes and
@@ -195,6 +205,7 @@ class Attempt final : public Tx {
   const int64_t deadline_ms_;
   const int64_t run_deadline_ms_;  // 0 = none
   const bool read_only_;
+  const std::shared_ptr<WaitTag> tag_;
   bool closed_ = false;
   std::vector<bool> streaming_;  // by shard: an ExecEachOn is running there
   std::vector<Branch> branches_;  // branches_[0] is the decider
@@ -229,6 +240,15 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
     b.session->RollbackAll(b.xa ? &b.xid : nullptr, false);
     b.participant->Release(std::move(b.session));
     return st.Annotate(b.participant->name());
+  }
+  if (const uint64_t thread = b.session->server_thread(); thread != 0) {
+    const std::string store = b.participant->store_id();
+    if (!store.empty()) {
+      std::lock_guard<std::mutex> l(tag_->mu);
+      if (!tag_->threads.empty()) tag_->threads += ',';
+      tag_->threads += store + "@" + std::to_string(thread);
+    }
+    b.session->SetWaitTag(tag_);
   }
   branches_.push_back(std::move(b));
   return &branches_.back();
@@ -455,13 +475,14 @@ RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
                           "after " + std::to_string(r.attempts) + " attempt(s)" +
                           (last.ok() ? std::string() : "; the last failed: " + last.ToString()));
   };
+  auto tag = std::make_shared<WaitTag>();
   for (int n = 1; n <= max_attempts; ++n) {
     const int64_t start = env_->NowMs();
     if (run_deadline > 0 && start >= run_deadline) {
       past_run_deadline(r.status);
       return out;
     }
-    Attempt a(*this, n, start, run_deadline, run.read_only);
+    Attempt a(*this, n, start, run_deadline, run.read_only, tag);
     Status s = fn(a);
     a.Close();
     const int64_t closure_ms = env_->NowMs() - start;

@@ -157,4 +157,24 @@ Status LazyShard::ForgetDecisions(std::span<const std::string> gids) {
   return p.ok() ? (*p)->ForgetDecisions(gids) : p.status();
 }
 
+std::string LazyShard::store_id() const {
+  MariaDbParticipant* p = open_.load();
+  return p != nullptr ? p->store_id() : std::string();
+}
+
+std::vector<LocalWait> LazyShard::LongStatements(int64_t before_ms) {
+  MariaDbParticipant* p = open_.load();
+  return p != nullptr ? p->LongStatements(before_ms) : std::vector<LocalWait>();
+}
+
+Status LazyShard::ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) {
+  Result<MariaDbParticipant*> p = Get();
+  return p.ok() ? (*p)->ReadLockWaits(mine, out) : p.status();
+}
+
+Status LazyShard::BreakWait(uint64_t thread, uint64_t query) {
+  Result<MariaDbParticipant*> p = Get();
+  return p.ok() ? (*p)->BreakWait(thread, query) : p.status();
+}
+
 }  // namespace seigo::mariadb

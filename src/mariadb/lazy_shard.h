@@ -56,6 +56,11 @@ class LazyShard final : public Participant {
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
+  // Deadlock detection sees a shard only once it is open (it has no waits before).
+  std::string store_id() const override;
+  std::vector<LocalWait> LongStatements(int64_t before_ms) override;
+  Status ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) override;
+  Status BreakWait(uint64_t thread, uint64_t query) override;
 
  private:
   static constexpr int64_t kRetryMs = 1'000;

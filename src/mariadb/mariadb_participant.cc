@@ -58,7 +58,30 @@ const char* const kSchemaSql =
     " shard_index INT NOT NULL,"
     " deployment CHAR(16) CHARACTER SET ascii NULL,"
     " claimed_ms BIGINT NOT NULL DEFAULT 0"
-    ") ENGINE=InnoDB";
+    ") ENGINE=InnoDB;"
+    // What seigo processes publish about their statements waiting for a lock on this server,
+    // for the deadlock detectors of every process (doc/deadlocks.md). Not durable on purpose:
+    // a restart ends every wait.
+    "CREATE TABLE IF NOT EXISTS seigo_waiter ("
+    " thread BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " query BIGINT UNSIGNED NOT NULL,"
+    " txn CHAR(32) CHARACTER SET ascii NOT NULL,"
+    " priority_ms BIGINT NOT NULL,"
+    " since_ms BIGINT NOT NULL,"
+    " threads VARCHAR(2000) CHARACTER SET ascii NOT NULL,"
+    " published_ms BIGINT NOT NULL"
+    ") ENGINE=MEMORY;"
+    // The server's lock waits as last read from information_schema by any seigo process, and
+    // when (ReadLockWaits explains why they are shared).
+    "CREATE TABLE IF NOT EXISTS seigo_lockwait_clock ("
+    " one TINYINT NOT NULL PRIMARY KEY,"
+    " read_ms BIGINT NOT NULL"
+    ") ENGINE=MEMORY;"
+    "CREATE TABLE IF NOT EXISTS seigo_lockwait_edge ("
+    " waiter BIGINT UNSIGNED NOT NULL,"
+    " waiter_query BIGINT UNSIGNED NOT NULL,"
+    " holder BIGINT UNSIGNED NOT NULL"
+    ") ENGINE=MEMORY";
 
 namespace {
 
@@ -137,6 +160,7 @@ Status MapError(unsigned int err, const char* msg) {
   switch (err) {
     case ER_LOCK_DEADLOCK:
     case ER_LOCK_WAIT_TIMEOUT:
+    case ER_QUERY_INTERRUPTED:  // KILL QUERY: seigo's deadlock detector (or an operator)
     case ER_XA_RBDEADLOCK:
     case ER_XA_RBTIMEOUT:
     case ER_XA_RBROLLBACK:
@@ -300,6 +324,7 @@ class Conn {
             &packet));
     Result<int64_t> max = packet.Int(0, 0);
     if (max.ok() && *max > 0) max_allowed_packet_ = static_cast<uint64_t>(*max);
+    thread_id_ = mysql_thread_id(mysql_);
     return Status::OK();
   }
 
@@ -410,12 +435,14 @@ class Conn {
   }
 
   MYSQL* mysql() { return mysql_; }
+  uint64_t thread_id() const { return thread_id_; }  // the server's CONNECTION_ID()
   bool broken() const { return broken_; }
   void set_broken() { broken_ = true; }
   int failed_at() const { return failed_at_; }
 
  private:
   int64_t deadline_ms_ = 0;  // Watched: 0 = no deadline
+  uint64_t thread_id_ = 0;
   bool cut_ = false;         // Watched: the watchdog cut this connection
   uint64_t max_allowed_packet_ = 16 << 20;
   MYSQL* mysql_ = nullptr;
@@ -562,6 +589,12 @@ class MariaSession final : public Session {
   void SetDeadline(int64_t unix_ms) override { conn_.set_deadline(unix_ms); }
   // This session counts against its participant's cap (Config::max_open) until destroyed.
   void CountIn(std::shared_ptr<OpenCount> c) { counted_ = std::move(c); }
+  // User statements of this session are listed in `f` while they run (with a wait tag).
+  void TrackIn(std::shared_ptr<InFlight> f) { inflight_ = std::move(f); }
+  void SetWaitTag(std::shared_ptr<WaitTag> tag) override { tag_ = std::move(tag); }
+  uint64_t server_thread() const override {
+    return conn_.broken() ? 0 : conn_.thread_id();
+  }
   // May go back to the pool: no transaction of ours open, the connection healthy, and no
   // session state changed by a caller's statement.
   bool clean() const { return state_ == State::kNone && !conn_.broken() && !tainted_; }
@@ -726,6 +759,8 @@ class MariaSession final : public Session {
   bool tainted_ = false;  // a caller's statement changed the session's state
   bool read_only_ = false;  // kLocal: BeginReadOnly (statements must be reads)
   std::shared_ptr<OpenCount> counted_;  // set for transaction sessions of a capped pool
+  std::shared_ptr<InFlight> inflight_;  // set for transaction sessions
+  std::shared_ptr<WaitTag> tag_;        // the Run this session works for (deadlock detection)
   Xid branch_;            // kBranch, kPrepared
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
@@ -868,7 +903,18 @@ Result<QueryResult> MariaSession::ExecuteWith(std::string_view sql, std::span<co
   Conn::Watched watched(conn_);
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
+  // Listed for the deadlock detector while it runs: two map updates under a mutex, the only
+  // cost of detection while nothing waits.
+  const bool listed = inflight_ != nullptr && tag_ != nullptr;
+  if (listed) {
+    std::lock_guard<std::mutex> l(inflight_->mu);
+    inflight_->running[this] = LocalWait{conn_.thread_id(), UnixNowMs(), tag_};
+  }
   Result<QueryResult> r = ExecuteOnce(*p, params, sink, sink_status);
+  if (listed) {
+    std::lock_guard<std::mutex> l(inflight_->mu);
+    inflight_->running.erase(this);
+  }
   if (!r.ok()) {
     if (r.status().server_errno() == ER_XAER_RMFAIL && state_ == State::kBranch) {
       // The server refused, inside the XA branch, a statement that would end it (e.g. a
@@ -1156,6 +1202,15 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
                   process.server_errno());
   }
   SEIGO_RETURN_IF_ERROR(process.Annotate(p->name()));
+  if (!p->mysql_) {
+    // The server's own name for itself: every client of it gets the same, whichever address
+    // it connected to (deadlock detectors of different processes must agree on it).
+    QueryResult self;
+    SEIGO_RETURN_IF_ERROR(c.Run("SELECT @@hostname, @@port", &self).Annotate(p->name()));
+    if (!self.rows.empty() && self.rows[0].size() == 2 && self.rows[0][0] && self.rows[0][1]) {
+      p->store_id_ = *self.rows[0][0] + ":" + *self.rows[0][1];
+    }
+  }
   if (prepare_schema) {
     SEIGO_RETURN_IF_ERROR(c.Run(kSchemaSql).Annotate(p->name() + ": creating tables"));
     SEIGO_RETURN_IF_ERROR(MigrateSchema(c).Annotate(p->name() + ": upgrading seigo's tables"));
@@ -1281,6 +1336,7 @@ Result<std::unique_ptr<Session>> MariaDbParticipant::AcquireFrom(
   if (reused != nullptr) *reused = false;
   auto s = std::make_unique<MariaSession>(generation_.load());
   if (capped) s->CountIn(open_);  // counted above; the destructor gives the slot back
+  if (transactional) s->TrackIn(inflight_);
   if (deadline_ms <= 0) {
     SEIGO_RETURN_IF_ERROR(
         s->conn().Connect(config_, /*autocommit=*/!transactional).Annotate(name_));
@@ -1336,6 +1392,7 @@ void MariaDbParticipant::ReleaseTo(std::vector<std::unique_ptr<Session>>* pool,
   // state a caller changed is closed too.
   if (!m->clean()) return;
   m->SetDeadline(0);  // the next user sets its own
+  m->SetWaitTag(nullptr);
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pool->size() >= config_.max_idle) return;  // destroyed after the lock (see AcquireFrom)
@@ -1886,6 +1943,134 @@ Result<std::vector<Decision>> MariaDbParticipant::ListExpiredDecisions(int64_t r
 
 Status MariaDbParticipant::ForgetDecisions(std::span<const std::string> gids) {
   return DeleteGids("seigo_decision", gids);
+}
+
+// ---- Deadlock detection (doc/deadlocks.md) ----
+
+// At most one read of a server's information_schema lock tables per this many ms, by all seigo
+// processes together (InnoDB refreshes their cache only after 100 ms without a reader).
+constexpr int64_t kLockWaitSnapshotMs = 110;
+
+std::vector<LocalWait> MariaDbParticipant::LongStatements(int64_t before_ms) {
+  std::vector<LocalWait> out;
+  std::lock_guard<std::mutex> l(inflight_->mu);
+  for (const auto& [session, w] : inflight_->running) {
+    if (w.since_ms <= before_ms && w.thread != 0) out.push_back(w);
+  }
+  return out;
+}
+
+namespace {
+
+// What goes into seigo_waiter's text columns: gids are hex, store ids "hostname:port"; anything
+// else is dropped rather than quoted. A list longer than the column loses its tail (a cycle
+// through the connections cut off may then be left to the lock-wait timeout).
+std::string WaiterText(const std::string& s, size_t max) {
+  std::string out;
+  for (char ch : s) {
+    if (std::isalnum(static_cast<unsigned char>(ch)) || std::strchr("._:@,-", ch) != nullptr) {
+      out += ch;
+    }
+  }
+  if (out.size() > max) {
+    out.resize(max);
+    const size_t comma = out.rfind(',');
+    out.resize(comma == std::string::npos ? 0 : comma);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) {
+  if (store_id_.empty()) return Participant::ReadLockWaits(mine, out);
+  // One round trip: expire old rows, publish ours (each with the query id its thread runs
+  // now, so a reader can tell whether the row still describes the waiting statement), read
+  // every lock wait with the waiting statement's query id, read everything published.
+  std::string sql = std::string("DELETE FROM seigo_waiter WHERE published_ms < ") + kServerNowMs +
+                    " - 60000;";
+  for (const LocalWait& w : mine) {
+    if (w.tag == nullptr) continue;
+    std::string txn, threads;
+    int64_t priority = 0;
+    {
+      std::lock_guard<std::mutex> l(w.tag->mu);
+      txn = WaiterText(w.tag->txn, 32);
+      threads = WaiterText(w.tag->threads, 2000);
+      priority = w.tag->priority_ms;
+    }
+    if (txn.empty()) continue;
+    const std::string th = std::to_string(w.thread);
+    sql += "REPLACE INTO seigo_waiter (thread, query, txn, priority_ms, since_ms, threads, "
+           "published_ms) SELECT ID, QUERY_ID, '" + txn + "', " + std::to_string(priority) +
+           ", " + std::to_string(w.since_ms) + ", '" + threads + "', " + kServerNowMs +
+           " FROM information_schema.PROCESSLIST WHERE ID = " + th + ";";
+  }
+  // InnoDB serves INNODB_TRX and INNODB_LOCK_WAITS from a cache that it refreshes only when
+  // nobody read it for 100 ms: clients that poll it more often than that (several detectors,
+  // each polling while it waits) would all read the same old snapshot forever. So every seigo
+  // process takes its turn through seigo_lockwait_clock: at most one read of the cache per
+  // kLockWaitSnapshotMs per server (a condition false before the read makes the server skip
+  // the information_schema tables altogether), stored in seigo_lockwait_edge for the others.
+  // Edges are thus up to that old; a cycle lasts until broken, so a later pass sees it.
+  const std::string now = kServerNowMs;
+  const std::string every = std::to_string(kLockWaitSnapshotMs);
+  sql +=
+      "INSERT INTO seigo_lockwait_clock (one, read_ms) VALUES (1, " + now + ") ON DUPLICATE KEY"
+      " UPDATE read_ms = IF(read_ms < " + now + " - " + every + ", " + now + ", read_ms);"
+      "SET @seigo_turn = ROW_COUNT();"
+      "DELETE FROM seigo_lockwait_edge WHERE @seigo_turn > 0;"
+      "INSERT INTO seigo_lockwait_edge (waiter, waiter_query, holder)"
+      " SELECT r.trx_mysql_thread_id, p.QUERY_ID, b.trx_mysql_thread_id"
+      " FROM information_schema.INNODB_LOCK_WAITS w"
+      " JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
+      " JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"
+      " JOIN information_schema.PROCESSLIST p ON p.ID = r.trx_mysql_thread_id"
+      " WHERE @seigo_turn > 0;"
+      "SELECT waiter, waiter_query, holder FROM seigo_lockwait_edge;"
+      "SELECT thread, query, txn, priority_ms, since_ms, threads FROM seigo_waiter";
+  return WithSession([&](PooledSession& ps) -> Status {
+    std::vector<QueryResult> more;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(sql, nullptr, &more));
+    if (more.size() != 2) {
+      return Status::Internal("lock-wait read returned " + std::to_string(more.size()) +
+                              " result sets");
+    }
+    *out = LockWaits{};
+    auto u64 = [](const std::optional<std::string>& c) -> uint64_t {
+      return c ? std::strtoull(c->c_str(), nullptr, 10) : 0;
+    };
+    for (const auto& row : more[0].rows) {
+      if (row.size() < 3) continue;
+      out->edges.push_back({u64(row[0]), u64(row[1]), u64(row[2])});
+    }
+    for (const auto& row : more[1].rows) {
+      if (row.size() < 6) continue;
+      LockWaits::Published p;
+      p.thread = u64(row[0]);
+      p.query = u64(row[1]);
+      p.txn = row[2].value_or("");
+      p.priority_ms = row[3] ? std::strtoll(row[3]->c_str(), nullptr, 10) : 0;
+      p.since_ms = row[4] ? std::strtoll(row[4]->c_str(), nullptr, 10) : 0;
+      p.threads = row[5].value_or("");
+      out->published.push_back(std::move(p));
+    }
+    return Status::OK();
+  });
+}
+
+Status MariaDbParticipant::BreakWait(uint64_t thread, uint64_t query) {
+  if (store_id_.empty()) return Participant::BreakWait(thread, query);
+  // By query id, not thread: if that statement has finished, the server refuses (1957) and
+  // nothing else of the connection — a later statement, its commit — can be hit.
+  return WithSession([&](PooledSession& ps) -> Status {
+    Status s = ps.conn().Run("KILL QUERY ID " + std::to_string(query));
+    if (s.server_errno() == ER_NO_SUCH_QUERY) {
+      return Status::NotFound("statement " + std::to_string(query) + " of thread " +
+                              std::to_string(thread) + " is no longer running");
+    }
+    return s;
+  });
 }
 
 Result<QueryResult> MariaDbParticipant::Query(std::string_view sql,

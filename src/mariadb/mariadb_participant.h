@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "seigo/participant.h"
@@ -48,6 +49,13 @@ struct OpenCount {
     }
     cv.notify_one();
   }
+};
+
+// This process's user statements running on one participant's server, for the deadlock
+// detector (Participant::LongStatements), shared with its sessions like OpenCount.
+struct InFlight {
+  std::mutex mu;
+  std::unordered_map<const void*, LocalWait> running;  // by session; guarded by mu
 };
 
 class MariaDbParticipant final : public Participant {
@@ -85,6 +93,10 @@ class MariaDbParticipant final : public Participant {
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
+  std::string store_id() const override { return store_id_; }
+  std::vector<LocalWait> LongStatements(int64_t before_ms) override;
+  Status ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) override;
+  Status BreakWait(uint64_t thread, uint64_t query) override;
 
   // Runs one statement on a pooled connection (for tools: schema setup, audits). A statement
   // that changes session state closes that connection afterwards instead of pooling it.
@@ -126,6 +138,9 @@ class MariaDbParticipant final : public Participant {
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
   std::shared_ptr<OpenCount> open_ = std::make_shared<OpenCount>();  // transaction connections
+  // "hostname:port" as the server reports them (MariaDB only; "" = no deadlock detection).
+  std::string store_id_;
+  std::shared_ptr<InFlight> inflight_ = std::make_shared<InFlight>();
 };
 
 // The SQL of seigo's tables on every shard (doc/decision-table.md).

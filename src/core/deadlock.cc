@@ -1,0 +1,203 @@
+// Cross-shard deadlock detection (doc/deadlocks.md).
+//
+// Why breaking a cycle this way keeps every transaction atomic: the victim's statement is
+// interrupted while it waits for a row lock, i.e. before its attempt reached XA PREPARE on any
+// shard (statements run before the commit protocol starts, and the protocol's own statements
+// never wait for row locks). Its coordinator sees kConflict and rolls the attempt back as
+// after a server-detected deadlock. The interrupt names the statement by the store's query id,
+// so one that finished in the meantime is not touched (the store answers kNotFound): a
+// detector never interrupts a later statement of the same connection, such as a commit.
+//
+// Why every transaction eventually commits: a Run keeps the priority of its first attempt
+// across retries, and a victim is always the youngest of its cycle, so the oldest Run waiting
+// is never a victim of this detector. Every Run becomes the oldest once those before it have
+// finished.
+#include "core/deadlock.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+
+namespace seigo::core {
+namespace {
+
+struct Node {
+  std::string txn;
+  int64_t priority_ms = 0;
+  size_t store = 0;  // where its statement waits
+  uint64_t thread = 0, query = 0;
+  int64_t since_ms = 0;
+};
+
+// Finds one cycle among the nodes not removed; empty = none. Deterministic (node order).
+std::vector<size_t> FindCycle(const std::vector<std::set<size_t>>& adj,
+                              const std::vector<bool>& removed) {
+  const size_t n = adj.size();
+  std::vector<int> color(n, 0);  // 0 new, 1 on the path, 2 done
+  std::vector<size_t> path;
+  std::vector<size_t> cycle;
+  // Iterative DFS: (node, next neighbour iterator).
+  for (size_t root = 0; root < n && cycle.empty(); ++root) {
+    if (removed[root] || color[root] != 0) continue;
+    std::vector<std::pair<size_t, std::set<size_t>::const_iterator>> stack;
+    stack.push_back({root, adj[root].begin()});
+    color[root] = 1;
+    path.push_back(root);
+    while (!stack.empty() && cycle.empty()) {
+      auto& [v, it] = stack.back();
+      if (it == adj[v].end()) {
+        color[v] = 2;
+        path.pop_back();
+        stack.pop_back();
+        continue;
+      }
+      const size_t w = *it++;
+      if (removed[w]) continue;
+      if (color[w] == 1) {
+        auto at = std::find(path.begin(), path.end(), w);
+        cycle.assign(at, path.end());
+      } else if (color[w] == 0) {
+        color[w] = 1;
+        path.push_back(w);
+        stack.push_back({w, adj[w].begin()});
+      }
+    }
+    path.clear();
+  }
+  return cycle;
+}
+
+}  // namespace
+
+WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const LockWaits> waits,
+                       int64_t now_ms) {
+  WaitGraph g;
+  std::unordered_map<std::string, size_t> store_of;
+  for (size_t i = 0; i < store_ids.size(); ++i) {
+    if (!store_ids[i].empty()) store_of.emplace(store_ids[i], i);
+  }
+  std::vector<Node> nodes;
+  std::map<std::string, size_t> node_of;                // txn -> node
+  std::map<std::pair<size_t, uint64_t>, size_t> owner;  // (store, thread) -> node
+  for (size_t s = 0; s < waits.size(); ++s) {
+    std::set<std::pair<uint64_t, uint64_t>> waiting;
+    for (const LockWaits::Edge& e : waits[s].edges) waiting.insert({e.waiter, e.waiter_query});
+    for (const LockWaits::Published& p : waits[s].published) {
+      // A row about a statement that no longer waits says nothing about who holds what now.
+      if (!waiting.count({p.thread, p.query}) || p.txn.empty()) continue;
+      auto [it, fresh] = node_of.emplace(p.txn, nodes.size());
+      if (fresh) nodes.push_back({p.txn, p.priority_ms, s, p.thread, p.query, p.since_ms});
+      const size_t id = it->second;
+      owner[{s, p.thread}] = id;
+      // "store@thread,store@thread": every connection of the transaction's current attempt.
+      size_t pos = 0;
+      while (pos < p.threads.size()) {
+        size_t comma = p.threads.find(',', pos);
+        if (comma == std::string::npos) comma = p.threads.size();
+        const std::string item = p.threads.substr(pos, comma - pos);
+        pos = comma + 1;
+        const size_t at = item.rfind('@');
+        if (at == std::string::npos) continue;
+        auto st = store_of.find(item.substr(0, at));
+        if (st == store_of.end()) continue;  // a store this process does not use
+        const uint64_t thread = std::strtoull(item.c_str() + at + 1, nullptr, 10);
+        if (thread != 0) owner[{st->second, thread}] = id;
+      }
+    }
+  }
+  std::vector<std::set<size_t>> adj(nodes.size());
+  std::map<std::pair<size_t, size_t>, std::set<size_t>> edge_stores;
+  for (size_t s = 0; s < waits.size(); ++s) {
+    for (const LockWaits::Edge& e : waits[s].edges) {
+      auto a = owner.find({s, e.waiter});
+      auto b = owner.find({s, e.holder});
+      if (a == owner.end() || b == owner.end() || a->second == b->second) continue;
+      if (adj[a->second].insert(b->second).second) {
+        const Node& w = nodes[a->second];
+        g.edges.push_back({static_cast<uint32_t>(s), w.txn, nodes[b->second].txn, e.waiter,
+                           e.holder, std::max<int64_t>(0, now_ms - w.since_ms)});
+      }
+      edge_stores[{a->second, b->second}].insert(s);
+    }
+  }
+  std::vector<bool> removed(nodes.size(), false);
+  for (;;) {
+    std::vector<size_t> cycle = FindCycle(adj, removed);
+    if (cycle.empty()) break;
+    size_t victim = cycle[0];
+    for (size_t v : cycle) {
+      if (std::tie(nodes[v].priority_ms, nodes[v].txn) >
+          std::tie(nodes[victim].priority_ms, nodes[victim].txn)) {
+        victim = v;
+      }
+    }
+    std::set<size_t> stores;
+    for (size_t i = 0; i < cycle.size(); ++i) {
+      const auto& es = edge_stores[{cycle[i], cycle[(i + 1) % cycle.size()]}];
+      stores.insert(es.begin(), es.end());
+    }
+    const Node& v = nodes[victim];
+    DeadlockVictim dv;
+    dv.store = v.store;
+    dv.thread = v.thread;
+    dv.query = v.query;
+    dv.report.victim = v.txn;
+    dv.report.shard = static_cast<uint32_t>(v.store);
+    dv.report.waited_ms = std::max<int64_t>(0, now_ms - v.since_ms);
+    dv.report.cross_shard = stores.size() > 1;
+    dv.report.cycle.push_back(v.txn);
+    for (size_t c : cycle) {
+      if (c != victim) dv.report.cycle.push_back(nodes[c].txn);
+    }
+    g.victims.push_back(std::move(dv));
+    removed[victim] = true;  // its wait is gone once interrupted; look for the next cycle
+  }
+  return g;
+}
+
+DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* env,
+                               const DeadlockOptions& options, bool force, bool break_cycles) {
+  DeadlockReport report;
+  const size_t n = participants.size();
+  const int64_t now = env->NowMs();
+  std::vector<std::string> ids(n);
+  std::vector<std::vector<LocalWait>> mine(n);
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    ids[i] = participants[i]->store_id();
+    if (ids[i].empty()) continue;
+    mine[i] = participants[i]->LongStatements(now - options.check_after_ms);
+    any = any || !mine[i].empty();
+  }
+  if (!any && !force) return report;
+  report.ran = true;
+  std::vector<LockWaits> waits(n);
+  std::vector<Status> read(n);
+  env->ForEach(n, [&](size_t i) {
+    if (!ids[i].empty()) read[i] = participants[i]->ReadLockWaits(mine[i], &waits[i]);
+  });
+  for (size_t i = 0; i < n; ++i) {
+    if (!read[i].ok()) {
+      report.errors.push_back(read[i].Annotate(participants[i]->name()));
+      waits[i] = {};
+    }
+  }
+  WaitGraph g = AnalyzeWaits(ids, waits, env->NowMs());
+  for (WaitEdge& e : g.edges) e.shard = participants[e.shard]->index();
+  report.waits = std::move(g.edges);
+  if (!break_cycles) return report;
+  for (DeadlockVictim& v : g.victims) {
+    Status s = participants[v.store]->BreakWait(v.thread, v.query);
+    v.report.shard = participants[v.store]->index();
+    if (s.ok()) {
+      report.broken.push_back(std::move(v.report));
+    } else if (!s.Is(Code::kNotFound)) {  // kNotFound: it stopped waiting meanwhile
+      report.errors.push_back(s.Annotate(participants[v.store]->name()));
+    }
+  }
+  return report;
+}
+
+}  // namespace seigo::core
