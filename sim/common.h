@@ -37,6 +37,14 @@ enum class Variant {
   // Issue 8: the bank audits' reads are plain consistent reads (GET) instead of locking reads
   // (LGET): they may see half of a cross-shard transfer, and the checker must say so.
   kPlainAuditReads,
+  // Issue 12: no deadlock detector runs (cross-shard cycles last until the lock-wait timeout);
+  // or the detector breaks each cycle at its OLDEST transaction (priorities reported inverted),
+  // which lets a transaction lose again and again.
+  kNoDeadlockDetector,
+  kDeadlockKillsOldest,
+  // The first detector of this session: every pass read INNODB_LOCK_WAITS itself, so detectors
+  // polling together kept InnoDB's 100 ms cache from ever refreshing and saw no wait at all.
+  kDeadlockUnsharedSnapshot,
 };
 const char* VariantName(Variant v);
 bool ParseVariant(std::string_view name, Variant* out);
@@ -102,6 +110,10 @@ enum class Cov : int {
   kGcWithForeignSnapshot,  // a decision row was collected while a foreign snapshot was open
   kCommitErrorCommitted,   // a commit statement answered an error, but had committed
   kCommitErrorRolledBack,  // ... and had rolled back
+  // Issue 12.
+  kDeadlockBroken,         // a statement waiting for a lock was interrupted by a detector
+  kDeadlockPass,           // a detector pass read every server's lock waits
+  kDeadlockProbe,          // the end-of-seed two-process cycle was run and checked
   kCount
 };
 const char* CovName(Cov c);

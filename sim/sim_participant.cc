@@ -28,6 +28,9 @@ Status LockWaitTimeout() {
   return Status(Code::kConflict, "Lock wait timeout exceeded; try restarting transaction (1205)",
                 1205);
 }
+Status Interrupted() {
+  return Status(Code::kConflict, "Query execution was interrupted (1317)", 1317);
+}
 Status RbDeadlock() {
   return Status(Code::kConflict,
                 "XA_RBDEADLOCK: Transaction branch was rolled back: deadlock was detected (1614)",
@@ -152,6 +155,63 @@ void SimServer::StartDstWindow(int64_t offset_ms, int64_t duration_ms) {
   ctx_.sched->At(ctx_.sched->now() + duration_ms, [this, window] {
     if (dst_window_ == window) zone_offset_ms_ = 0;
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlock detection (src/mariadb's ReadLockWaits and BreakWait)
+
+uint64_t SimServer::ThreadIdOf(uint64_t conn) const {
+  auto it = conns_.find(conn);
+  return it == conns_.end() ? 0 : it->second.thread_id;
+}
+
+Result<LockWaits> SimServer::ReadLockWaits(uint64_t conn,
+                                           const std::vector<LockWaits::Published>& mine) {
+  Conn* c = FindConn(conn);
+  if (c == nullptr) return Lost();
+  Db& db = DbOf(*c);
+  const int64_t now = NowMs();
+  for (auto it = db.waiters.begin(); it != db.waiters.end();) {
+    it = it->second.second < now - 60'000 ? db.waiters.erase(it) : std::next(it);
+  }
+  for (LockWaits::Published p : mine) {
+    // REPLACE ... SELECT QUERY_ID FROM PROCESSLIST WHERE ID = thread: the statement the thread
+    // runs now (maybe a later one than the caller meant).
+    for (const auto& [id, other] : conns_) {
+      if (other.thread_id == p.thread && other.in_processlist && !other.tearing_down) {
+        p.query = other.query_id;
+        db.waiters[p.thread] = {p, now};
+        break;
+      }
+    }
+  }
+  // The turn: this database reads INNODB_LOCK_WAITS at most every 110 ms (the real read is
+  // skipped otherwise); the cache has InnoDB's 100 ms rule, shared with every other reader of
+  // the server (the resolver's INNODB_TRX reads, another deployment's detectors).
+  if (now - db.lockwait_clock >= 110 || ctx_.variant == Variant::kDeadlockUnsharedSnapshot) {
+    db.lockwait_clock = now;
+    InnodbTrxThreads();  // refreshes the cache if nobody read it for 100 ms
+    db.lockwait_edges = lock_wait_cache_;
+  }
+  LockWaits out;
+  out.edges = db.lockwait_edges;
+  for (const auto& [thread, p] : db.waiters) out.published.push_back(p.first);
+  return out;
+}
+
+Status SimServer::KillQuery(uint64_t conn, uint64_t query) {
+  if (FindConn(conn) == nullptr) return Lost();
+  for (auto& [id, c] : conns_) {
+    if (c.query_id != query || c.tearing_down) continue;
+    const Trx* t = c.trx != 0 ? FindTrx(c.trx) : nullptr;
+    if (t == nullptr || t->waits_for == 0) break;  // finished: statements only block on locks
+    c.kill_query = true;
+    Trace("KILL QUERY ID %llu (thread %llu)", static_cast<unsigned long long>(query),
+          static_cast<unsigned long long>(c.thread_id));
+    ctx_.sched->NotifyAll(&lock_released_);
+    return Status::OK();
+  }
+  return Status(Code::kNotFound, "Unknown query id: " + std::to_string(query) + " (1957)", 1957);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -440,6 +500,13 @@ Status SimServer::Lock(uint64_t trx, const std::string& name) {
       return Status::OK();
     }
     if (it->second == trx) return Status::OK();
+    if (auto c = conns_.find(t->conn); c != conns_.end() && c->second.kill_query) {
+      // KILL QUERY (a deadlock detector): only the statement is rolled back, as after a
+      // lock-wait timeout; the transaction keeps its other locks until its client rolls back.
+      c->second.kill_query = false;
+      ctx_.coverage->Add(Cov::kDeadlockBroken);
+      return Interrupted();
+    }
     if (WouldDeadlock(trx, it->second)) {
       DeadlockVictim(trx);
       return Deadlock();
@@ -483,7 +550,15 @@ std::vector<std::pair<uint64_t, int64_t>> SimServer::InnodbTrxThreads() {
   const int64_t now = ctx_.sched->now();
   if (now - trx_cache_last_read_ >= kInnodbTrxCacheMs) {
     trx_cache_.clear();
-    for (const auto& [id, t] : trxs_) trx_cache_.push_back({ThreadOfTrx(t), t.started_ms});
+    lock_wait_cache_.clear();
+    for (const auto& [id, t] : trxs_) {
+      trx_cache_.push_back({ThreadOfTrx(t), t.started_ms});
+      if (t.waits_for == 0) continue;
+      auto c = conns_.find(t.conn);
+      auto h = trxs_.find(t.waits_for);
+      if (c == conns_.end() || h == trxs_.end()) continue;
+      lock_wait_cache_.push_back({c->second.thread_id, c->second.query_id, ThreadOfTrx(h->second)});
+    }
   } else {
     ctx_.coverage->Add(Cov::kInnodbTrxCached);
   }
@@ -560,6 +635,8 @@ Result<QueryResult> SimServer::Execute(uint64_t conn, const std::string& sql,
                                        const std::vector<Value>& params, ReplyFlags* flags) {
   Conn* c = FindConn(conn);
   if (c == nullptr) return Lost();
+  c->query_id = ++query_counter_;
+  c->kill_query = false;
   Statement st;
   bool ok = false;
   if (sql == "ADD ? ? ? ?") {
@@ -768,6 +845,8 @@ Status SimServer::InsertCommitDecision(uint64_t conn, const Decision& d) {
   if (zone_offset_ms_ != 0 || c->tz_offset_ms != 0) ctx_.coverage->Add(Cov::kDeciderCheckInDst);
   if (now >= d.deadline_ms) {
     ctx_.coverage->Add(Cov::kCommitRefusedDeadline);
+    Trace("decider refused gid %s: its clock %lld >= deadline %lld", d.gid.substr(0, 8).c_str(),
+          static_cast<long long>(now), static_cast<long long>(d.deadline_ms));
     return Status(Code::kAborted,
                   "Column 'outcome' cannot be null (1048): the decider's clock is past the "
                   "deadline",
@@ -1199,7 +1278,13 @@ void SimServer::Crash(bool silent) {
   }
   conns_.clear();
   trx_cache_.clear();
+  lock_wait_cache_.clear();
   trx_cache_last_read_ = INT64_MIN / 2;
+  for (Db& db : dbs_) {  // MEMORY tables
+    db.waiters.clear();
+    db.lockwait_clock = INT64_MIN / 2;
+    db.lockwait_edges.clear();
+  }
   ctx_.sched->NotifyAll(&lock_released_);  // waiters wake and see the generation change
 }
 
@@ -1362,6 +1447,18 @@ Result<QueryResult> SimSession::Execute(std::string_view sql, std::span<const Va
         "end or implicitly commit the transaction");
   }
   auto flags = std::make_shared<ReplyFlags>();
+  // Listed for the process's deadlock detector while it runs (src/mariadb's InFlight).
+  const bool listed = inflight_ != nullptr && tag_ != nullptr && inflight_->clock;
+  if (listed) {
+    inflight_->running[this] = LocalWait{server_->ThreadIdOf(conn_), inflight_->clock(), tag_};
+  }
+  struct Unlist {
+    SimInFlight* f;
+    const void* key;
+    ~Unlist() {
+      if (f != nullptr) f->running.erase(key);
+    }
+  } unlist{listed ? inflight_.get() : nullptr, this};
   Result<QueryResult> r =
       Call([q, p, flags](SimServer* sh, uint64_t c) { return sh->Execute(c, q, p, flags.get()); });
   if (!r.ok()) {
@@ -1529,12 +1626,15 @@ Result<std::unique_ptr<SimSession>> SimParticipant::AcquireFrom(Pool* pool, bool
   Result<uint64_t> conn = server_->Connect(process_, db_, /*autocommit=*/!transactional);
   net_->OneWayDelay();
   if (!conn.ok()) return conn.status();
-  return std::make_unique<SimSession>(server_, net_, process_, *conn, transactional, generation_,
-                                      &stale_calls_);
+  auto s = std::make_unique<SimSession>(server_, net_, process_, *conn, transactional,
+                                        generation_, &stale_calls_);
+  if (transactional) s->TrackIn(inflight_);
+  return s;
 }
 
 void SimParticipant::ReleaseTo(Pool* pool, std::unique_ptr<SimSession> s) {
   if (s == nullptr) return;
+  s->SetWaitTag(nullptr);
   if (s->Broken()) {
     ++generation_;  // see AcquireFrom
     return;
@@ -1794,6 +1894,47 @@ Status SimParticipant::ForgetDecisions(std::span<const std::string> gids) {
   std::vector<std::string> v(gids.begin(), gids.end());
   StatusBox out = WithSession([&v](SimSession& s) -> StatusBox {
     return {s.Call([v](SimServer* sh, uint64_t c) { return sh->DeleteDecisions(c, v); })};
+  });
+  return out.s;
+}
+
+// Deadlock detection: the same calls as src/mariadb's, one round trip each.
+
+std::vector<LocalWait> SimParticipant::LongStatements(int64_t before_ms) {
+  std::vector<LocalWait> out;
+  for (const auto& [session, w] : inflight_->running) {
+    if (w.since_ms <= before_ms && w.thread != 0) out.push_back(w);
+  }
+  return out;
+}
+
+Status SimParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) {
+  std::vector<LockWaits::Published> pubs;
+  for (const LocalWait& w : mine) {
+    if (w.tag == nullptr || w.tag->txn.empty()) continue;
+    LockWaits::Published p;
+    p.thread = w.thread;
+    p.txn = w.tag->txn;
+    p.priority_ms = w.tag->priority_ms;
+    p.threads = w.tag->threads;
+    p.since_ms = w.since_ms;
+    pubs.push_back(std::move(p));
+  }
+  Result<LockWaits> r = WithSession([&pubs](SimSession& s) {
+    return s.Call([pubs](SimServer* sh, uint64_t c) { return sh->ReadLockWaits(c, pubs); });
+  });
+  if (!r.ok()) return r.status();
+  *out = std::move(*r);
+  if (server_->variant() == Variant::kDeadlockKillsOldest) {
+    for (LockWaits::Published& p : out->published) p.priority_ms = -p.priority_ms;
+  }
+  return Status::OK();
+}
+
+Status SimParticipant::BreakWait(uint64_t thread, uint64_t query) {
+  (void)thread;
+  StatusBox out = WithSession([query](SimSession& s) -> StatusBox {
+    return {s.Call([query](SimServer* sh, uint64_t c) { return sh->KillQuery(c, query); })};
   });
   return out.s;
 }

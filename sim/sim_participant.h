@@ -241,6 +241,14 @@ class SimServer {
   // KILL CONNECTION `thread_id`. `gid`: the branch the caller believes that thread owns (only
   // for the simulator's bookkeeping: was the right connection killed?).
   Status KillConnection(uint64_t conn, uint64_t thread_id, const std::string& gid);
+  // src/mariadb's ReadLockWaits round trip (doc/deadlocks.md): publishes `mine` in this
+  // database's seigo_waiter (each with the query id its thread runs now), takes this database's
+  // turn to read the lock waits from the INNODB_TRX cache at most every 110 ms (else the shared
+  // old ones), and returns the waits and everything published.
+  Result<LockWaits> ReadLockWaits(uint64_t conn, const std::vector<LockWaits::Published>& mine);
+  // KILL QUERY ID `query`: the statement, if it still waits for a lock, fails with 1317.
+  Status KillQuery(uint64_t conn, uint64_t query);
+  uint64_t ThreadIdOf(uint64_t conn) const;
 
   // ---- Other clients of the server ----
   // A connection to another database with a consistent snapshot open until CloseForeign() (a
@@ -316,6 +324,11 @@ class SimServer {
     std::map<int64_t, int64_t> rows;               // committed data
     std::map<std::string, DecisionRow> decisions;  // seigo_decision, by gid
     std::map<std::string, Marker> markers;         // committed seigo_branch rows, by gid
+    // The MEMORY tables of deadlock detection: empty again after a restart.
+    // seigo_waiter by thread, with published_ms (this server's clock).
+    std::map<uint64_t, std::pair<LockWaits::Published, int64_t>> waiters;
+    int64_t lockwait_clock = INT64_MIN / 2;            // seigo_lockwait_clock.read_ms
+    std::vector<LockWaits::Edge> lockwait_edges;       // seigo_lockwait_edge
   };
   struct Conn {
     int process = 0;
@@ -326,6 +339,8 @@ class SimServer {
     bool tearing_down = false;   // after step (1)
     bool in_processlist = true;  // until step (2)
     int64_t last_command_ms = 0;  // this server's clock when the connection last ran something
+    uint64_t query_id = 0;        // PROCESSLIST.QUERY_ID of its latest statement
+    bool kill_query = false;      // KILL QUERY ID landed while the statement waits
     // Session state.
     bool autocommit = false;
     int64_t tz_offset_ms = 0;             // SET time_zone
@@ -387,6 +402,8 @@ class SimServer {
   uint64_t thread_counter_ = 0;  // CONNECTION_ID(): from 1 again after a restart
   bool no_wait_ = false;
   std::vector<std::pair<uint64_t, int64_t>> trx_cache_;  // the INNODB_TRX cache
+  std::vector<LockWaits::Edge> lock_wait_cache_;         // INNODB_LOCK_WAITS, same cache
+  uint64_t query_counter_ = 0;
   int64_t trx_cache_last_read_ = INT64_MIN / 2;
   bool keep_foreign_snapshot_ = false;
   int foreign_db_ = -1;
@@ -398,6 +415,13 @@ class SimServer {
   std::map<std::string, uint64_t> locks_;  // row lock -> holding trx
   std::set<uint64_t> silent_dead_;         // connections lost without a FIN (host crashes)
   WaitQueue lock_released_;
+};
+
+// A process's statements running on one participant, for its deadlock detector (as
+// src/mariadb's InFlight), and the process clock they are dated by.
+struct SimInFlight {
+  std::map<const void*, LocalWait> running;
+  std::function<int64_t()> clock;
 };
 
 // The client side of one connection (Session). Every call is one round trip through Network.
@@ -425,6 +449,9 @@ class SimSession final : public Session {
   Status CommitPrepared(const Xid& xid) override;
   Status RollbackAll(const Xid* xid, bool prepared) override;
   bool Broken() const override { return broken_; }
+  void SetWaitTag(std::shared_ptr<WaitTag> tag) override { tag_ = std::move(tag); }
+  uint64_t server_thread() const override { return broken_ ? 0 : server_->ThreadIdOf(conn_); }
+  void TrackIn(std::shared_ptr<SimInFlight> f) { inflight_ = std::move(f); }
 
   // May go back to the pool (as src/mariadb): no transaction open, healthy, and no session
   // state changed by a caller's statement.
@@ -461,6 +488,8 @@ class SimSession final : public Session {
   bool local_ = false;   // in_tx_ is the decider's / a one-shard local transaction
   bool opened_ = false;  // local_: the server reported the transaction open after a statement
   bool tainted_ = false;
+  std::shared_ptr<WaitTag> tag_;
+  std::shared_ptr<SimInFlight> inflight_;
 };
 
 // One process's handle on one shard of one deployment (Participant): a database on a server,
@@ -499,6 +528,12 @@ class SimParticipant final : public Participant {
   Result<Outcome> FenceAbort(const Decision& d, bool by_coordinator) override;
   Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms, size_t limit) override;
   Status ForgetDecisions(std::span<const std::string> gids) override;
+  std::string store_id() const override { return server_->name(); }
+  std::vector<LocalWait> LongStatements(int64_t before_ms) override;
+  Status ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) override;
+  Status BreakWait(uint64_t thread, uint64_t query) override;
+  // The process clock that dates running statements (the process's Env::NowMs).
+  void set_clock(std::function<int64_t()> clock) { inflight_->clock = std::move(clock); }
 
  private:
   using Pool = std::vector<std::unique_ptr<SimSession>>;
@@ -522,6 +557,7 @@ class SimParticipant final : public Participant {
   uint64_t stale_calls_ = 0;
   Pool idle_;           // transaction sessions
   Pool idle_recovery_;  // recovery sessions
+  std::shared_ptr<SimInFlight> inflight_ = std::make_shared<SimInFlight>();
 };
 
 }  // namespace seigo::sim

@@ -7,7 +7,9 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
+#include "core/deadlock.h"
 #include "core/protocol.h"
 #include "seigo/shard_map.h"
 #include "sim/buggify.h"
@@ -36,6 +38,11 @@ constexpr int64_t kProbeTxnOffset = 50'000;
 constexpr int kProbeWarmWorkers = 3;
 constexpr int kProbeWarmTxns = 2;
 constexpr int kProbeTxns = 4;
+// Invariant 18: without faults, a cross-shard lock cycle is broken within this long of forming
+// (check_after_ms + one shared lock-wait snapshot of 110 ms + a pass interval + round trips).
+constexpr int64_t kDeadlockBoundMs = 400;
+// The probe's txn_timeout_ms (its decision rows are collectable that much later).
+constexpr int64_t kDeadlockProbeTimeoutMs = 60'000;
 
 int64_t GoldKey(int64_t offset, int player) {
   return offset + static_cast<int64_t>(player) * 10 + 1;
@@ -179,6 +186,11 @@ class Simulation final : public Network {
   bool Converge(Process& op);
   void RestartProbe(Process& op);
   void ProbeMain(Process& p);
+  // The deadlock detector of a coordinator process (the library's detector thread).
+  void DetectorThread(Process& p);
+  // End of seed, no faults: a lock cycle across two shards between two processes must be broken
+  // by the detector, at the younger transaction, within kDeadlockBoundMs (invariant 18).
+  void DeadlockProbe(Process& op);
   int64_t ResolverSleepMs(const Deployment& d);
   ResolveReport ResolveOnce(Process& p, const ResolverOptions& options);
   void OnLimboReported(const Process& p, uint32_t shard);
@@ -211,6 +223,7 @@ class Simulation final : public Network {
   bool stop_foreign_ = false;
   bool final_done_ = false;
   bool probe_restarted_ = false;
+  int64_t deadlock_probe_timeout_ms_ = 10'000;  // the longest txn_timeout_ms DeadlockProbe used
   std::set<uint32_t> restart_pending_;  // servers an operator is about to restart
   uint64_t resolver_passes_ = 0, process_crashes_ = 0, shard_crashes_ = 0;
 };
@@ -525,6 +538,7 @@ Process& Simulation::NewProcess(int deployment, ProcessKind kind, int slot,
     p->participants.push_back(std::make_unique<SimParticipant>(servers_[d.server_of[s]].get(),
                                                                d.db_of[s], s, d.id, this, p->id));
     p->raw.push_back(p->participants.back().get());
+    p->participants.back()->set_clock([env = p->env.get()] { return env->NowMs(); });
   }
   Process& ref = *p;
   processes_.emplace(ref.id, std::move(p));
@@ -619,6 +633,29 @@ void Simulation::SpawnCoordinator(int deployment, int slot) {
   SpawnFiber(p, "worker", [this](Process& q) { CoordinatorWorker(q); });
   SpawnFiber(p, "phase2", [this](Process& q) { Phase2Worker(q); });
   SpawnFiber(p, "resolver", [this](Process& q) { ResolverThread(q); });
+  SpawnFiber(p, "detector", [this](Process& q) { DetectorThread(q); });
+}
+
+void Simulation::DetectorThread(Process& p) {
+  // As src/coordinator.cc's DetectorLoop: look every poll_ms, pass at most every
+  // pass_interval_ms while a statement of this process has waited check_after_ms.
+  if (variant_ == Variant::kNoDeadlockDetector) return;
+  DeadlockOptions o;
+  o.poll_ms = 10;  // the library's 5 ms would only cost the simulator switches
+  int64_t last_pass = INT64_MIN / 2;
+  while (!p.worker_done) {
+    p.env->SleepMs(o.poll_ms);
+    if (p.env->NowMs() - last_pass < o.pass_interval_ms) continue;
+    DeadlockReport r = core::DetectDeadlocks(p.raw, p.env.get(), o, false, true);
+    if (!r.ran) continue;
+    last_pass = p.env->NowMs();
+    coverage_.Add(Cov::kDeadlockPass);
+    for (const BrokenDeadlock& b : r.broken) {
+      Trace("%s detector broke a %s deadlock: victim %s on shard %u after %lld ms",
+            p.name.c_str(), b.cross_shard ? "cross-shard" : "local", b.victim.substr(0, 8).c_str(),
+            b.shard, static_cast<long long>(b.waited_ms));
+    }
+  }
 }
 
 void Simulation::SpawnResolver(int deployment, int slot) {
@@ -873,6 +910,123 @@ void Simulation::RestartProbe(Process& op) {
   while (!done()) op.env->SleepMs(10);
 }
 
+void Simulation::DeadlockProbe(Process& op) {
+  const Deployment& d = deps_[0];
+  if (d.shards < 2) return;
+  coverage_.Add(Cov::kDeadlockProbe);
+  // Rows on shards 0 and 1 (and one more on shard 0), away from the workload's players:
+  // locking reads only, so the data (and the checker's books) stay as they are.
+  int64_t key[2] = {-1, -1}, key_held = -1;
+  for (int64_t k = 1'000'000; key[0] < 0 || key[1] < 0 || key_held < 0; ++k) {
+    const uint32_t s = ShardMap::JumpHash(ShardMap::MixKey(k), d.shards);
+    if (s < 2 && key[s] < 0) {
+      key[s] = k;
+    } else if (s == 0 && key_held < 0 && k != key[0]) {
+      key_held = k;
+    }
+  }
+  // Three processes. The holder (2) keeps `key_held` locked for 300 ms. Process 0 locks
+  // key[0], then waits for `key_held` (a plain wait: both detectors poll meanwhile, as they do
+  // under any contention), then asks for key[1]; process 1 locks key[1] and asks for key[0].
+  // The cycle closes when the holder lets go — while detectors have been reading for a while,
+  // which is when InnoDB's lock-wait cache can be stale (Variant::kDeadlockUnsharedSnapshot).
+  const int64_t txn0 = d.txn_offset + kProbeTxnOffset + 1000;
+  int holding = 0;
+  bool held = false;
+  // When the cycle closed (the later of the two second reads began) and when a first attempt's
+  // second read failed (the cycle broke), in simulated time.
+  int64_t cycle_at = 0, broken_at = 0;
+  TxResult result[3];
+  int64_t priority[3] = {0, 0, 0};
+  bool done[3] = {false, false, false};
+  for (int i = 0; i < 3; ++i) {
+    Process& p = NewProcess(0, ProcessKind::kProbe, 0, d.name.substr(5) + ".dlprobe" +
+                                                         std::to_string(i));
+    // This checks the detector, not clocks: deadlines a minute past the latest server clock
+    // (steps during the seed may have put one far ahead of every process clock).
+    int64_t latest = 0;
+    for (const auto& sv : servers_) latest = std::max(latest, sv->NowMs());
+    ProtocolOptions o = d.protocol;
+    o.max_attempts = 10;
+    o.txn_timeout_ms = std::max<int64_t>(0, latest - p.env->NowMs()) + kDeadlockProbeTimeoutMs;
+    deadlock_probe_timeout_ms_ = std::max(deadlock_probe_timeout_ms_, o.txn_timeout_ms);
+    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o);
+    SpawnFiber(p, "detector", [this](Process& q) { DetectorThread(q); });
+    SpawnFiber(p, "main", [&, i](Process& q) {
+      while (i == 0 && !held) q.env->SleepMs(1);
+      while (i == 1 && holding < 1) q.env->SleepMs(1);  // the younger starts second
+      const int64_t txn = txn0 + i;
+      checker_.OnTxnStarted(txn, d.id);
+      core::RunOutput out = q.protocol->Run([&](Tx& tx) -> Status {
+        checker_.OnClosureGid(txn, tx.attempt(), tx.gid());
+        // The Run's priority: its first attempt's start by its own process clock (the Attempt
+        // read NowMs just before calling the closure, with no yield in between).
+        if (tx.attempt() == 1) priority[i] = q.env->NowMs();
+        // For the checker an audit of nothing: locking reads, no writes, a total of 0.
+        checker_.OnAuditRead(txn, tx.attempt(), 0, 0);
+        if (i == 2) {
+          SEIGO_RETURN_IF_ERROR(tx.Exec(key_held, "LGET ?", {key_held}).status());
+          held = true;
+          q.env->SleepMs(300);
+          return Status::OK();
+        }
+        SEIGO_RETURN_IF_ERROR(tx.Exec(key[i], "LGET ?", {key[i]}).status());
+        if (tx.attempt() == 1) {
+          ++holding;
+          if (i == 0) SEIGO_RETURN_IF_ERROR(tx.Exec(key_held, "LGET ?", {key_held}).status());
+          while (holding < 2) q.env->SleepMs(1);
+          cycle_at = std::max(cycle_at, sched_.now());
+        }
+        Status s = tx.Exec(key[1 - i], "LGET ?", {key[1 - i]}).status();
+        if (tx.attempt() == 1 && !s.ok() && broken_at == 0) broken_at = sched_.now();
+        return s;
+      });
+      for (core::Phase2Item& item : out.phase2) {
+        const Xid xid = item.xid;
+        OnPhase2Result(q, xid, core::Protocol::FinishPhase2(std::move(item), q.env.get(), o));
+      }
+      checker_.OnRunReturned(txn, out.result);
+      result[i] = out.result;
+      done[i] = true;
+      q.worker_done = true;
+    });
+  }
+  while (!done[0] || !done[1] || !done[2]) op.env->SleepMs(10);
+  const std::string where = "deadlock probe (" + d.id.substr(0, 4) + "): ";
+  if (!result[0].committed() || !result[1].committed()) {
+    checker_.Violation(where + "a transaction of the cycle did not commit: " +
+                       result[0].status.ToString() + " / " + result[1].status.ToString());
+    return;
+  }
+  // Only when the lock-wait timeout cannot end the cycle before the detector does.
+  if (lock_wait_timeout_ms_ < 2 * kDeadlockBoundMs) return;
+  // "Older" is by priority: the processes' clocks differ (by seconds in some seeds), so the
+  // one started second in simulated time may well be the older.
+  // Ties (the same millisecond) go by the first attempt's gid, as in core::AnalyzeWaits.
+  auto run_id = [&](int i) {
+    return result[i].history.empty() ? std::string() : result[i].history[0].gid;
+  };
+  const std::string id0 = run_id(0), id1 = run_id(1);
+  const int older = std::tie(priority[0], id0) < std::tie(priority[1], id1) ? 0 : 1;
+  const int younger = 1 - older;
+  Trace("deadlock probe: priorities %lld / %lld, gids %s / %s", static_cast<long long>(priority[0]),
+        static_cast<long long>(priority[1]),
+        result[0].history.empty() ? "-" : result[0].history[0].gid.substr(0, 8).c_str(),
+        result[1].history.empty() ? "-" : result[1].history[0].gid.substr(0, 8).c_str());
+  const TxResult& y = result[younger];
+  const Status first = y.history.empty() ? Status::OK() : y.history[0].status;
+  if (result[older].attempts != 1) {
+    checker_.Violation(where + "the older transaction needed " +
+                       std::to_string(result[older].attempts) + " attempts: it lost the cycle");
+  } else if (first.server_errno() != 1317) {
+    checker_.Violation(where + "the younger transaction's first attempt did not end by the "
+                       "detector's interrupt (1317) but: " + first.ToString());
+  } else if (broken_at - cycle_at > kDeadlockBoundMs) {
+    checker_.Violation(where + "the cycle lasted " + std::to_string(broken_at - cycle_at) +
+                       " ms (bound " + std::to_string(kDeadlockBoundMs) + " ms)");
+  }
+}
+
 // The quiescent phase, as an operator would run it: faults are off, every server is up.
 void Simulation::Operator(Process& op) {
   Converge(op);
@@ -887,11 +1041,13 @@ void Simulation::Operator(Process& op) {
     }
   }
   RestartProbe(op);
+  DeadlockProbe(op);
   Converge(op);
   int64_t wait = 0;
   for (const Deployment& d : deps_) {
     wait = std::max(wait, std::max(d.resolver.decision_retention_ms, kMinDecisionRetentionMs) +
-                              std::max<int64_t>(d.protocol.txn_timeout_ms, 10'000));
+                              std::max<int64_t>(d.protocol.txn_timeout_ms,
+                                                deadlock_probe_timeout_ms_));
   }
   op.env->SleepMs(wait + 20'000);
   // Garbage collection until a round collects nothing (the final resolver is `seigo recover`
@@ -1222,6 +1378,12 @@ const char* CovName(Cov c) {
       return "commit_error_committed";
     case Cov::kCommitErrorRolledBack:
       return "commit_error_rolled_back";
+    case Cov::kDeadlockBroken:
+      return "deadlock_broken";
+    case Cov::kDeadlockPass:
+      return "deadlock_pass";
+    case Cov::kDeadlockProbe:
+      return "deadlock_probe";
     case Cov::kCount:
       break;
   }
@@ -1255,6 +1417,9 @@ constexpr Variant kAllVariants[] = {
     Variant::kCommitErrorIsAbort,
     Variant::kNoPoolFlush,
     Variant::kPlainAuditReads,
+    Variant::kNoDeadlockDetector,
+    Variant::kDeadlockKillsOldest,
+    Variant::kDeadlockUnsharedSnapshot,
 };
 }  // namespace
 
@@ -1288,6 +1453,12 @@ const char* VariantName(Variant v) {
       return "no_pool_flush";
     case Variant::kPlainAuditReads:
       return "plain_audit_reads";
+    case Variant::kNoDeadlockDetector:
+      return "no_deadlock_detector";
+    case Variant::kDeadlockKillsOldest:
+      return "deadlock_kills_oldest";
+    case Variant::kDeadlockUnsharedSnapshot:
+      return "deadlock_unshared_snapshot";
   }
   return "?";
 }

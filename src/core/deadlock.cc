@@ -23,6 +23,10 @@
 namespace seigo::core {
 namespace {
 
+// How much longer than check_after_ms a victim of another process must have waited before this
+// process breaks the cycle itself (two lock-wait snapshots and a pass or two).
+constexpr int64_t kForeignVictimGraceMs = 300;
+
 struct Node {
   std::string txn;
   int64_t priority_ms = 0;
@@ -189,6 +193,12 @@ DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* 
   report.waits = std::move(g.edges);
   if (!break_cycles) return report;
   for (DeadlockVictim& v : g.victims) {
+    // Every process whose transactions are in a cycle sees it. The victim's own process breaks
+    // it (one interrupt, counted once); another process steps in only when the victim has
+    // waited well past that (its process is stalled, or cannot reach this store).
+    const bool own = std::any_of(mine[v.store].begin(), mine[v.store].end(),
+                                 [&](const LocalWait& w) { return w.thread == v.thread; });
+    if (!own && v.report.waited_ms < options.check_after_ms + kForeignVictimGraceMs) continue;
     Status s = participants[v.store]->BreakWait(v.thread, v.query);
     v.report.shard = participants[v.store]->index();
     if (s.ok()) {

@@ -39,7 +39,9 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
 // One detector pass. When some statement of this process has been running for at least
 // options.check_after_ms (or `force`), publishes those on their stores, reads every store's
 // lock waits (at once, through env->ForEach) and, with `break_cycles`, interrupts each
-// cycle's victim. Otherwise reads nothing (report.ran = false): no cost without waits.
+// cycle's victim — at once if the victim's statement is this process's, else only once it has
+// waited a grace period longer (its own process should have done it). Otherwise reads nothing
+// (report.ran = false): no cost without waits.
 DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* env,
                                const DeadlockOptions& options, bool force, bool break_cycles);
 
