@@ -22,6 +22,14 @@
 //                   transaction per shard held until both reads are done (raw libmariadb)
 //   Sr seigo-read   the same reads in a seigo read-only Run (RunOptions::read_only)
 //   Sw seigo-read-2pc the same reads in an ordinary Run (XA on the second shard, decision)
+//   Sn seigo-cross-nodl / S1n seigo-1shard-nodl  S and S1 with the deadlock detector off: the
+//                   detector's cost where nothing deadlocks (issue 12: P1, P2 unchanged)
+// Then the bank (issue 12, doc/deadlocks.md): 20 account pairs, each pair split over the two
+// shards, 6 threads transferring within a random pair for --bank-seconds (default 10):
+//   D1 one-direction   every transfer debits the pair's shard-0 account first (no cycle)
+//   D2 random          a random direction each time (cross-shard cycles), detector on
+//   D0 random-nodl     the same with the detector off (only innodb_lock_wait_timeout, 2 s)
+//   DR random+reader   D2 with one more thread reading pair 0 with locking reads (read_only)
 // Each cell also prints what the two servers spent per committed trade: CPU (both mariadbd
 // processes, read from /proc through their pid files: the servers run on this machine) and
 // durable writes (InnoDB redo fsyncs + binlog group commits).
@@ -175,6 +183,7 @@ struct Env {
   seigo::ShardMap map;
   std::unique_ptr<seigo::Coordinator> coord;     // read-your-writes (the default)
   std::unique_ptr<seigo::Coordinator> coord_bg;  // Phase2Mode::kBackground
+  std::unique_ptr<seigo::Coordinator> coord_nodl;  // the deadlock detector off
   std::unique_ptr<CoordinatorLog> log;
   std::vector<int64_t> by_shard[2];  // players on shard 0 / 1
 };
@@ -182,6 +191,7 @@ struct Env {
 enum class Mode {
   kNaive, kRaw1, kTextbook, kSeigoCross, kSeigo1, kSeigoCrossBg,
   kRawRead, kSeigoRead, kSeigoReadAs2pc,  // the read-only cross-shard modes
+  kSeigoCrossNoDl, kSeigo1NoDl,           // the deadlock detector off
 };
 const char* ModeName(Mode m) {
   switch (m) {
@@ -194,6 +204,8 @@ const char* ModeName(Mode m) {
     case Mode::kRawRead: return "R  raw-read";
     case Mode::kSeigoRead: return "Sr seigo-read";
     case Mode::kSeigoReadAs2pc: return "Sw seigo-read-2pc";
+    case Mode::kSeigoCrossNoDl: return "Sn seigo-cross-nodl";
+    case Mode::kSeigo1NoDl: return "S1n seigo-1shard-nodl";
   }
   return "?";
 }
@@ -282,7 +294,7 @@ Trade PickTrade(Env& env, Mode mode, std::mt19937_64& rng) {
   Trade t;
   t.item = static_cast<int64_t>(rng() % kItems) + 1;
   t.price = static_cast<int64_t>(rng() % 10) + 1;
-  const bool one_shard = mode == Mode::kRaw1 || mode == Mode::kSeigo1;
+  const bool one_shard = mode == Mode::kRaw1 || mode == Mode::kSeigo1 || mode == Mode::kSeigo1NoDl;
   const int sb = static_cast<int>(rng() % 2);
   const int ss = one_shard ? sb : 1 - sb;
   do {
@@ -370,7 +382,9 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
           }
         } else {
           seigo::Coordinator* co =
-              mode == Mode::kSeigoCrossBg ? env.coord_bg.get() : env.coord.get();
+              mode == Mode::kSeigoCrossBg                                  ? env.coord_bg.get()
+              : mode == Mode::kSeigoCrossNoDl || mode == Mode::kSeigo1NoDl ? env.coord_nodl.get()
+                                                                           : env.coord.get();
           if (mode == Mode::kSeigoRead || mode == Mode::kSeigoReadAs2pc) {
             seigo::RunOptions ro;
             ro.read_only = mode == Mode::kSeigoRead;
@@ -460,14 +474,155 @@ void Setup(Env& env) {
 
 std::unique_ptr<seigo::Coordinator> OpenCoordinator(const std::string& shards,
                                                     seigo::Phase2Mode phase2,
-                                                    int64_t resolver_interval_ms = 1'000) {
+                                                    int64_t resolver_interval_ms = 1'000,
+                                                    bool deadlock_detection = true) {
   seigo::CoordinatorOptions o;
   o.shards = shards;
   o.phase2 = phase2;
   o.resolver_interval_ms = resolver_interval_ms;
+  o.deadlock.enabled = deadlock_detection;
   auto c = seigo::Coordinator::Open(o);
   if (!c.ok()) Die(c.status().ToString());
   return std::move(*c);
+}
+
+// The bank (issue 12): kPairs pairs of accounts, account 2j+1 on shard 0 and its partner on
+// shard 1, transfers of 1 within a pair.
+constexpr int kPairs = 20;
+constexpr int kBankThreads = 6;
+
+struct BankPair {
+  int64_t a = 0, b = 0;  // on shard 0, on shard 1
+};
+
+std::vector<BankPair> SetupBank(Env& env) {
+  for (uint32_t s = 0; s < 2; ++s) {
+    RawConn c(env.map.shard(s), /*prepare=*/false);
+    if (c.Text("DROP TABLE IF EXISTS bench_bank;"
+               "CREATE TABLE bench_bank (k BIGINT PRIMARY KEY, balance BIGINT NOT NULL) "
+               "ENGINE=InnoDB") != 0) {
+      Die("bank setup failed");
+    }
+  }
+  std::vector<BankPair> pairs;
+  const size_t n = static_cast<size_t>(kPairs);
+  for (size_t j = 0; j < n; ++j) pairs.push_back({env.by_shard[0][j], env.by_shard[1][j]});
+  for (uint32_t s = 0; s < 2; ++s) {
+    std::string rows;
+    for (const BankPair& p : pairs) {
+      rows += (rows.empty() ? "(" : ",(") + std::to_string(s == 0 ? p.a : p.b) + ",1000000)";
+    }
+    RawConn c(env.map.shard(s), /*prepare=*/false);
+    if (c.Text("INSERT INTO bench_bank VALUES " + rows) != 0) Die("bank seed failed");
+  }
+  return pairs;
+}
+
+struct BankCell {
+  double tps = 0, p50 = 0, p99 = 0, reads_per_s = 0;
+  uint64_t failed = 0, broken = 0, victims = 0;
+  uint64_t timeouts = 0;  // attempts ended by innodb_lock_wait_timeout (the backstop)
+  double wait_ms_avg = 0;  // how long a victim's statement had waited when its cycle was broken
+  uint64_t wait_ms_max = 0;  // (the coordinator's longest so far)
+};
+
+BankCell RunBank(seigo::Coordinator* co, const std::vector<BankPair>& pairs, bool random_dir,
+                 bool reader, double seconds) {
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<double> lat;
+  uint64_t committed = 0, failed = 0;
+  std::atomic<uint64_t> reads{0}, timeouts{0};
+  const seigo::Coordinator::Counters c0 = co->counters();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kBankThreads; ++i) {
+    threads.emplace_back([&, i] {
+      std::mt19937_64 rng(0xba4c + static_cast<uint64_t>(i));
+      std::vector<double> mine;
+      uint64_t ok = 0, bad = 0;
+      while (!stop) {
+        const BankPair& p = pairs[rng() % pairs.size()];
+        const bool forward = !random_dir || rng() % 2 == 0;
+        const int64_t from = forward ? p.a : p.b, to = forward ? p.b : p.a;
+        auto t0 = Clock::now();
+        seigo::TxResult r = co->Run([&](seigo::Tx& tx) -> seigo::Status {
+          SEIGO_RETURN_IF_ERROR(tx.ExecExpect(
+              from, 1, "UPDATE bench_bank SET balance = balance - 1 WHERE k = ?", {from}));
+          return tx.ExecExpect(to, 1, "UPDATE bench_bank SET balance = balance + 1 WHERE k = ?",
+                               {to});
+        });
+        for (const seigo::AttemptInfo& a : r.history) {
+          if (a.status.server_errno() == 1205) timeouts++;
+        }
+        if (r.committed()) {
+          ok++;
+          mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        } else {
+          bad++;
+        }
+      }
+      std::lock_guard<std::mutex> l(mu);
+      lat.insert(lat.end(), mine.begin(), mine.end());
+      committed += ok;
+      failed += bad;
+    });
+  }
+  if (reader) {
+    threads.emplace_back([&] {
+      std::mt19937_64 rng(0x4ead);
+      seigo::RunOptions ro;
+      ro.read_only = true;
+      while (!stop) {
+        const BankPair& p = pairs[0];
+        const bool a_first = rng() % 2 == 0;
+        const int64_t k1 = a_first ? p.a : p.b, k2 = a_first ? p.b : p.a;
+        int64_t sum = 0;
+        seigo::TxResult r = co->Run(
+            [&](seigo::Tx& tx) -> seigo::Status {
+              sum = 0;
+              for (int64_t k : {k1, k2}) {
+                auto q = tx.Exec(k, "SELECT balance FROM bench_bank WHERE k = ? LOCK IN SHARE MODE",
+                                 {k});
+                SEIGO_RETURN_IF_ERROR(q.status());
+                auto v = q->Int(0, 0);
+                SEIGO_RETURN_IF_ERROR(v.status());
+                sum += *v;
+              }
+              return seigo::Status::OK();
+            },
+            ro);
+        if (r.committed()) {
+          if (sum != 2'000'000) Die("bank: a locking read of a pair saw half a transfer");
+          reads++;
+        }
+      }
+    });
+  }
+  auto start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const seigo::Coordinator::Counters c1 = co->counters();
+  std::sort(lat.begin(), lat.end());
+  BankCell cell;
+  cell.tps = static_cast<double>(committed) / elapsed;
+  cell.failed = failed;
+  cell.reads_per_s = static_cast<double>(reads.load()) / elapsed;
+  cell.broken = (c1.deadlocks_cross_shard + c1.deadlocks_local) -
+                (c0.deadlocks_cross_shard + c0.deadlocks_local);
+  cell.victims = c1.deadlock_victims - c0.deadlock_victims;
+  cell.timeouts = timeouts.load();
+  if (cell.broken > 0) {
+    cell.wait_ms_avg = static_cast<double>(c1.deadlock_wait_ms_total - c0.deadlock_wait_ms_total) /
+                       static_cast<double>(cell.broken);
+  }
+  cell.wait_ms_max = c1.deadlock_wait_ms_max;
+  if (!lat.empty()) {
+    cell.p50 = lat[lat.size() / 2];
+    cell.p99 = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
+  }
+  return cell;
 }
 
 // P5: 1,000 transactions whose coordinator "crashed" right after the commit point (their
@@ -541,7 +696,8 @@ int main(int argc, char** argv) {
   std::string shards, json_path, clients_arg = "1,8,32,64";
   double seconds = 3;
   long callgrind_txns = 0, calibrate = 0;
-  bool skip_p5 = false;
+  bool skip_p5 = false, skip_bank = false;
+  double bank_seconds = 10;
   std::string modes_arg;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -557,6 +713,8 @@ int main(int argc, char** argv) {
     else if (a == "--calibrate") calibrate = std::atol(next().c_str());
     else if (a == "--skip-p5") skip_p5 = true;
     else if (a == "--modes") modes_arg = next();
+    else if (a == "--bank-seconds") bank_seconds = std::atof(next().c_str());
+    else if (a == "--skip-bank") skip_bank = true;
     else Die("unknown argument " + a + " (see the comment at the top of bench/seigo_bench.cc)");
   }
   if (calibrate > 0) {
@@ -614,18 +772,23 @@ int main(int argc, char** argv) {
   Setup(env);
   env.coord = OpenCoordinator(shards, seigo::Phase2Mode::kBeforeReturn);
   env.coord_bg = OpenCoordinator(shards, seigo::Phase2Mode::kBackground);
+  env.coord_nodl = OpenCoordinator(shards, seigo::Phase2Mode::kBeforeReturn, 1'000, false);
   env.log = std::make_unique<CoordinatorLog>("/tmp/seigo_bench_coordinator.log");
   std::vector<Mode> modes;
   for (Mode m : {Mode::kNaive, Mode::kRaw1, Mode::kTextbook, Mode::kSeigoCross,
                  Mode::kSeigoCrossBg, Mode::kSeigo1, Mode::kRawRead, Mode::kSeigoRead,
-                 Mode::kSeigoReadAs2pc}) {
+                 Mode::kSeigoReadAs2pc, Mode::kSeigoCrossNoDl, Mode::kSeigo1NoDl}) {
     // --modes naive,seigo-cross: the mode names without their tags ("B1 ", "S  ", ...).
-    const std::string name = std::string(ModeName(m)).substr(3);
+    std::string name = ModeName(m);
+    name = name.substr(name.find(' ') + 1);
+    name = name.substr(name.find_first_not_of(' '));
     if (modes_arg.empty() || ("," + modes_arg + ",").find("," + name + ",") != std::string::npos) {
       modes.push_back(m);
     }
   }
-  if (modes.empty()) Die("--modes " + modes_arg + " names no mode");
+  if (modes.empty() && !(modes_arg == "none" && !skip_bank)) {
+    Die("--modes " + modes_arg + " names no mode");
+  }
   std::map<std::pair<int, int>, Cell> results;
   const std::vector<int> client_counts = ParseList(clients_arg);
   std::printf("%-18s %8s %10s %9s %9s %8s %12s %8s\n", "mode", "clients", "trades/s", "p50 ms",
@@ -655,6 +818,32 @@ int main(int argc, char** argv) {
   // reads, and the same reads as an ordinary Run (the full two-phase commit they paid before).
   const double r1 = ratio(tps(Mode::kSeigoRead, ref), tps(Mode::kRawRead, ref));
   const double r1_2pc = ratio(tps(Mode::kSeigoReadAs2pc, ref), tps(Mode::kRawRead, ref));
+  const double p1_nodl = ratio(tps(Mode::kSeigoCrossNoDl, ref), tps(Mode::kNaive, ref));
+  const double p2_nodl = ratio(tps(Mode::kSeigo1NoDl, ref), tps(Mode::kRaw1, ref));
+  // The bank (issue 12): D1 one direction, D2 random (detector on), D0 random (off), DR random
+  // with a locking reader of pair 0.
+  BankCell d1, d2, d0, dr;
+  if (!skip_bank) {
+    const std::vector<BankPair> pairs = SetupBank(env);
+    std::printf("%-18s %8s %10s %9s %9s %8s %8s %10s %8s %8s\n", "bank", "threads", "xfers/s",
+                "p50 ms", "p99 ms", "failed", "broken", "wait ms", "timeouts", "reads/s");
+    auto row = [&](const char* name, const BankCell& c) {
+      std::printf("%-18s %8d %10.0f %9.2f %9.2f %8llu %8llu %10.1f %8llu %8.1f\n", name,
+                  kBankThreads, c.tps, c.p50, c.p99, static_cast<unsigned long long>(c.failed),
+                  static_cast<unsigned long long>(c.broken), c.wait_ms_avg,
+                  static_cast<unsigned long long>(c.timeouts), c.reads_per_s);
+      std::fflush(stdout);
+    };
+    d1 = RunBank(env.coord.get(), pairs, false, false, bank_seconds);
+    row("D1 one-direction", d1);
+    d2 = RunBank(env.coord.get(), pairs, true, false, bank_seconds);
+    row("D2 random", d2);
+    if (std::getenv("SEIGO_BENCH_NO_D0") == nullptr) d0 = RunBank(env.coord_nodl.get(), pairs, true, false, bank_seconds);
+    row("D0 random-nodl", d0);
+    dr = RunBank(env.coord.get(), pairs, true, true, bank_seconds);
+    row("DR random+reader", dr);
+  }
+  env.coord_nodl.reset();
   double p5 = -1;
   env.coord.reset();  // stop their background resolvers: P5 measures a resolver of its own
   env.coord_bg.reset();
@@ -670,13 +859,31 @@ int main(int argc, char** argv) {
   std::printf("R1 %.3f (read-only cross-shard reads: seigo read_only / raw; as an ordinary Run: "
               "%.3f)\n", r1, r1_2pc);
   std::printf("(ratios at %d clients)\n", ref);
+  if (tps(Mode::kSeigoCrossNoDl, ref) > 0 || tps(Mode::kSeigo1NoDl, ref) > 0) {
+    std::printf("P1 with the deadlock detector off %.3f, P2 %.3f (its cost where nothing "
+                "deadlocks: on/off %.3f, %.3f)\n",
+                p1_nodl, p2_nodl, ratio(p1, p1_nodl), ratio(p2, p2_nodl));
+  }
+  const double d_ratio = ratio(d2.tps, d1.tps), d_ratio_off = ratio(d0.tps, d1.tps);
+  if (!skip_bank) {
+    std::printf("D random/one-direction %.3f (detector off: %.3f); p99 of a random-direction "
+                "transfer %.1f ms (off: %.1f ms); locking reader of one pair %.1f reads/s beside "
+                "%d writers; cycles broken %llu\n",
+                d_ratio, d_ratio_off, d2.p99, d0.p99, dr.reads_per_s, kBankThreads,
+                static_cast<unsigned long long>(d2.broken));
+  }
   if (!json_path.empty()) {
     std::ofstream j(json_path);
     j << "{\n  \"clients_for_ratios\": " << ref << ",\n  \"P1\": " << p1
       << ",\n  \"P1_background_phase2\": " << p1_bg << ",\n  \"P1_at_" << high << "\": " << p1_high
       << ",\n  \"P2\": " << p2
       << ",\n  \"P3\": " << p3 << ",\n  \"R1\": " << r1 << ",\n  \"R1_as_2pc\": " << r1_2pc
-      << ",\n  \"P5\": " << p5 << ",\n  \"P5_10k\": " << p5_10k << ",\n  \"seconds_per_cell\": " << seconds
+      << ",\n  \"P5\": " << p5 << ",\n  \"P5_10k\": " << p5_10k
+      << ",\n  \"P1_detector_off\": " << p1_nodl << ",\n  \"P2_detector_off\": " << p2_nodl
+      << ",\n  \"D_ratio\": " << d_ratio << ",\n  \"D_ratio_detector_off\": " << d_ratio_off
+      << ",\n  \"D_p99_ms\": " << d2.p99 << ",\n  \"D_p99_ms_detector_off\": " << d0.p99
+      << ",\n  \"D_reader_reads_per_s\": " << dr.reads_per_s
+      << ",\n  \"D_cycles_broken\": " << d2.broken << ",\n  \"seconds_per_cell\": " << seconds
       << ",\n  \"cells\": [\n";
     bool first = true;
     for (auto& [k, c] : results) {

@@ -195,7 +195,24 @@ Result<LockWaits> SimServer::ReadLockWaits(uint64_t conn,
   }
   LockWaits out;
   out.edges = db.lockwait_edges;
-  for (const auto& [thread, p] : db.waiters) out.published.push_back(p.first);
+  out.snapshot_ms = db.lockwait_clock;
+  for (const auto& [thread, p] : db.waiters) {
+    // JOIN PROCESSLIST ON ID = thread AND QUERY_ID = query AND COMMAND <> 'Sleep': only rows
+    // whose statement still runs (statements here run only while they wait for a lock).
+    bool running = false;
+    for (const auto& [id, c] : conns_) {
+      if (c.thread_id != p.first.thread || !c.in_processlist || c.query_id != p.first.query) {
+        continue;
+      }
+      const Trx* t = c.trx != 0 ? FindTrx(c.trx) : nullptr;
+      running = t != nullptr && t->waits_for != 0;
+      break;
+    }
+    if (!running) continue;
+    LockWaits::Published row = p.first;
+    row.published_ms = p.second;
+    out.published.push_back(std::move(row));
+  }
   return out;
 }
 

@@ -24,14 +24,12 @@ struct DeadlockOptions {
   // which stays in force either way for what the detector cannot see).
   bool enabled = true;
   // A pass runs while a statement of this process has been running at least this long. Lower
-  // = cycles broken sooner, and more passes (information_schema reads) under plain contention.
-  int64_t check_after_ms = 20;
+  // = cycles broken sooner, and more passes (a round trip to every shard) under contention.
+  int64_t check_after_ms = 10;
   // How often the detector thread looks at this process's running statements (in memory).
   int64_t poll_ms = 5;
   // At most one pass (a round trip to every shard) per this many ms while something waits.
-  // Each shard's lock waits are read from information_schema at most every 110 ms by all
-  // seigo processes together (doc/deadlocks.md), so passes much more often gain nothing.
-  int64_t pass_interval_ms = 25;
+  int64_t pass_interval_ms = 10;
 };
 
 // One wait-for edge between two seigo transactions, on one shard.

@@ -231,12 +231,18 @@ struct LockWaits {
     uint64_t waiter_query = 0;  // the store's id of the waiting statement
     uint64_t holder = 0;        // a thread it waits for (holds the lock, or is ahead in line)
   };
-  struct Published {  // what a seigo process published about one of its waiting statements
+  // What a seigo process published about one of its waiting statements. The store returns
+  // only rows whose thread still runs that statement (a live check, not the cached snapshot).
+  struct Published {
     uint64_t thread = 0, query = 0;
     std::string txn, threads;
     int64_t priority_ms = 0, since_ms = 0;
+    int64_t published_ms = 0;  // by the store's clock
   };
+  // The lock waits as of `snapshot_ms` (the store's clock; 0 = none yet). InnoDB serves them
+  // from a cache refreshed at most every 100 ms, so they may be that old.
   std::vector<Edge> edges;
+  int64_t snapshot_ms = 0;
   std::vector<Published> published;
 };
 

@@ -75,7 +75,8 @@ const char* const kSchemaSql =
     // when (ReadLockWaits explains why they are shared).
     "CREATE TABLE IF NOT EXISTS seigo_lockwait_clock ("
     " one TINYINT NOT NULL PRIMARY KEY,"
-    " read_ms BIGINT NOT NULL"
+    " read_ms BIGINT NOT NULL,"          // the last turn taken
+    " snapshot_ms BIGINT NOT NULL DEFAULT 0"  // when seigo_lockwait_edge was last filled
     ") ENGINE=MEMORY;"
     "CREATE TABLE IF NOT EXISTS seigo_lockwait_edge ("
     " waiter BIGINT UNSIGNED NOT NULL,"
@@ -2027,12 +2028,17 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       " JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"
       " JOIN information_schema.PROCESSLIST p ON p.ID = r.trx_mysql_thread_id"
       " WHERE @seigo_turn > 0;"
+      "UPDATE seigo_lockwait_clock SET snapshot_ms = read_ms WHERE one = 1 AND @seigo_turn > 0;"
       "SELECT waiter, waiter_query, holder FROM seigo_lockwait_edge;"
-      "SELECT thread, query, txn, priority_ms, since_ms, threads FROM seigo_waiter";
+      "SELECT snapshot_ms FROM seigo_lockwait_clock WHERE one = 1;"
+      // Only rows whose thread still runs that statement: PROCESSLIST is live (not cached).
+      "SELECT w.thread, w.query, w.txn, w.priority_ms, w.since_ms, w.threads, w.published_ms"
+      " FROM seigo_waiter w JOIN information_schema.PROCESSLIST p"
+      " ON p.ID = w.thread AND p.QUERY_ID = w.query AND p.COMMAND <> 'Sleep'";
   return WithSession([&](PooledSession& ps) -> Status {
     std::vector<QueryResult> more;
     SEIGO_RETURN_IF_ERROR(ps.conn().Run(sql, nullptr, &more));
-    if (more.size() != 2) {
+    if (more.size() != 3) {
       return Status::Internal("lock-wait read returned " + std::to_string(more.size()) +
                               " result sets");
     }
@@ -2044,8 +2050,11 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       if (row.size() < 3) continue;
       out->edges.push_back({u64(row[0]), u64(row[1]), u64(row[2])});
     }
-    for (const auto& row : more[1].rows) {
-      if (row.size() < 6) continue;
+    if (!more[1].rows.empty() && !more[1].rows[0].empty()) {
+      out->snapshot_ms = static_cast<int64_t>(u64(more[1].rows[0][0]));
+    }
+    for (const auto& row : more[2].rows) {
+      if (row.size() < 7) continue;
       LockWaits::Published p;
       p.thread = u64(row[0]);
       p.query = u64(row[1]);
@@ -2053,6 +2062,7 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       p.priority_ms = row[3] ? std::strtoll(row[3]->c_str(), nullptr, 10) : 0;
       p.since_ms = row[4] ? std::strtoll(row[4]->c_str(), nullptr, 10) : 0;
       p.threads = row[5].value_or("");
+      p.published_ms = row[6] ? std::strtoll(row[6]->c_str(), nullptr, 10) : 0;
       out->published.push_back(std::move(p));
     }
     return Status::OK();
