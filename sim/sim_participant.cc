@@ -205,7 +205,7 @@ Result<LockWaits> SimServer::ReadLockWaits(uint64_t conn,
         continue;
       }
       const Trx* t = c.trx != 0 ? FindTrx(c.trx) : nullptr;
-      running = t != nullptr && t->waits_for != 0;
+      running = c.in_execute && t != nullptr && t->waits_for != 0;
       break;
     }
     if (!running) continue;
@@ -221,7 +221,8 @@ Status SimServer::KillQuery(uint64_t conn, uint64_t query) {
   for (auto& [id, c] : conns_) {
     if (c.query_id != query || c.tearing_down) continue;
     const Trx* t = c.trx != 0 ? FindTrx(c.trx) : nullptr;
-    if (t == nullptr || t->waits_for == 0) break;  // finished: statements only block on locks
+    // Finished (statements only block on locks), or not a closure's statement any more.
+    if (t == nullptr || t->waits_for == 0 || !c.in_execute) break;
     c.kill_query = true;
     Trace("KILL QUERY ID %llu (thread %llu)", static_cast<unsigned long long>(query),
           static_cast<unsigned long long>(c.thread_id));
@@ -517,7 +518,8 @@ Status SimServer::Lock(uint64_t trx, const std::string& name) {
       return Status::OK();
     }
     if (it->second == trx) return Status::OK();
-    if (auto c = conns_.find(t->conn); c != conns_.end() && c->second.kill_query) {
+    if (auto c = conns_.find(t->conn);
+        c != conns_.end() && c->second.kill_query && c->second.in_execute) {
       // KILL QUERY (a deadlock detector): only the statement is rolled back, as after a
       // lock-wait timeout; the transaction keeps its other locks until its client rolls back.
       c->second.kill_query = false;
@@ -677,8 +679,10 @@ Result<QueryResult> SimServer::Execute(uint64_t conn, const std::string& sql,
     return Status(Code::kQueryFailed,
                   "You have an error in your SQL syntax near '" + sql + "' (1064)", 1064);
   }
+  c->in_execute = true;  // until `done`
   Trx* t = TrxOf(*c);
   auto done = [&](Result<QueryResult> r) {
+    if (auto it = conns_.find(conn); it != conns_.end()) it->second.in_execute = false;
     if (flags != nullptr) {
       Conn* cc = FindConn(conn);
       flags->in_transaction = cc != nullptr && TrxOf(*cc) != nullptr;
@@ -1606,6 +1610,11 @@ Status SimSession::RollbackAll(const Xid* xid, bool prepared) {
     local_ = false;
   } else if (!broken_) {
     Break();  // unknown state: close it; the server discards what is not prepared
+  }
+  // Variant::kReadOnlyIgnoresLostLocks: the rollback's failure is not reported — what the core
+  // did with it before (a read-only attempt committed although its locks were gone).
+  if (!s.ok() && local_ && server_->variant() == Variant::kReadOnlyIgnoresLostLocks) {
+    return Status::OK();
   }
   return s;
 }

@@ -341,6 +341,7 @@ class SimServer {
     int64_t last_command_ms = 0;  // this server's clock when the connection last ran something
     uint64_t query_id = 0;        // PROCESSLIST.QUERY_ID of its latest statement
     bool kill_query = false;      // KILL QUERY ID landed while the statement waits
+    bool in_execute = false;      // a closure's statement runs (PROCESSLIST COMMAND 'Execute')
     // Session state.
     bool autocommit = false;
     int64_t tz_offset_ms = 0;             // SET time_zone

@@ -1420,6 +1420,7 @@ constexpr Variant kAllVariants[] = {
     Variant::kNoDeadlockDetector,
     Variant::kDeadlockKillsOldest,
     Variant::kDeadlockUnsharedSnapshot,
+    Variant::kReadOnlyIgnoresLostLocks,
 };
 }  // namespace
 
@@ -1459,6 +1460,8 @@ const char* VariantName(Variant v) {
       return "deadlock_kills_oldest";
     case Variant::kDeadlockUnsharedSnapshot:
       return "deadlock_unshared_snapshot";
+    case Variant::kReadOnlyIgnoresLostLocks:
+      return "read_only_ignores_lost_locks";
   }
   return "?";
 }

@@ -376,6 +376,7 @@ class Coordinator::Impl {
   void DetectorLoop() {
     const int64_t poll = std::max<int64_t>(1, options_.deadlock.poll_ms);
     int64_t last_pass = 0;
+    int64_t last_error_log = INT64_MIN / 2;
     std::unique_lock<std::mutex> l(mu_);
     while (!stopping_) {
       resolver_cv_.wait_for(l, std::chrono::milliseconds(poll), [&] { return stopping_; });
@@ -387,6 +388,13 @@ class Coordinator::Impl {
       if (r.ran) {
         deadlock_passes_++;
         last_pass = env_->NowMs();
+      }
+      if (!r.errors.empty() && env_->NowMs() - last_error_log >= 60'000) {
+        // Without its tables (a schema set up by an older seigo and opened without
+        // prepare_schema) or a shard, the detector cannot work there: say so, once a minute.
+        last_error_log = env_->NowMs();
+        Log("seigo: deadlock detector: " + r.errors.front().ToString() +
+            (r.errors.size() > 1 ? " (and " + std::to_string(r.errors.size() - 1) + " more)" : ""));
       }
       for (const BrokenDeadlock& b : r.broken) {
         (b.cross_shard ? deadlocks_cross_shard_ : deadlocks_local_)++;

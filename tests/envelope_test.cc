@@ -486,6 +486,56 @@ TEST_F(EnvelopeTest, ReusedThreadIdAfterAShardRestartDoesNotBlockTheCommit) {
   EXPECT_EQ(InDoubtCount(), 0u);
 }
 
+// Found by the simulator while building issue 12 (sim/README.md, "Found"): a read-only Run
+// whose connection to a shard was lost after its read there (the shard restarted) returned
+// committed, although its lock there was gone before its later reads — which could then see
+// half of a transfer that committed in between. The final rollback must succeed on every shard.
+TEST_F(EnvelopeTest, ReadOnlyRunWhoseShardRestartedAfterItsReadIsRetriedNotCommitted) {
+  ASSERT_FALSE(Servers().empty());
+  FreshTable("t_ro_restart");
+  int64_t a, b;
+  KeysOnTwoShards(&a, &b);
+  ASSERT_TRUE(coord_->Run([&](Tx& tx) -> Status {
+    SEIGO_RETURN_IF_ERROR(tx.Exec(a, "INSERT INTO t_ro_restart VALUES (?, 500)", {a}).status());
+    return tx.Exec(b, "INSERT INTO t_ro_restart VALUES (?, 500)", {b}).status();
+  }).committed());
+  RunOptions ro;
+  ro.read_only = true;
+  int64_t total = 0;
+  TxResult r = coord_->Run(
+      [&](Tx& tx) -> Status {
+        const char* read = "SELECT v FROM t_ro_restart WHERE k = ? LOCK IN SHARE MODE";
+        auto ra = tx.Exec(a, read, {a});
+        SEIGO_RETURN_IF_ERROR(ra.status());
+        if (tx.attempt() == 1) {
+          // Shard 0 restarts: the read's lock is gone, and a transfer commits meanwhile (on
+          // another thread: a Run inside a closure is refused).
+          if (std::system((Servers() + " crash 0 >/dev/null").c_str()) != 0) {
+            return Status::Internal("could not restart shard 0");
+          }
+          TxResult t;
+          std::thread transfer([&] {
+            t = coord_->Run([&](Tx& x) -> Status {
+              SEIGO_RETURN_IF_ERROR(
+                  x.Exec(a, "UPDATE t_ro_restart SET v = v - 100 WHERE k = ?", {a}).status());
+              return x.Exec(b, "UPDATE t_ro_restart SET v = v + 100 WHERE k = ?", {b}).status();
+            });
+          });
+          transfer.join();
+          if (!t.committed()) return Status::Internal("transfer: " + t.status.ToString());
+        }
+        auto rb = tx.Exec(b, read, {b});
+        SEIGO_RETURN_IF_ERROR(rb.status());
+        total = *ra->Int(0, 0) + *rb->Int(0, 0);
+        return Status::OK();
+      },
+      ro);
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  ASSERT_EQ(r.attempts, 2) << "the first attempt lost its lock on shard 0 and must not count";
+  EXPECT_TRUE(r.history[0].status.Is(Code::kUnavailable)) << r.history[0].status.ToString();
+  EXPECT_EQ(total, 1000) << "the committed attempt read half of the transfer";
+}
+
 // Case 6. After a shard restart every pooled connection to it is dead. Before the fix each
 // attempt took the next dead one: with 12 idle connections and 10 attempts, the first
 // transaction after the restart gave up although the shard was healthy.

@@ -72,6 +72,21 @@ int PrintStatus(const Common& c) {
                 secs(t.overdue_ms, true).c_str(), decision.c_str());
   }
   std::printf("%zu in doubt\n", r.txs.size());
+  // Who waits for whom among seigo transactions of every process, as each process's deadlock
+  // detector publishes it (doc/deadlocks.md): waits longer than its check_after_ms.
+  DeadlockReport w = coord->LockWaits();
+  for (const Status& e : w.errors) {
+    std::fprintf(stderr, "seigo: lock waits: %s\n", e.ToString().c_str());
+  }
+  if (!w.waits.empty()) {
+    std::printf("\n%-32s  %-5s  %-32s  %s\n", "WAITER (run)", "SHARD", "WAITS FOR (run)",
+                "WAITED");
+    for (const WaitEdge& e : w.waits) {
+      std::printf("%-32s  %-5u  %-32s  %s\n", e.waiter.c_str(), e.shard, e.holder.c_str(),
+                  secs(e.waited_ms, false).c_str());
+    }
+  }
+  std::printf("%zu lock wait(s) between seigo transactions\n", w.waits.size());
   return r.errors.empty() ? kExitOk : kExitUnavailable;
 }
 

@@ -287,11 +287,24 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     // A read-only transaction commits nothing: every read has completed with its locks held,
     // and rolling back releases them. No XA, no decision: there is no outcome to agree on, and
     // whatever a statement might have written (a function called from a SELECT) is discarded.
+    // But the rollback must SUCCEED on every shard: it is what proves that the transaction —
+    // and so its locks — lived until now. A connection lost after its last read (its server
+    // restarted, or killed it) released those locks early; a transfer may have committed on
+    // that shard since, and the reads of other shards after it would see half of it. Found by
+    // the simulator (a shard crash between an audit's reads; sim/README.md, "Found").
+    Status lost;
     for (Branch& b : branches_) {
-      b.session->RollbackAll(nullptr, false);
+      Status s = b.session->RollbackAll(nullptr, false);
+      if (!s.ok() && lost.ok()) {
+        lost = Status::Unavailable(b.participant->name() + ": the read-only transaction's "
+                                   "connection was lost before its end (its locks may have been "
+                                   "released early, so its reads are not known to be "
+                                   "consistent): " + s.ToString())
+                   .WithShard(static_cast<int>(b.shard));
+      }
       b.participant->Release(std::move(b.session));
     }
-    return Status::OK();
+    return lost;
   }
 
   if (branches_.size() == 1 && !p_.options_.record_one_shard_commits) {

@@ -2005,7 +2005,7 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
     sql += "REPLACE INTO seigo_waiter (thread, query, txn, priority_ms, since_ms, threads, "
            "published_ms) SELECT ID, QUERY_ID, '" + txn + "', " + std::to_string(priority) +
            ", " + std::to_string(w.since_ms) + ", '" + threads + "', " + kServerNowMs +
-           " FROM information_schema.PROCESSLIST WHERE ID = " + th + ";";
+           " FROM information_schema.PROCESSLIST WHERE ID = " + th + " AND COMMAND = 'Execute';";
   }
   // InnoDB serves INNODB_TRX and INNODB_LOCK_WAITS from a cache that it refreshes only when
   // nobody read it for 100 ms: clients that poll it more often than that (several detectors,
@@ -2031,10 +2031,12 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       "UPDATE seigo_lockwait_clock SET snapshot_ms = read_ms WHERE one = 1 AND @seigo_turn > 0;"
       "SELECT waiter, waiter_query, holder FROM seigo_lockwait_edge;"
       "SELECT snapshot_ms FROM seigo_lockwait_clock WHERE one = 1;"
-      // Only rows whose thread still runs that statement: PROCESSLIST is live (not cached).
+      // Only rows whose thread still runs that statement, and only a closure's statement:
+      // those are prepared statements (COMMAND 'Execute'); seigo's own (XA PREPARE, the commit
+      // batch, ...) go as text ('Query'). PROCESSLIST is live, not cached.
       "SELECT w.thread, w.query, w.txn, w.priority_ms, w.since_ms, w.threads, w.published_ms"
       " FROM seigo_waiter w JOIN information_schema.PROCESSLIST p"
-      " ON p.ID = w.thread AND p.QUERY_ID = w.query AND p.COMMAND <> 'Sleep'";
+      " ON p.ID = w.thread AND p.QUERY_ID = w.query AND p.COMMAND = 'Execute'";
   return WithSession([&](PooledSession& ps) -> Status {
     std::vector<QueryResult> more;
     SEIGO_RETURN_IF_ERROR(ps.conn().Run(sql, nullptr, &more));
@@ -2072,8 +2074,21 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
 Status MariaDbParticipant::BreakWait(uint64_t thread, uint64_t query) {
   if (store_id_.empty()) return Participant::BreakWait(thread, query);
   // By query id, not thread: if that statement has finished, the server refuses (1957) and
-  // nothing else of the connection — a later statement, its commit — can be hit.
+  // nothing else of the connection — a later statement, its commit — can be hit. And only a
+  // closure's statement (a prepared statement: COMMAND 'Execute'), never one of seigo's own
+  // (text: XA PREPARE, the commit batch): a query id names one execution, so the check holds
+  // for the KILL that follows.
   return WithSession([&](PooledSession& ps) -> Status {
+    QueryResult r;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(
+        "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE QUERY_ID = " +
+            std::to_string(query) + " AND ID = " + std::to_string(thread),
+        &r));
+    if (r.rows.empty() || r.rows[0].empty() || r.rows[0][0].value_or("") != "Execute") {
+      return Status::NotFound("statement " + std::to_string(query) + " of thread " +
+                              std::to_string(thread) + " is no longer a closure's statement "
+                              "running");
+    }
     Status s = ps.conn().Run("KILL QUERY ID " + std::to_string(query));
     if (s.server_errno() == ER_NO_SUCH_QUERY) {
       return Status::NotFound("statement " + std::to_string(query) + " of thread " +
