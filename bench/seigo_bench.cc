@@ -6,6 +6,9 @@
 //               [--modes naive,seigo-cross,...]   (a subset of the modes below, by name)
 //   seigo_bench --shards URL,URL --callgrind-txns N   (P4's fixed run; run under callgrind)
 //   seigo_bench --calibrate N                          (P4's CPU-rate calibration loop)
+//   Bank: --bank-seconds S (default 10), --skip-bank; --modes none runs only the bank.
+//   SEIGO_BENCH_P4_NO_DETECTOR=1 with --callgrind-txns: the coordinator without its deadlock
+//   detector thread (BENCHMARKS.md: under callgrind its idle polling inflates P4)
 //
 // Workload: the demo's trade (4 statements: seller loses an item and gains gold, buyer pays and
 // gains the item) on its own tables bench_players / bench_inventory with ample balances, so no
@@ -739,7 +742,8 @@ int main(int argc, char** argv) {
     for (int64_t p = 1; p <= kPlayers; ++p) env.by_shard[env.map.ShardFor(p)].push_back(p);
     // No background resolver: P4 is the transaction path's cost, not garbage collection of
     // whatever earlier runs left in the decision table.
-    env.coord = OpenCoordinator(shards, seigo::Phase2Mode::kBeforeReturn, 0);
+    env.coord = OpenCoordinator(shards, seigo::Phase2Mode::kBeforeReturn, 0,
+                                std::getenv("SEIGO_BENCH_P4_NO_DETECTOR") == nullptr);
     std::mt19937_64 rng(7);
     for (int i = 0; i < 50; ++i) {  // warm-up outside the measurement
       Trade t = PickTrade(env, Mode::kSeigoCross, rng);
@@ -838,7 +842,7 @@ int main(int argc, char** argv) {
     row("D1 one-direction", d1);
     d2 = RunBank(env.coord.get(), pairs, true, false, bank_seconds);
     row("D2 random", d2);
-    if (std::getenv("SEIGO_BENCH_NO_D0") == nullptr) d0 = RunBank(env.coord_nodl.get(), pairs, true, false, bank_seconds);
+    d0 = RunBank(env.coord_nodl.get(), pairs, true, false, bank_seconds);
     row("D0 random-nodl", d0);
     dr = RunBank(env.coord.get(), pairs, true, true, bank_seconds);
     row("DR random+reader", dr);

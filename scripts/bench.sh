@@ -3,7 +3,8 @@
 #   The benchmark (BENCHMARKS.md): installs what is missing, builds a Release tree in
 #   build-bench/, starts 2 durable MariaDB shards (ports 33561-33562, state in
 #   /tmp/seigo-bench-servers), runs bench/seigo_bench (B1 naive, B2 raw one-shard, B3 textbook
-#   2PC, seigo cross-shard, seigo one-shard at 1, 8, 32 and 64 clients; P1, P2, P3, P5), then P4
+#   2PC, seigo cross-shard, seigo one-shard at 1, 8, 32 and 64 clients; P1, P2, P3, P5; the bank
+#   of issue 12: random- against one-direction transfers, p99, a locking reader), then P4
 #   under callgrind, prints the table and P1-P5 and writes build-bench/bench-results.json.
 #   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64).
 set -euo pipefail

@@ -8,9 +8,7 @@
 //
 // SEIGO_BANK_SECONDS sets the length (default 8 s, what CI runs); the long run is
 // `scripts/bank.sh` (TESTING.md).
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,8 +22,6 @@
 #include <vector>
 
 #include "tests/db_test_util.h"
-
-extern char** environ;
 
 namespace seigo::testing {
 namespace {
@@ -41,18 +37,10 @@ Worker Spawn(const std::string& mode, double seconds, uint64_t seed, int threads
   Worker w;
   w.out = "/tmp/seigo-bank-" + mode + "-" + std::to_string(getpid()) + "-" +
           std::to_string(seed) + ".out";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, w.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const std::string secs = std::to_string(seconds), acc = std::to_string(kAccounts),
-                    sd = std::to_string(seed), th = std::to_string(threads);
-  const char* argv[] = {SEIGO_BANK_WORKER_PATH, mode.c_str(), secs.c_str(), acc.c_str(),
-                        sd.c_str(), th.c_str(), nullptr};
-  if (posix_spawn(&w.pid, SEIGO_BANK_WORKER_PATH, &fa, nullptr, const_cast<char**>(argv),
-                  environ) != 0) {
-    w.pid = -1;
-  }
-  posix_spawn_file_actions_destroy(&fa);
+  w.pid = SpawnWithStdout(SEIGO_BANK_WORKER_PATH,
+                          {mode, std::to_string(seconds), std::to_string(kAccounts),
+                           std::to_string(seed), std::to_string(threads)},
+                          w.out);
   return w;
 }
 
@@ -80,18 +68,28 @@ Counts Wait(const Worker& w) {
   return c;
 }
 
-using BankTest = DbTest;
+class BankTest : public DbTest {
+ protected:
+  // SEIGO_BANK_SECONDS, default 8 (CI); scripts/bank.sh sets more.
+  static double Seconds() {
+    const char* s = std::getenv("SEIGO_BANK_SECONDS");
+    return s ? std::atof(s) : 8.0;
+  }
+  // An empty bank_accounts on every shard.
+  void FreshAccounts() {
+    for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+      ASSERT_TRUE(coord_->QueryShard(s, "DROP TABLE IF EXISTS bank_accounts").ok());
+      ASSERT_TRUE(coord_->QueryShard(s, "CREATE TABLE bank_accounts (k BIGINT PRIMARY KEY, "
+                                        "balance BIGINT NOT NULL) ENGINE=InnoDB").ok());
+    }
+  }
+};
 
 TEST_F(BankTest, LockingReadsSeeTheExactTotalAndPlainReadsCanBeFractured) {
-  const char* env_secs = std::getenv("SEIGO_BANK_SECONDS");
-  const double seconds = env_secs ? std::atof(env_secs) : 8.0;
+  const double seconds = Seconds();
   const char* servers = std::getenv("SEIGO_SERVERS_SCRIPT");
   ASSERT_NE(servers, nullptr);
-  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
-    ASSERT_TRUE(coord_->QueryShard(s, "DROP TABLE IF EXISTS bank_accounts").ok());
-    ASSERT_TRUE(coord_->QueryShard(s, "CREATE TABLE bank_accounts (k BIGINT PRIMARY KEY, balance "
-                                      "BIGINT NOT NULL) ENGINE=InnoDB").ok());
-  }
+  FreshAccounts();
   for (int64_t k = 1; k <= kAccounts; ++k) {
     ASSERT_TRUE(coord_->QueryShard(coord_->shard_map().ShardFor(k),
                                    "INSERT INTO bank_accounts VALUES (?, 1000)", {k}).ok());
@@ -153,15 +151,10 @@ TEST_F(BankTest, LockingReadsSeeTheExactTotalAndPlainReadsCanBeFractured) {
 // keeps its total (money moves only within a pair), recovery leaves nothing in doubt, and the
 // detectors broke cross-process cycles.
 TEST_F(BankTest, PairTransfersBothWaysFromThreeProcessesBreakCrossShardCyclesUnderFaults) {
-  const char* env_secs = std::getenv("SEIGO_BANK_SECONDS");
-  const double seconds = env_secs ? std::atof(env_secs) : 8.0;
+  const double seconds = Seconds();
   const char* servers = std::getenv("SEIGO_SERVERS_SCRIPT");
   ASSERT_NE(servers, nullptr);
-  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
-    ASSERT_TRUE(coord_->QueryShard(s, "DROP TABLE IF EXISTS bank_accounts").ok());
-    ASSERT_TRUE(coord_->QueryShard(s, "CREATE TABLE bank_accounts (k BIGINT PRIMARY KEY, balance "
-                                      "BIGINT NOT NULL) ENGINE=InnoDB").ok());
-  }
+  FreshAccounts();
   std::vector<int64_t> by_shard[2];
   for (int64_t k = 1; k <= kAccounts; ++k) {
     const uint32_t s = coord_->shard_map().ShardFor(k);

@@ -3,15 +3,36 @@
 #ifndef SEIGO_TESTS_DB_TEST_UTIL_H_
 #define SEIGO_TESTS_DB_TEST_UTIL_H_
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spawn.h>
 
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "seigo/coordinator.h"
 
+extern "C" char** environ;
+
 namespace seigo::testing {
+
+// Starts program `path` with arguments `args`, its stdout going to file `out` (created or
+// truncated). Returns its pid, or -1 if it could not be started.
+inline pid_t SpawnWithStdout(const char* path, const std::vector<std::string>& args,
+                             const std::string& out) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::vector<char*> argv{const_cast<char*>(path)};
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, path, &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
 
 inline std::string TestShards() {
   const char* s = std::getenv("SEIGO_TEST_SHARDS");

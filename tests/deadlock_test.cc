@@ -1,8 +1,6 @@
 // Cross-shard deadlocks (doc/deadlocks.md) against the real shards: a lock cycle across two
 // shards between two coordinator PROCESSES (tests/bank_worker.cc, mode "cycle"), which neither
 // server can see.
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,10 +10,7 @@
 #include <sstream>
 #include <thread>
 
-#include "core/deadlock.h"
 #include "tests/db_test_util.h"
-
-extern char** environ;
 
 namespace seigo::testing {
 namespace {
@@ -29,18 +24,10 @@ CycleWorker SpawnCycle(int64_t first, int64_t second, const std::string& signal,
                        const std::string& wait, bool detect, int lock_wait_s) {
   CycleWorker w;
   w.out = signal + ".out";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, w.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const std::string a = std::to_string(first), b = std::to_string(second),
-                    d = detect ? "1" : "0", l = std::to_string(lock_wait_s);
-  const char* argv[] = {SEIGO_BANK_WORKER_PATH, "cycle", a.c_str(), b.c_str(), signal.c_str(),
-                        wait.c_str(), d.c_str(), l.c_str(), nullptr};
-  if (posix_spawn(&w.pid, SEIGO_BANK_WORKER_PATH, &fa, nullptr, const_cast<char**>(argv),
-                  environ) != 0) {
-    w.pid = -1;
-  }
-  posix_spawn_file_actions_destroy(&fa);
+  w.pid = SpawnWithStdout(SEIGO_BANK_WORKER_PATH,
+                          {"cycle", std::to_string(first), std::to_string(second), signal, wait,
+                           detect ? "1" : "0", std::to_string(lock_wait_s)},
+                          w.out);
   return w;
 }
 

@@ -578,6 +578,10 @@ class MariaSession final : public Session {
  public:
   explicit MariaSession(uint64_t generation) : generation_(generation) {}
   ~MariaSession() override {
+    if (inflight_ != nullptr) {
+      std::lock_guard<std::mutex> l(inflight_->mu);
+      inflight_->sessions.erase(this);
+    }
     for (auto& [sql, st] : stmts_) mysql_stmt_close(st);
     if (counted_) counted_->Closed();
     // Closing the connection rolls back an open transaction and detaches a prepared branch;
@@ -591,8 +595,17 @@ class MariaSession final : public Session {
   // This session counts against its participant's cap (Config::max_open) until destroyed.
   void CountIn(std::shared_ptr<OpenCount> c) { counted_ = std::move(c); }
   // User statements of this session are listed in `f` while they run (with a wait tag).
-  void TrackIn(std::shared_ptr<InFlight> f) { inflight_ = std::move(f); }
-  void SetWaitTag(std::shared_ptr<WaitTag> tag) override { tag_ = std::move(tag); }
+  void TrackIn(std::shared_ptr<InFlight> f) {
+    inflight_ = std::move(f);
+    std::lock_guard<std::mutex> l(inflight_->mu);
+    inflight_->sessions[this] = &slot_;
+  }
+  void SetWaitTag(std::shared_ptr<WaitTag> tag) override {
+    if (inflight_ == nullptr) return;
+    std::lock_guard<std::mutex> l(inflight_->mu);
+    slot_.thread = conn_.thread_id();  // connected by now (the pool hands out connected ones)
+    slot_.tag = std::move(tag);
+  }
   uint64_t server_thread() const override {
     return conn_.broken() ? 0 : conn_.thread_id();
   }
@@ -760,8 +773,8 @@ class MariaSession final : public Session {
   bool tainted_ = false;  // a caller's statement changed the session's state
   bool read_only_ = false;  // kLocal: BeginReadOnly (statements must be reads)
   std::shared_ptr<OpenCount> counted_;  // set for transaction sessions of a capped pool
-  std::shared_ptr<InFlight> inflight_;  // set for transaction sessions
-  std::shared_ptr<WaitTag> tag_;        // the Run this session works for (deadlock detection)
+  std::shared_ptr<InFlight> inflight_;  // set for transaction sessions (TrackIn)
+  SessionSlot slot_;                    // what the deadlock detector reads of this session
   Xid branch_;            // kBranch, kPrepared
   std::unordered_map<std::string, MYSQL_STMT*> stmts_;
 };
@@ -904,18 +917,11 @@ Result<QueryResult> MariaSession::ExecuteWith(std::string_view sql, std::span<co
   Conn::Watched watched(conn_);
   Result<MYSQL_STMT*> p = Prepared(sql);
   if (!p.ok()) return p.status();
-  // Listed for the deadlock detector while it runs: two map updates under a mutex, the only
-  // cost of detection while nothing waits.
-  const bool listed = inflight_ != nullptr && tag_ != nullptr;
-  if (listed) {
-    std::lock_guard<std::mutex> l(inflight_->mu);
-    inflight_->running[this] = LocalWait{conn_.thread_id(), UnixNowMs(), tag_};
-  }
+  // Dated for the deadlock detector while it runs: a clock read and two atomic stores, the
+  // only cost of detection while nothing waits.
+  if (inflight_ != nullptr) slot_.since_ms.store(UnixNowMs(), std::memory_order_relaxed);
   Result<QueryResult> r = ExecuteOnce(*p, params, sink, sink_status);
-  if (listed) {
-    std::lock_guard<std::mutex> l(inflight_->mu);
-    inflight_->running.erase(this);
-  }
+  if (inflight_ != nullptr) slot_.since_ms.store(0, std::memory_order_relaxed);
   if (!r.ok()) {
     if (r.status().server_errno() == ER_XAER_RMFAIL && state_ == State::kBranch) {
       // The server refused, inside the XA branch, a statement that would end it (e.g. a
@@ -1955,8 +1961,10 @@ constexpr int64_t kLockWaitSnapshotMs = 110;
 std::vector<LocalWait> MariaDbParticipant::LongStatements(int64_t before_ms) {
   std::vector<LocalWait> out;
   std::lock_guard<std::mutex> l(inflight_->mu);
-  for (const auto& [session, w] : inflight_->running) {
-    if (w.since_ms <= before_ms && w.thread != 0) out.push_back(w);
+  for (const auto& [session, slot] : inflight_->sessions) {
+    const int64_t since = slot->since_ms.load(std::memory_order_relaxed);
+    if (since == 0 || since > before_ms || slot->tag == nullptr || slot->thread == 0) continue;
+    out.push_back(LocalWait{slot->thread, since, slot->tag});
   }
   return out;
 }

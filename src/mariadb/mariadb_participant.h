@@ -51,11 +51,21 @@ struct OpenCount {
   }
 };
 
-// This process's user statements running on one participant's server, for the deadlock
-// detector (Participant::LongStatements), shared with its sessions like OpenCount.
+// One transaction session as the deadlock detector sees it: its server thread, the Run it
+// works for, and since when its current closure statement runs (0 = none). Written by the
+// session's thread; `since_ms` is atomic (set around every statement: the only per-statement
+// cost of detection), `tag` is guarded by InFlight::mu (set once per attempt).
+struct SessionSlot {
+  uint64_t thread = 0;  // guarded by InFlight::mu, like tag
+  std::shared_ptr<WaitTag> tag;
+  std::atomic<int64_t> since_ms{0};
+};
+
+// The transaction sessions of one participant, for Participant::LongStatements; shared with
+// the sessions like OpenCount (a session may outlive its participant's pool briefly).
 struct InFlight {
   std::mutex mu;
-  std::unordered_map<const void*, LocalWait> running;  // by session; guarded by mu
+  std::unordered_map<const void*, SessionSlot*> sessions;  // guarded by mu
 };
 
 class MariaDbParticipant final : public Participant {
