@@ -164,6 +164,15 @@ TEST_F(DeadlockTest, StatusShowsWhoWaitsForWhomAcrossShards) {
     rep = (*c)->LockWaits();
     if (rep.waits.size() >= 2) break;
   }
+  // `seigo status`, another process, sees the same two edges while the cycle is still held.
+  std::string cli_out;
+  if (rep.waits.size() >= 2) {
+    FILE* f = popen((std::string(SEIGO_CLI_PATH) + " status --shards '" + TestShards() +
+                     "' 2>&1").c_str(), "r");
+    char buf[512];
+    while (f != nullptr && std::fgets(buf, sizeof buf, f) != nullptr) cli_out += buf;
+    if (f != nullptr) pclose(f);
+  }
   t1.join();
   t2.join();
   std::string errors;
@@ -178,6 +187,10 @@ TEST_F(DeadlockTest, StatusShowsWhoWaitsForWhomAcrossShards) {
   EXPECT_EQ(rep.waits[1].waiter, rep.waits[0].holder);
   EXPECT_TRUE(rep.broken.empty());
   EXPECT_TRUE(r1.committed() && r2.committed());
+  EXPECT_NE(cli_out.find("WAITS FOR"), std::string::npos) << cli_out;
+  EXPECT_NE(cli_out.find("2 lock wait(s) between seigo transactions"), std::string::npos)
+      << cli_out;
+  EXPECT_NE(cli_out.find(rep.waits[0].waiter), std::string::npos) << cli_out;
 }
 
 }  // namespace
