@@ -140,6 +140,10 @@ void Checker::OnRunReturned(int64_t txn, const TxResult& r) {
   t.returned = true;
   t.result = r;
   stats_.attempts += static_cast<uint64_t>(r.attempts);
+  uint64_t victims = 0;
+  for (const AttemptInfo& a : r.history) victims += a.status.server_errno() == 1317 ? 1 : 0;
+  stats_.detector_victims += victims;
+  stats_.max_victims_one_run = std::max(stats_.max_victims_one_run, victims);
   switch (r.state) {
     case TxState::kCommitted:
       stats_.committed++;

@@ -58,6 +58,8 @@ class Checker {
     uint64_t abort_reported_for_committed = 0;  // see OnResolverApplied
     uint64_t audits_committed = 0;  // bank audits that committed (their totals were checked)
     uint64_t read_only_committed = 0;  // ... of them read-only (RunOptions::read_only)
+    // Attempts ended by a deadlock detector's interrupt (1317), and the most of one Run.
+    uint64_t detector_victims = 0, max_victims_one_run = 0;
   };
 
   explicit Checker(Tracer* tracer) : tracer_(tracer) {}

@@ -118,6 +118,7 @@ enum class Cov : int {
   kDeadlockBroken,         // a statement waiting for a lock was interrupted by a detector
   kDeadlockPass,           // a detector pass read every server's lock waits
   kDeadlockProbe,          // the end-of-seed two-process cycle was run and checked
+  kDetectorVictimOften,    // a Run lost 5 or more attempts to deadlock detectors
   kCount
 };
 const char* CovName(Cov c);

@@ -3,6 +3,7 @@
 // Exit codes: 0 = every seed passed (or, with --expect-violation, a violation was found);
 // 1 = a violation was found (or, with --expect-violation, none was found; or a determinism
 // check failed); 2 = usage error.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +108,8 @@ struct Totals {
     s.abort_reported_for_committed += r.stats.abort_reported_for_committed;
     s.audits_committed += r.stats.audits_committed;
     s.read_only_committed += r.stats.read_only_committed;
+    s.detector_victims += r.stats.detector_victims;
+    s.max_victims_one_run = std::max(s.max_victims_one_run, r.stats.max_victims_one_run);
     faults += r.faults_fired;
     passes += r.resolver_passes;
     process_crashes += r.process_crashes;
@@ -121,7 +124,8 @@ void PrintSummary(const Totals& t, double seconds) {
       "sim: %llu seeds, %llu violations, %llu txns committed (%llu multi-shard), %llu aborted, "
       "%llu gave_up, %llu outcome_unknown, %llu crashed with their coordinator; "
       "decisions %llu commit / %llu abort, %llu collected; phase 2 %llu ok / %llu left to the "
-      "resolver; %llu bank audits committed (totals checked; %llu read-only); %llu resolver passes; %llu faults, %llu process crashes, %llu shard crashes; "
+      "resolver; %llu bank audits committed (totals checked; %llu read-only); %llu attempts "
+      "interrupted by a deadlock detector (at most %llu in one Run); %llu resolver passes; %llu faults, %llu process crashes, %llu shard crashes; "
       "%.0f simulated hours in %.1f s\n",
       static_cast<unsigned long long>(t.seeds), static_cast<unsigned long long>(t.violations),
       static_cast<unsigned long long>(t.s.committed),
@@ -135,6 +139,8 @@ void PrintSummary(const Totals& t, double seconds) {
       static_cast<unsigned long long>(t.s.phase2_left),
       static_cast<unsigned long long>(t.s.audits_committed),
       static_cast<unsigned long long>(t.s.read_only_committed),
+      static_cast<unsigned long long>(t.s.detector_victims),
+      static_cast<unsigned long long>(t.s.max_victims_one_run),
       static_cast<unsigned long long>(t.passes),
       static_cast<unsigned long long>(t.faults), static_cast<unsigned long long>(t.process_crashes),
       static_cast<unsigned long long>(t.shard_crashes), static_cast<double>(t.simulated_ms) / 3.6e6,

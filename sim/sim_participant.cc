@@ -180,7 +180,12 @@ Result<LockWaits> SimServer::ReadLockWaits(uint64_t conn,
     for (const auto& [id, other] : conns_) {
       if (other.thread_id == p.thread && other.in_processlist && !other.tearing_down) {
         p.query = other.query_id;
-        db.waiters[p.thread] = {p, now};
+        // ON DUPLICATE KEY UPDATE keeps published_ms while the row is about the same statement.
+        auto old = db.waiters.find(p.thread);
+        const int64_t first =
+            old != db.waiters.end() && old->second.first.query == p.query ? old->second.second
+                                                                          : now;
+        db.waiters[p.thread] = {p, first};
         break;
       }
     }

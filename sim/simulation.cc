@@ -695,6 +695,9 @@ void Simulation::RunOneTxn(Process& p, int64_t txn, bool inline_phase2,
         static_cast<long long>(txn), TxStateName(r.state), r.attempts, r.gid.substr(0, 8).c_str(),
         r.status.ToString().c_str());
   checker_.OnRunReturned(txn, r);
+  int victimized = 0;
+  for (const AttemptInfo& a : r.history) victimized += a.status.server_errno() == 1317 ? 1 : 0;
+  if (victimized >= 5) coverage_.Add(Cov::kDetectorVictimOften);
   if (inline_phase2 && r.committed()) checker_.OnVisibleAtReturn(d.id, r);
   for (core::Phase2Item& item : out.phase2) phase2_out->push_back(std::move(item));
   if (out.lost) p.lost.push_back(std::move(*out.lost));
@@ -1384,6 +1387,8 @@ const char* CovName(Cov c) {
       return "deadlock_pass";
     case Cov::kDeadlockProbe:
       return "deadlock_probe";
+    case Cov::kDetectorVictimOften:
+      return "detector_victim_5_times";
     case Cov::kCount:
       break;
   }

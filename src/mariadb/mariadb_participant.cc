@@ -2010,10 +2010,17 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
     }
     if (txn.empty()) continue;
     const std::string th = std::to_string(w.thread);
-    sql += "REPLACE INTO seigo_waiter (thread, query, txn, priority_ms, since_ms, threads, "
+    // published_ms stays what it was while the row describes the same statement (query id):
+    // it dates the wait's first publication, which the lock-wait snapshot must postdate to
+    // judge the wait exactly (core::AnalyzeWaits). ON DUPLICATE KEY UPDATE assigns left to
+    // right, so `query` on the right of published_ms is still the old one.
+    sql += "INSERT INTO seigo_waiter (thread, query, txn, priority_ms, since_ms, threads, "
            "published_ms) SELECT ID, QUERY_ID, '" + txn + "', " + std::to_string(priority) +
            ", " + std::to_string(w.since_ms) + ", '" + threads + "', " + kServerNowMs +
-           " FROM information_schema.PROCESSLIST WHERE ID = " + th + " AND COMMAND = 'Execute';";
+           " FROM information_schema.PROCESSLIST WHERE ID = " + th + " AND COMMAND = 'Execute'"
+           " ON DUPLICATE KEY UPDATE published_ms = IF(query = VALUES(query), published_ms, "
+           "VALUES(published_ms)), txn = VALUES(txn), priority_ms = VALUES(priority_ms), "
+           "since_ms = VALUES(since_ms), threads = VALUES(threads), query = VALUES(query);";
   }
   // InnoDB serves INNODB_TRX and INNODB_LOCK_WAITS from a cache that it refreshes only when
   // nobody read it for 100 ms: clients that poll it more often than that (several detectors,
