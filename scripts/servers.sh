@@ -100,6 +100,7 @@ launch() {
       --skip-test-db >"$d/install.log" 2>&1 ||
       { tail -n 20 "$d/install.log" >&2; die "shard $i: mariadb-install-db failed, see $d/install.log"; }
   fi
+  wait_port_free "$(port_of "$i")"
   # setsid: own session, so it survives this script and terminal signals. -w keeps the
   # setsid process alive as long as mariadbd, so $! tells us whether the server died early.
   setsid -w mariadbd --defaults-file="$f" >>"$d/mariadbd.out" 2>&1 </dev/null &
@@ -149,7 +150,29 @@ stop_all() {
       log "shard $i: killed after ${STOP_TIMEOUT}s without exiting (pid $pid)"
     fi
   done
+  # A mariadbd of this DIR whose pid file is gone (wiped, or never written because it was
+  # killed while starting) still holds its port and would make the next start fail with
+  # "Address already in use": find those by their command line.
+  for pid in $(pgrep -f -- "--defaults-file=$DIR/" 2>/dev/null || true); do
+    [[ $(ps -o comm= -p "$pid" 2>/dev/null) == mariadbd ]] || continue
+    n=$((n + 1))
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 10 || die "pid $pid (a mariadbd of $DIR without pid file) survives SIGKILL"
+    log "killed pid $pid: a mariadbd of $DIR without a pid file"
+  done
   ((n > 0)) || log "no shard running under $DIR"
+}
+
+# Waits up to 15 s for nothing to listen on 127.0.0.1:PORT (a server that just exited may hold
+# it a moment longer); dies naming the holder otherwise.
+wait_port_free() {
+  local port=$1 end=$((SECONDS + 15))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ((SECONDS >= end)); then
+      die "port $port is in use by another process: $(ss -ltnp "sport = :$port" 2>/dev/null | tail -n +2 | tr -s ' ')"
+    fi
+    sleep 0.1
+  done
 }
 
 write_env() { # N

@@ -42,9 +42,6 @@ enum class Variant {
   // which lets a transaction lose again and again.
   kNoDeadlockDetector,
   kDeadlockKillsOldest,
-  // The first detector of this session: every pass read INNODB_LOCK_WAITS itself, so detectors
-  // polling together kept InnoDB's 100 ms cache from ever refreshing and saw no wait at all.
-  kDeadlockUnsharedSnapshot,
   // Found while building issue 12: a read-only attempt's final rollback failing (its connection
   // was lost after a read, so its locks were gone early) went unnoticed and the attempt counted
   // as committed, with reads that may straddle a transfer. Planted by hiding that failure.

@@ -193,17 +193,22 @@ Result<LockWaits> SimServer::ReadLockWaits(uint64_t conn,
   // The turn: this database reads INNODB_LOCK_WAITS at most every 110 ms (the real read is
   // skipped otherwise); the cache has InnoDB's 100 ms rule, shared with every other reader of
   // the server (the resolver's INNODB_TRX reads, another deployment's detectors).
-  if (now - db.lockwait_clock >= 110 || ctx_.variant == Variant::kDeadlockUnsharedSnapshot) {
+  if (now - db.lockwait_clock >= 110) {
     db.lockwait_clock = now;
-    InnodbTrxThreads();  // refreshes the cache if nobody read it for 100 ms
+    // Refreshes the cache only if nobody read it for 100 ms; the adapter learns which from
+    // its own transaction's appearance in it (the freshness canary).
+    db.lockwait_fresh = ctx_.sched->now() - trx_cache_last_read_ >= kInnodbTrxCacheMs;
+    InnodbTrxThreads();
     db.lockwait_edges = lock_wait_cache_;
   }
   LockWaits out;
   out.edges = db.lockwait_edges;
   out.snapshot_ms = db.lockwait_clock;
+  out.snapshot_fresh = db.lockwait_fresh;
+  out.now_ms = now;
   for (const auto& [thread, p] : db.waiters) {
-    // JOIN PROCESSLIST ON ID = thread AND QUERY_ID = query AND COMMAND <> 'Sleep': only rows
-    // whose statement still runs (statements here run only while they wait for a lock).
+    // JOIN PROCESSLIST ON ID = thread AND QUERY_ID = query AND COMMAND = 'Execute': only rows
+    // whose closure statement still runs (statements here run only while they wait for a lock).
     bool running = false;
     for (const auto& [id, c] : conns_) {
       if (c.thread_id != p.first.thread || !c.in_processlist || c.query_id != p.first.query) {
@@ -1309,6 +1314,7 @@ void SimServer::Crash(bool silent) {
   for (Db& db : dbs_) {  // MEMORY tables
     db.waiters.clear();
     db.lockwait_clock = INT64_MIN / 2;
+    db.lockwait_fresh = false;
     db.lockwait_edges.clear();
   }
   ctx_.sched->NotifyAll(&lock_released_);  // waiters wake and see the generation change

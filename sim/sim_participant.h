@@ -328,6 +328,7 @@ class SimServer {
     // seigo_waiter by thread, with published_ms (this server's clock).
     std::map<uint64_t, std::pair<LockWaits::Published, int64_t>> waiters;
     int64_t lockwait_clock = INT64_MIN / 2;            // seigo_lockwait_clock.read_ms
+    bool lockwait_fresh = false;                       // seigo_lockwait_clock.fresh
     std::vector<LockWaits::Edge> lockwait_edges;       // seigo_lockwait_edge
   };
   struct Conn {

@@ -643,10 +643,11 @@ void Simulation::DetectorThread(Process& p) {
   DeadlockOptions o;
   o.poll_ms = 10;  // the library's 5 ms would only cost the simulator switches
   int64_t last_pass = INT64_MIN / 2;
+  core::DetectorState state;
   while (!p.worker_done) {
     p.env->SleepMs(o.poll_ms);
     if (p.env->NowMs() - last_pass < o.pass_interval_ms) continue;
-    DeadlockReport r = core::DetectDeadlocks(p.raw, p.env.get(), o, false, true);
+    DeadlockReport r = core::DetectDeadlocks(p.raw, p.env.get(), o, false, true, &state);
     if (!r.ran) continue;
     last_pass = p.env->NowMs();
     coverage_.Add(Cov::kDeadlockPass);
@@ -1424,7 +1425,6 @@ constexpr Variant kAllVariants[] = {
     Variant::kPlainAuditReads,
     Variant::kNoDeadlockDetector,
     Variant::kDeadlockKillsOldest,
-    Variant::kDeadlockUnsharedSnapshot,
     Variant::kReadOnlyIgnoresLostLocks,
 };
 }  // namespace
@@ -1463,8 +1463,6 @@ const char* VariantName(Variant v) {
       return "no_deadlock_detector";
     case Variant::kDeadlockKillsOldest:
       return "deadlock_kills_oldest";
-    case Variant::kDeadlockUnsharedSnapshot:
-      return "deadlock_unshared_snapshot";
     case Variant::kReadOnlyIgnoresLostLocks:
       return "read_only_ignores_lost_locks";
   }

@@ -377,6 +377,7 @@ class Coordinator::Impl {
     const int64_t poll = std::max<int64_t>(1, options_.deadlock.poll_ms);
     int64_t last_pass = 0;
     int64_t last_error_log = INT64_MIN / 2;
+    core::DetectorState state;
     std::unique_lock<std::mutex> l(mu_);
     while (!stopping_) {
       resolver_cv_.wait_for(l, std::chrono::milliseconds(poll), [&] { return stopping_; });
@@ -384,7 +385,7 @@ class Coordinator::Impl {
       if (env_->NowMs() - last_pass < options_.deadlock.pass_interval_ms) continue;
       l.unlock();
       DeadlockReport r =
-          core::DetectDeadlocks(raw_, env_, options_.deadlock, /*force=*/false, true);
+          core::DetectDeadlocks(raw_, env_, options_.deadlock, /*force=*/false, true, &state);
       if (r.ran) {
         deadlock_passes_++;
         last_pass = env_->NowMs();

@@ -26,11 +26,6 @@ LockWaits::Published Pub(uint64_t thread, uint64_t query, const std::string& txn
   return p;
 }
 
-// The stores' lock-wait snapshots were taken after everything was published: every row is
-// judged by them (exact), none presumed.
-void Covered(std::vector<LockWaits>* w) {
-  for (LockWaits& s : *w) s.snapshot_ms = 2000;
-}
 
 // T1 (older, 100) holds db0@10 and waits on db1@21 for db1@20; T2 (younger, 200) holds db1@20
 // and waits on db0@11 for db0@10.
@@ -40,7 +35,6 @@ std::vector<LockWaits> TwoShardCycle() {
   w[0].published.push_back(Pub(11, 501, "t2", 200, "db1:3306@20,db0:3306@11"));
   w[1].edges.push_back({21, 601, 20});
   w[1].published.push_back(Pub(21, 601, "t1", 100, "db0:3306@10,db1:3306@21"));
-  Covered(&w);
   return w;
 }
 
@@ -68,13 +62,18 @@ TEST(WaitGraphTest, PriorityNotArrivalOrderPicksTheVictim) {
   EXPECT_EQ(g.victims[0].store, 1u);
 }
 
-TEST(WaitGraphTest, ARowWhoseStatementNoLongerWaitsIsIgnored) {
-  // t2's row names query 500, but thread 11 now waits in query 501 (a later statement, or
-  // another transaction on the same connection): nothing is known about who that is.
+TEST(WaitGraphTest, ASnapshotEdgeOfAnotherStatementOfTheThreadIsNotUsedAsExact) {
+  // t2's row names query 500 (what its thread runs now: the store checks that live), but the
+  // snapshot shows thread 11 waiting in query 501, an older statement: that edge says nothing
+  // about statement 500, which is only presumed to wait. Presumed, it still closes the cycle.
   std::vector<LockWaits> w = TwoShardCycle();
   w[0].published[0].query = 500;
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
-  EXPECT_TRUE(g.victims.empty());
+  ASSERT_EQ(g.victims.size(), 1u);
+  EXPECT_EQ(g.victims[0].query, 500u);
+  bool presumed = false;  // the edge t2 -> t1 has no holder thread: it is presumed
+  for (const WaitEdge& e : g.edges) presumed |= e.waiter == "t2" && e.holder_thread == 0;
+  EXPECT_TRUE(presumed);
 }
 
 TEST(WaitGraphTest, AWaitForAHolderThatIsNotWaitingIsNoCycle) {
@@ -83,7 +82,6 @@ TEST(WaitGraphTest, AWaitForAHolderThatIsNotWaitingIsNoCycle) {
   std::vector<LockWaits> w(3);
   w[1].edges.push_back({21, 601, 20});
   w[1].published.push_back(Pub(21, 601, "t1", 100, "db0:3306@10,db1:3306@21"));
-  Covered(&w);
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   EXPECT_TRUE(g.victims.empty());
   EXPECT_TRUE(g.edges.empty());
@@ -98,7 +96,6 @@ TEST(WaitGraphTest, ACycleThroughThreeShardsAndThreeTransactionsLosesOnlyItsYoun
   w[2].published.push_back(Pub(32, 2, "t2", 300, "db1:3306@22,db2:3306@32"));
   w[0].edges.push_back({13, 3, 10});
   w[0].published.push_back(Pub(13, 3, "t3", 200, "db2:3306@33,db0:3306@13"));
-  Covered(&w);
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   ASSERT_EQ(g.victims.size(), 1u);
   EXPECT_EQ(g.victims[0].report.victim, "t2");
@@ -126,7 +123,6 @@ TEST(WaitGraphTest, ACycleOnOneShardIsReportedAsLocal) {
   w[0].edges.push_back({10, 2, 11});
   w[0].published.push_back(Pub(11, 1, "t2", 200, "db0:3306@11"));
   w[0].published.push_back(Pub(10, 2, "t1", 100, "db0:3306@10"));
-  Covered(&w);
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   ASSERT_EQ(g.victims.size(), 1u);
   EXPECT_EQ(g.victims[0].report.victim, "t2");
@@ -134,14 +130,11 @@ TEST(WaitGraphTest, ACycleOnOneShardIsReportedAsLocal) {
 }
 
 TEST(WaitGraphTest, WaitsTooNewForTheSnapshotArePresumedAndACrossShardCycleIsFoundAtOnce) {
-  // No snapshot covers the rows yet (InnoDB refreshes it at most every 100 ms): t1 waits on db1
+  // No snapshot shows the waits yet (InnoDB refreshes it at most every 100 ms): t1 waits on db1
   // and t2 has a connection there; t2 waits on db0 and t1 has one there. Presumed edges close
   // the cycle now, without waiting for the next snapshot.
   std::vector<LockWaits> w = TwoShardCycle();
-  for (LockWaits& s : w) {
-    s.edges.clear();
-    s.snapshot_ms = 500;  // older than the rows (published at 1000)
-  }
+  for (LockWaits& s : w) s.edges.clear();
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   ASSERT_EQ(g.victims.size(), 1u);
   EXPECT_EQ(g.victims[0].report.victim, "t2");
@@ -158,24 +151,57 @@ TEST(WaitGraphTest, PresumedWaitsOnTheSameStoreMakeNoCycle) {
   EXPECT_TRUE(g.victims.empty());
 }
 
-TEST(WaitGraphTest, ASnapshotThatCoversAWaitOverridesThePresumption) {
-  // t1's wait is covered by db1's snapshot, which shows it waiting for thread 99 (not a seigo
-  // transaction, or one that is running): no edge from t1, so no cycle, although t2 (too new
-  // for db0's snapshot) is presumed to wait for t1.
+TEST(WaitGraphTest, ASnapshotThatShowsAWaitOverridesThePresumption) {
+  // db1's snapshot shows t1 waiting for thread 99 (not a seigo transaction, or one that is
+  // running): t1 gets that exact edge only, not presumed ones, so there is no cycle, although
+  // t2 (not in db0's snapshot) is presumed to wait for t1.
   std::vector<LockWaits> w = TwoShardCycle();
   w[1].edges = {{21, 601, 99}};
-  w[1].snapshot_ms = 2000;
   w[0].edges.clear();
-  w[0].snapshot_ms = 500;
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   EXPECT_TRUE(g.victims.empty());
 }
 
-TEST(WaitGraphTest, ACoveredRowWhoseStatementIsNotInTheSnapshotIsNotWaitingForALock) {
+TEST(WaitGraphTest, AWaitMissingFromTheSnapshotIsStillPresumedForTheCacheMayBeOld) {
+  // db0's snapshot does not show t2 waiting, however long ago t2 was published: InnoDB's cache
+  // may be older than it looks (another client polling it keeps it from refreshing). t2 stays
+  // presumed, and the cycle is still found.
   std::vector<LockWaits> w = TwoShardCycle();
-  w[0].edges.clear();  // db0's snapshot (after t2 published) shows t2 waiting for nothing
+  w[0].edges.clear();
+  w[0].snapshot_ms = 5000;
+  WaitGraph g = AnalyzeWaits(kStores, w, 1100);
+  ASSERT_EQ(g.victims.size(), 1u);
+  EXPECT_EQ(g.victims[0].report.victim, "t2");
+}
+
+TEST(WaitGraphTest, AFreshSnapshotWithoutTheWaitSaysItIsNoLockWait) {
+  // db0's snapshot refreshed InnoDB's cache after t2 was published and does not show t2
+  // waiting: t2's statement is slow, not waiting for a lock. No node, no cycle.
+  std::vector<LockWaits> w = TwoShardCycle();
+  w[0].edges.clear();
+  w[0].snapshot_ms = 5000;
+  w[0].snapshot_fresh = true;
   WaitGraph g = AnalyzeWaits(kStores, w, 1100);
   EXPECT_TRUE(g.victims.empty());
+}
+
+TEST(WaitGraphTest, AWaitWhosePresumptionWasDisprovedGetsNoPresumedEdges) {
+  // t2 (not in db0's snapshot) was a member of a presumed cycle broken earlier and still waits
+  // in the same statement: it never waited for that victim. Without its presumed edge to t1
+  // there is no cycle.
+  std::vector<LockWaits> w = TwoShardCycle();
+  w[0].edges.clear();
+  const std::set<WaitKey> disproved = {{0, 11, 501}};
+  EXPECT_TRUE(AnalyzeWaits(kStores, w, 1100, &disproved).victims.empty());
+  EXPECT_EQ(AnalyzeWaits(kStores, w, 1100).victims.size(), 1u);  // and with it, a cycle
+}
+
+TEST(WaitGraphTest, AWaitIsPresumedOnlyWhileItIsYoung) {
+  // Published 400 ms ago by db0's clock and still not in its snapshot: no longer presumed.
+  std::vector<LockWaits> w = TwoShardCycle();
+  w[0].edges.clear();
+  w[0].now_ms = 1400;
+  EXPECT_TRUE(AnalyzeWaits(kStores, w, 1100).victims.empty());
 }
 
 TEST(WaitGraphTest, ConnectionsOnStoresThisProcessDoesNotUseAreIgnored) {

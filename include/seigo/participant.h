@@ -243,6 +243,8 @@ struct LockWaits {
   // from a cache refreshed at most every 100 ms, so they may be that old.
   std::vector<Edge> edges;
   int64_t snapshot_ms = 0;
+  bool snapshot_fresh = false;  // the read refreshed the cache: it showed every wait then
+  int64_t now_ms = 0;           // the store's clock when this was read
   std::vector<Published> published;
 };
 

@@ -23,16 +23,21 @@
 namespace seigo::core {
 namespace {
 
-// How much longer than check_after_ms a victim of another process must have waited before this
-// process breaks the cycle itself (two lock-wait snapshots and a pass or two).
+// How long a victim of another process must have been published (by the store's clock) before
+// this process breaks the cycle itself: its own process has had tens of passes by then.
 constexpr int64_t kForeignVictimGraceMs = 300;
+
+// How long (by the store's clock, from its first publication) a wait the lock-wait snapshot does
+// not show is presumed to be a lock wait: two snapshot turns (110 ms each) and some slack.
+constexpr int64_t kPresumeForMs = 300;
 
 struct Node {
   std::string txn;
   int64_t priority_ms = 0;
   size_t store = 0;  // where its statement waits
   uint64_t thread = 0, query = 0;
-  int64_t since_ms = 0;
+  int64_t since_ms = 0;      // the publishing process's clock
+  int64_t published_for_ms = 0;  // how long it has been published, by the store's clock
 };
 
 // Finds one cycle among the nodes not removed; empty = none. Deterministic (node order).
@@ -76,16 +81,19 @@ std::vector<size_t> FindCycle(const std::vector<std::set<size_t>>& adj,
 }  // namespace
 
 WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const LockWaits> waits,
-                       int64_t now_ms) {
+                       int64_t now_ms, const std::set<WaitKey>* disproved) {
   WaitGraph g;
   std::unordered_map<std::string, size_t> store_of;
   for (size_t i = 0; i < store_ids.size(); ++i) {
     if (!store_ids[i].empty()) store_of.emplace(store_ids[i], i);
   }
   // Nodes: the transactions whose statement still runs (the store returns only published rows
-  // whose thread runs that very statement now). A row that the store's lock-wait snapshot
-  // covers (taken after the row was published) is EXACT: the snapshot says whom it waits for,
-  // or that it does not wait for a lock at all. Newer rows are PRESUMED waiting for a lock.
+  // whose thread runs that very statement now). A row whose statement the store's lock-wait
+  // snapshot shows waiting is EXACT: the snapshot says whom it waits for. A row published
+  // before a FRESH snapshot (one that refreshed InnoDB's cache) that does not show it is not
+  // waiting for a lock (a slow statement): no node. Any other row is PRESUMED waiting — also
+  // one an old snapshot should show but does not: another client reading the cache more often
+  // than every 100 ms keeps it from refreshing, and then an absent wait proves nothing.
   std::vector<Node> nodes;
   std::vector<bool> exact;
   std::map<std::string, size_t> node_of;                // txn -> node
@@ -96,13 +104,15 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
     for (const LockWaits::Edge& e : waits[s].edges) waiting.insert({e.waiter, e.waiter_query});
     for (const LockWaits::Published& p : waits[s].published) {
       if (p.txn.empty()) continue;
-      const bool covered = waits[s].snapshot_ms >= p.published_ms && waits[s].snapshot_ms > 0;
-      // Covered and not in the snapshot: the statement is slow, not waiting for a lock.
-      if (covered && !waiting.count({p.thread, p.query})) continue;
+      const bool in_snapshot = waiting.count({p.thread, p.query}) != 0;
+      if (!in_snapshot && waits[s].snapshot_fresh && waits[s].snapshot_ms >= p.published_ms) {
+        continue;
+      }
       auto [it, fresh] = node_of.emplace(p.txn, nodes.size());
       if (!fresh) continue;  // one waiting statement per transaction (statements run in turn)
-      nodes.push_back({p.txn, p.priority_ms, s, p.thread, p.query, p.since_ms});
-      exact.push_back(covered);
+      nodes.push_back({p.txn, p.priority_ms, s, p.thread, p.query, p.since_ms,
+                       std::max<int64_t>(0, waits[s].now_ms - p.published_ms)});
+      exact.push_back(in_snapshot);
       stores_of.emplace_back();
       const size_t id = it->second;
       owner[{s, p.thread}] = id;
@@ -127,8 +137,10 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
   }
   std::vector<std::set<size_t>> adj(nodes.size());
   std::map<std::pair<size_t, size_t>, std::set<size_t>> edge_stores;
+  std::set<std::pair<size_t, size_t>> exact_edges;
   auto add_edge = [&](size_t a, size_t b, size_t store, uint64_t holder_thread) {
     if (a == b) return;
+    if (holder_thread != 0) exact_edges.insert({a, b});
     if (adj[a].insert(b).second) {
       const Node& w = nodes[a];
       g.edges.push_back({static_cast<uint32_t>(store), w.txn, nodes[b].txn, w.thread,
@@ -142,7 +154,8 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
       auto a = owner.find({s, e.waiter});
       auto b = owner.find({s, e.holder});
       if (a == owner.end() || b == owner.end() || !exact[a->second]) continue;
-      if (nodes[a->second].store != s || nodes[a->second].thread != e.waiter) continue;
+      const Node& w = nodes[a->second];
+      if (w.store != s || w.thread != e.waiter || w.query != e.waiter_query) continue;
       add_edge(a->second, b->second, s, e.holder);
     }
   }
@@ -153,8 +166,17 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
   // chains are found exactly a snapshot later. The price is an occasional cycle that is not
   // one: two transactions that wait at once, each on a store where the other has a branch.
   // Its youngest then retries for nothing — never a wrong commit, and never the oldest.
+  // A wait is presumed only while it is young (kPresumeForMs of publication): long enough for
+  // the snapshot to show it. After that only the snapshot speaks for it — an old wait that the
+  // snapshot still does not show (the cache kept old by another client) would otherwise be
+  // presumed forever, and a stuck waiter (behind a crashed coordinator's prepared branch, say)
+  // would make every retry of a younger Run that waits behind it look like a cycle.
   for (size_t a = 0; a < nodes.size(); ++a) {
-    if (exact[a]) continue;
+    if (exact[a] || nodes[a].published_for_ms > kPresumeForMs) continue;
+    if (disproved != nullptr &&
+        disproved->count({nodes[a].store, nodes[a].thread, nodes[a].query}) != 0) {
+      continue;
+    }
     for (size_t b = 0; b < nodes.size(); ++b) {
       if (b == a || nodes[b].store == nodes[a].store) continue;
       if (stores_of[b].count(nodes[a].store)) add_edge(a, b, nodes[a].store, 0);
@@ -172,9 +194,12 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
       }
     }
     std::set<size_t> stores;
+    bool presumed = false;
     for (size_t i = 0; i < cycle.size(); ++i) {
-      const auto& es = edge_stores[{cycle[i], cycle[(i + 1) % cycle.size()]}];
+      const std::pair<size_t, size_t> e{cycle[i], cycle[(i + 1) % cycle.size()]};
+      const auto& es = edge_stores[e];
       stores.insert(es.begin(), es.end());
+      presumed = presumed || !exact_edges.count(e);
     }
     const Node& v = nodes[victim];
     DeadlockVictim dv;
@@ -184,6 +209,11 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
     dv.report.victim = v.txn;
     dv.report.shard = static_cast<uint32_t>(v.store);
     dv.report.waited_ms = std::max<int64_t>(0, now_ms - v.since_ms);
+    dv.published_for_ms = v.published_for_ms;
+    dv.presumed = presumed;
+    for (size_t c : cycle) {
+      if (c != victim) dv.others.push_back({nodes[c].store, nodes[c].thread, nodes[c].query});
+    }
     dv.report.cross_shard = stores.size() > 1;
     dv.report.cycle.push_back(v.txn);
     for (size_t c : cycle) {
@@ -196,9 +226,11 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
 }
 
 DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* env,
-                               const DeadlockOptions& options, bool force, bool break_cycles) {
+                               const DeadlockOptions& options, bool force, bool break_cycles,
+                               DetectorState* state) {
   DeadlockReport report;
   const size_t n = participants.size();
+
   const int64_t now = env->NowMs();
   std::vector<std::string> ids(n);
   std::vector<std::vector<LocalWait>> mine(n);
@@ -222,7 +254,30 @@ DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* 
       waits[i] = {};
     }
   }
-  WaitGraph g = AnalyzeWaits(ids, waits, env->NowMs());
+  if (state != nullptr) {
+    // Still waiting in the same statement 100 ms after the cycle was broken at someone else:
+    // that member did not wait for the victim (see DetectorState).
+    std::set<WaitKey> live;
+    for (size_t i = 0; i < n; ++i) {
+      for (const LockWaits::Published& p : waits[i].published) live.insert({i, p.thread, p.query});
+    }
+    const int64_t t = env->NowMs();
+    for (auto it = state->suspects.begin(); it != state->suspects.end();) {
+      if (!live.count(it->first)) {
+        it = state->suspects.erase(it);
+      } else if (t - it->second >= 100) {
+        state->disproved.insert(it->first);
+        it = state->suspects.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = state->disproved.begin(); it != state->disproved.end();) {
+      it = live.count(*it) ? std::next(it) : state->disproved.erase(it);
+    }
+  }
+  WaitGraph g = AnalyzeWaits(ids, waits, env->NowMs(),
+                             state != nullptr ? &state->disproved : nullptr);
   for (WaitEdge& e : g.edges) e.shard = participants[e.shard]->index();
   report.waits = std::move(g.edges);
   if (!break_cycles) return report;
@@ -232,10 +287,15 @@ DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* 
     // waited well past that (its process is stalled, or cannot reach this store).
     const bool own = std::any_of(mine[v.store].begin(), mine[v.store].end(),
                                  [&](const LocalWait& w) { return w.thread == v.thread; });
-    if (!own && v.report.waited_ms < options.check_after_ms + kForeignVictimGraceMs) continue;
+    // By the store's clock: processes' clocks differ.
+    if (!own && v.published_for_ms < kForeignVictimGraceMs) continue;
+
     Status s = participants[v.store]->BreakWait(v.thread, v.query);
     v.report.shard = participants[v.store]->index();
     if (s.ok()) {
+      if (state != nullptr && v.presumed) {
+        for (const WaitKey& k : v.others) state->suspects.emplace(k, env->NowMs());
+      }
       report.broken.push_back(std::move(v.report));
     } else if (!s.Is(Code::kNotFound)) {  // kNotFound: it stopped waiting meanwhile
       report.errors.push_back(s.Annotate(participants[v.store]->name()));

@@ -5,6 +5,9 @@
 #ifndef SEIGO_CORE_DEADLOCK_H_
 #define SEIGO_CORE_DEADLOCK_H_
 
+#include <map>
+#include <set>
+#include <tuple>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,9 +19,15 @@
 namespace seigo::core {
 
 // A statement to interrupt so that a cycle breaks.
+// One waiting statement: (store index, server thread, query id).
+using WaitKey = std::tuple<size_t, uint64_t, uint64_t>;
+
 struct DeadlockVictim {
   size_t store = 0;  // index into the stores given to AnalyzeWaits
   uint64_t thread = 0, query = 0;
+  int64_t published_for_ms = 0;  // since its wait was first published, by the store's clock
+  bool presumed = false;  // the cycle rests on at least one presumed edge
+  std::vector<WaitKey> others;  // the waiting statements of the cycle's other members
   BrokenDeadlock report;  // `shard` is the store index here; DetectDeadlocks maps it
 };
 
@@ -29,12 +38,25 @@ struct WaitGraph {
 
 // The wait-for graph between seigo transactions over the lock waits of every store
 // (`waits[i]` read from the store whose id is `store_ids[i]`), its cycles and one victim per
-// cycle: the youngest member (largest priority_ms, then largest txn). A published row counts
-// only while its statement is still the one waiting on its thread (same query id); a lock
-// holder is known only through a published row of its own transaction (it waits somewhere
-// else, or it would not be part of a cycle). `now_ms` dates the waits.
+// cycle: the youngest member (largest priority_ms, then largest txn). Rows whose statement the
+// snapshot shows waiting get exact edges; the others presumed ones (deadlock.cc). A lock holder
+// is known only through a published row of its own transaction (it waits somewhere else, or it
+// would not be part of a cycle). `now_ms` (this process's clock) dates the waits for reports.
+// `disproved`: waiting statements whose presumed edges proved wrong (DetectorState); they get
+// none, only exact ones.
 WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const LockWaits> waits,
-                       int64_t now_ms);
+                       int64_t now_ms, const std::set<WaitKey>* disproved = nullptr);
+
+// What a process's detector learns between passes. When it broke a cycle that rested on a
+// presumed edge and, a while later, another member of it still waits in the same statement,
+// that member was not waiting for the victim: the presumption was wrong (its holder is someone
+// else — a crashed coordinator's prepared branch, say — and no fresh snapshot said so). Its
+// presumed edges are then dropped for as long as that statement waits, so a younger Run that
+// waits behind it is not interrupted again and again for nothing.
+struct DetectorState {
+  std::map<WaitKey, int64_t> suspects;  // other members of broken presumed cycles -> when
+  std::set<WaitKey> disproved;
+};
 
 // One detector pass. When some statement of this process has been running for at least
 // options.check_after_ms (or `force`), publishes those on their stores, reads every store's
@@ -43,7 +65,8 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
 // waited a grace period longer (its own process should have done it). Otherwise reads nothing
 // (report.ran = false): no cost without waits.
 DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* env,
-                               const DeadlockOptions& options, bool force, bool break_cycles);
+                               const DeadlockOptions& options, bool force, bool break_cycles,
+                               DetectorState* state = nullptr);
 
 }  // namespace seigo::core
 

@@ -292,8 +292,13 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     // restarted, or killed it) released those locks early; a transfer may have committed on
     // that shard since, and the reads of other shards after it would see half of it. Found by
     // the simulator (a shard crash between an audit's reads; sim/README.md, "Found").
+    // Under a Run deadline the sessions would be cut at it, and a read-only Run finishing just
+    // after it would then fail for nothing: its rollbacks get a second's grace, as in Abort.
+    const int64_t grace =
+        run_deadline_ms_ > 0 ? std::max(p_.env_->NowMs(), run_deadline_ms_) + 1'000 : 0;
     Status lost;
     for (Branch& b : branches_) {
+      if (grace > 0) b.session->SetDeadline(grace);
       Status s = b.session->RollbackAll(nullptr, false);
       if (!s.ok() && lost.ok()) {
         lost = Status::Unavailable(b.participant->name() + ": the read-only transaction's "

@@ -76,7 +76,8 @@ const char* const kSchemaSql =
     "CREATE TABLE IF NOT EXISTS seigo_lockwait_clock ("
     " one TINYINT NOT NULL PRIMARY KEY,"
     " read_ms BIGINT NOT NULL,"          // the last turn taken
-    " snapshot_ms BIGINT NOT NULL DEFAULT 0"  // when seigo_lockwait_edge was last filled
+    " snapshot_ms BIGINT NOT NULL DEFAULT 0,"  // when seigo_lockwait_edge was last filled
+    " fresh TINYINT NOT NULL DEFAULT 0"         // ... from a refreshed cache (ReadLockWaits)
     ") ENGINE=MEMORY;"
     "CREATE TABLE IF NOT EXISTS seigo_lockwait_edge ("
     " waiter BIGINT UNSIGNED NOT NULL,"
@@ -1215,7 +1216,16 @@ Result<std::unique_ptr<MariaDbParticipant>> MariaDbParticipant::Open(const Confi
     QueryResult self;
     SEIGO_RETURN_IF_ERROR(c.Run("SELECT @@hostname, @@port", &self).Annotate(p->name()));
     if (!self.rows.empty() && self.rows[0].size() == 2 && self.rows[0][0] && self.rows[0][1]) {
-      p->store_id_ = *self.rows[0][0] + ":" + *self.rows[0][1];
+      // With the database: two shards of one deployment may be two databases of one server.
+      // Hashed (FNV-1a, 64 bits, as hex): the same in every process and build, and only
+      // characters that need no quoting in seigo_waiter.threads.
+      const std::string name = *self.rows[0][0] + ":" + *self.rows[0][1] + "/" +
+                               config.url.database;
+      uint64_t h = 14695981039346656037ULL;
+      for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ULL;
+      char buf[17];
+      std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+      p->store_id_ = buf;
     }
   }
   if (prepare_schema) {
@@ -2010,6 +2020,10 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
     }
     if (txn.empty()) continue;
     const std::string th = std::to_string(w.thread);
+    // Only if the thread's current statement is the one that has been running this long:
+    // a statement started since (the connection went back to the pool and serves another
+    // Run) has a much shorter TIME_MS, and must not be published under this Run's name.
+    const int64_t age = std::max<int64_t>(0, UnixNowMs() - w.since_ms);
     // published_ms stays what it was while the row describes the same statement (query id):
     // it dates the wait's first publication, which the lock-wait snapshot must postdate to
     // judge the wait exactly (core::AnalyzeWaits). ON DUPLICATE KEY UPDATE assigns left to
@@ -2018,6 +2032,7 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
            "published_ms) SELECT ID, QUERY_ID, '" + txn + "', " + std::to_string(priority) +
            ", " + std::to_string(w.since_ms) + ", '" + threads + "', " + kServerNowMs +
            " FROM information_schema.PROCESSLIST WHERE ID = " + th + " AND COMMAND = 'Execute'"
+           " AND TIME_MS >= " + std::to_string(age / 2) +
            " ON DUPLICATE KEY UPDATE published_ms = IF(query = VALUES(query), published_ms, "
            "VALUES(published_ms)), txn = VALUES(txn), priority_ms = VALUES(priority_ms), "
            "since_ms = VALUES(since_ms), threads = VALUES(threads), query = VALUES(query);";
@@ -2031,21 +2046,32 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
   // Edges are thus up to that old; a cycle lasts until broken, so a later pass sees it.
   const std::string now = kServerNowMs;
   const std::string every = std::to_string(kLockWaitSnapshotMs);
+  const std::string token = RandomHex(16);
   sql +=
       "INSERT INTO seigo_lockwait_clock (one, read_ms) VALUES (1, " + now + ") ON DUPLICATE KEY"
       " UPDATE read_ms = IF(read_ms < " + now + " - " + every + ", " + now + ", read_ms);"
       "SET @seigo_turn = ROW_COUNT();"
       "DELETE FROM seigo_lockwait_edge WHERE @seigo_turn > 0;"
-      "INSERT INTO seigo_lockwait_edge (waiter, waiter_query, holder)"
+      // Whether the read below refreshed InnoDB's cache (FRESH) or got an old copy: a
+      // transaction of this connection, started first, appears in the cache with the read's
+      // own text (trx_query) only if the cache was filled during that read. The token makes
+      // the text this turn's.
+      "START TRANSACTION WITH CONSISTENT SNAPSHOT;"
+      "INSERT /* seigo-turn " + token + " */ INTO seigo_lockwait_edge (waiter, waiter_query, holder)"
       " SELECT r.trx_mysql_thread_id, p.QUERY_ID, b.trx_mysql_thread_id"
       " FROM information_schema.INNODB_LOCK_WAITS w"
       " JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
       " JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id"
       " JOIN information_schema.PROCESSLIST p ON p.ID = r.trx_mysql_thread_id"
       " WHERE @seigo_turn > 0;"
-      "UPDATE seigo_lockwait_clock SET snapshot_ms = read_ms WHERE one = 1 AND @seigo_turn > 0;"
+      "SET @seigo_fresh = (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE"
+      " @seigo_turn > 0 AND trx_mysql_thread_id = CONNECTION_ID() AND trx_query LIKE"
+      " '%seigo-turn " + token + " %');"
+      "COMMIT;"
+      "UPDATE seigo_lockwait_clock SET snapshot_ms = read_ms, fresh = (@seigo_fresh > 0)"
+      " WHERE one = 1 AND @seigo_turn > 0;"
       "SELECT waiter, waiter_query, holder FROM seigo_lockwait_edge;"
-      "SELECT snapshot_ms FROM seigo_lockwait_clock WHERE one = 1;"
+      "SELECT snapshot_ms, " + now + ", fresh FROM seigo_lockwait_clock WHERE one = 1;"
       // Only rows whose thread still runs that statement, and only a closure's statement:
       // those are prepared statements (COMMAND 'Execute'); seigo's own (XA PREPARE, the commit
       // batch, ...) go as text ('Query'). PROCESSLIST is live, not cached.
@@ -2067,8 +2093,10 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       if (row.size() < 3) continue;
       out->edges.push_back({u64(row[0]), u64(row[1]), u64(row[2])});
     }
-    if (!more[1].rows.empty() && !more[1].rows[0].empty()) {
+    if (!more[1].rows.empty() && more[1].rows[0].size() >= 3) {
       out->snapshot_ms = static_cast<int64_t>(u64(more[1].rows[0][0]));
+      out->now_ms = static_cast<int64_t>(u64(more[1].rows[0][1]));
+      out->snapshot_fresh = u64(more[1].rows[0][2]) != 0;
     }
     for (const auto& row : more[2].rows) {
       if (row.size() < 7) continue;
@@ -2088,26 +2116,24 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
 
 Status MariaDbParticipant::BreakWait(uint64_t thread, uint64_t query) {
   if (store_id_.empty()) return Participant::BreakWait(thread, query);
-  // By query id, not thread: if that statement has finished, the server refuses (1957) and
-  // nothing else of the connection — a later statement, its commit — can be hit. And only a
-  // closure's statement (a prepared statement: COMMAND 'Execute'), never one of seigo's own
-  // (text: XA PREPARE, the commit batch): a query id names one execution, so the check holds
-  // for the KILL that follows.
+  // By query id, not thread, and only a closure's statement (a prepared statement: COMMAND
+  // 'Execute'), never one of seigo's own (text: XA PREPARE, the commit batch). The check and
+  // the KILL run in one compound statement on the server, so the statement cannot finish in
+  // between by a round trip's worth; if it finished within those microseconds the server
+  // answers 1957 (unknown query id). What remains (doc/deadlocks.md, "Why atomicity holds"):
+  // a kill delivered as the statement ends can interrupt the connection's next command.
+  const std::string q = std::to_string(query), t = std::to_string(thread);
+  const std::string match = "FROM information_schema.PROCESSLIST WHERE QUERY_ID = " + q +
+                            " AND ID = " + t + " AND COMMAND = 'Execute'";
   return WithSession([&](PooledSession& ps) -> Status {
-    QueryResult r;
-    SEIGO_RETURN_IF_ERROR(ps.conn().Run(
-        "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE QUERY_ID = " +
-            std::to_string(query) + " AND ID = " + std::to_string(thread),
-        &r));
-    if (r.rows.empty() || r.rows[0].empty() || r.rows[0][0].value_or("") != "Execute") {
-      return Status::NotFound("statement " + std::to_string(query) + " of thread " +
-                              std::to_string(thread) + " is no longer a closure's statement "
-                              "running");
-    }
-    Status s = ps.conn().Run("KILL QUERY ID " + std::to_string(query));
-    if (s.server_errno() == ER_NO_SUCH_QUERY) {
-      return Status::NotFound("statement " + std::to_string(query) + " of thread " +
-                              std::to_string(thread) + " is no longer running");
+    std::vector<QueryResult> more;
+    Status s = ps.conn().Run("SELECT COUNT(*) " + match + ";BEGIN NOT ATOMIC IF (SELECT COUNT(*) " +
+                                 match + ") > 0 THEN KILL QUERY ID " + q + "; END IF; END",
+                             nullptr, &more);
+    if (s.server_errno() == ER_NO_SUCH_QUERY || (s.ok() && !more.empty() && more[0].rows.size() == 1 &&
+                                                  more[0].rows[0][0].value_or("0") == "0")) {
+      return Status::NotFound("statement " + q + " of thread " + t +
+                              " is no longer a closure's statement running");
     }
     return s;
   });

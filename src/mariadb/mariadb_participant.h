@@ -148,7 +148,8 @@ class MariaDbParticipant final : public Participant {
   std::vector<std::unique_ptr<Session>> idle_;           // guarded by mu_
   std::vector<std::unique_ptr<Session>> idle_recovery_;  // guarded by mu_
   std::shared_ptr<OpenCount> open_ = std::make_shared<OpenCount>();  // transaction connections
-  // "hostname:port" as the server reports them (MariaDB only; "" = no deadlock detection).
+  // A hash of "hostname:port/database", the server's own names (MariaDB only; "" = no
+  // deadlock detection).
   std::string store_id_;
   std::shared_ptr<InFlight> inflight_ = std::make_shared<InFlight>();
 };
