@@ -191,7 +191,7 @@ TEST(WaitGraphTest, AWaitWhosePresumptionWasDisprovedGetsNoPresumedEdges) {
   // there is no cycle.
   std::vector<LockWaits> w = TwoShardCycle();
   w[0].edges.clear();
-  const std::set<WaitKey> disproved = {{0, 11, 501}};
+  const std::set<RunWait> disproved = {{"t2", 0}};
   EXPECT_TRUE(AnalyzeWaits(kStores, w, 1100, &disproved).victims.empty());
   EXPECT_EQ(AnalyzeWaits(kStores, w, 1100).victims.size(), 1u);  // and with it, a cycle
 }

@@ -81,7 +81,7 @@ std::vector<size_t> FindCycle(const std::vector<std::set<size_t>>& adj,
 }  // namespace
 
 WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const LockWaits> waits,
-                       int64_t now_ms, const std::set<WaitKey>* disproved) {
+                       int64_t now_ms, const std::set<RunWait>* disproved) {
   WaitGraph g;
   std::unordered_map<std::string, size_t> store_of;
   for (size_t i = 0; i < store_ids.size(); ++i) {
@@ -173,10 +173,7 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
   // would make every retry of a younger Run that waits behind it look like a cycle.
   for (size_t a = 0; a < nodes.size(); ++a) {
     if (exact[a] || nodes[a].published_for_ms > kPresumeForMs) continue;
-    if (disproved != nullptr &&
-        disproved->count({nodes[a].store, nodes[a].thread, nodes[a].query}) != 0) {
-      continue;
-    }
+    if (disproved != nullptr && disproved->count({nodes[a].txn, nodes[a].store}) != 0) continue;
     for (size_t b = 0; b < nodes.size(); ++b) {
       if (b == a || nodes[b].store == nodes[a].store) continue;
       if (stores_of[b].count(nodes[a].store)) add_edge(a, b, nodes[a].store, 0);
@@ -212,7 +209,9 @@ WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const L
     dv.published_for_ms = v.published_for_ms;
     dv.presumed = presumed;
     for (size_t c : cycle) {
-      if (c != victim) dv.others.push_back({nodes[c].store, nodes[c].thread, nodes[c].query});
+      if (c == victim) continue;
+      dv.others.push_back({nodes[c].store, nodes[c].thread, nodes[c].query});
+      dv.others_txn.push_back(nodes[c].txn);
     }
     dv.report.cross_shard = stores.size() > 1;
     dv.report.cycle.push_back(v.txn);
@@ -254,30 +253,40 @@ DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* 
       waits[i] = {};
     }
   }
+  std::set<RunWait> disproved;
   if (state != nullptr) {
-    // Still waiting in the same statement 100 ms after the cycle was broken at someone else:
-    // that member did not wait for the victim (see DetectorState).
+    // Still waiting in the same statement 30 ms (three passes) after the cycle was broken at
+    // someone else: that member did not wait for the victim (see DetectorState).
     std::set<WaitKey> live;
+    std::set<RunWait> live_runs;
     for (size_t i = 0; i < n; ++i) {
-      for (const LockWaits::Published& p : waits[i].published) live.insert({i, p.thread, p.query});
+      for (const LockWaits::Published& p : waits[i].published) {
+        live.insert({i, p.thread, p.query});
+        live_runs.insert({p.txn, i});
+      }
     }
     const int64_t t = env->NowMs();
     for (auto it = state->suspects.begin(); it != state->suspects.end();) {
       if (!live.count(it->first)) {
         it = state->suspects.erase(it);
-      } else if (t - it->second >= 100) {
-        state->disproved.insert(it->first);
+      } else if (t - it->second.first >= 30) {
+        state->disproved[{it->second.second, std::get<0>(it->first)}] = t + 2'000;
         it = state->suspects.erase(it);
       } else {
         ++it;
       }
     }
     for (auto it = state->disproved.begin(); it != state->disproved.end();) {
-      it = live.count(*it) ? std::next(it) : state->disproved.erase(it);
+      if (live_runs.count(it->first)) it->second = std::max(it->second, t + 2'000);
+      if (it->second < t) {
+        it = state->disproved.erase(it);
+      } else {
+        disproved.insert(it->first);
+        ++it;
+      }
     }
   }
-  WaitGraph g = AnalyzeWaits(ids, waits, env->NowMs(),
-                             state != nullptr ? &state->disproved : nullptr);
+  WaitGraph g = AnalyzeWaits(ids, waits, env->NowMs(), state != nullptr ? &disproved : nullptr);
   for (WaitEdge& e : g.edges) e.shard = participants[e.shard]->index();
   report.waits = std::move(g.edges);
   if (!break_cycles) return report;
@@ -294,7 +303,9 @@ DeadlockReport DetectDeadlocks(std::span<Participant* const> participants, Env* 
     v.report.shard = participants[v.store]->index();
     if (s.ok()) {
       if (state != nullptr && v.presumed) {
-        for (const WaitKey& k : v.others) state->suspects.emplace(k, env->NowMs());
+        for (size_t i = 0; i < v.others.size(); ++i) {
+          state->suspects.emplace(v.others[i], std::make_pair(env->NowMs(), v.others_txn[i]));
+        }
       }
       report.broken.push_back(std::move(v.report));
     } else if (!s.Is(Code::kNotFound)) {  // kNotFound: it stopped waiting meanwhile

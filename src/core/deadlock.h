@@ -28,6 +28,7 @@ struct DeadlockVictim {
   int64_t published_for_ms = 0;  // since its wait was first published, by the store's clock
   bool presumed = false;  // the cycle rests on at least one presumed edge
   std::vector<WaitKey> others;  // the waiting statements of the cycle's other members
+  std::vector<std::string> others_txn;  // ... and their Runs (same order)
   BrokenDeadlock report;  // `shard` is the store index here; DetectDeadlocks maps it
 };
 
@@ -42,20 +43,24 @@ struct WaitGraph {
 // snapshot shows waiting get exact edges; the others presumed ones (deadlock.cc). A lock holder
 // is known only through a published row of its own transaction (it waits somewhere else, or it
 // would not be part of a cycle). `now_ms` (this process's clock) dates the waits for reports.
-// `disproved`: waiting statements whose presumed edges proved wrong (DetectorState); they get
-// none, only exact ones.
+// A Run waiting on a store (its txn, the store index).
+using RunWait = std::pair<std::string, size_t>;
+
+// `disproved`: Runs whose presumed edges on that store proved wrong (DetectorState); they get
+// none there, only exact ones.
 WaitGraph AnalyzeWaits(std::span<const std::string> store_ids, std::span<const LockWaits> waits,
-                       int64_t now_ms, const std::set<WaitKey>* disproved = nullptr);
+                       int64_t now_ms, const std::set<RunWait>* disproved = nullptr);
 
 // What a process's detector learns between passes. When it broke a cycle that rested on a
-// presumed edge and, a while later, another member of it still waits in the same statement,
-// that member was not waiting for the victim: the presumption was wrong (its holder is someone
-// else — a crashed coordinator's prepared branch, say — and no fresh snapshot said so). Its
-// presumed edges are then dropped for as long as that statement waits, so a younger Run that
-// waits behind it is not interrupted again and again for nothing.
+// presumed edge and, a pass or two later, another member of it still waits in the same
+// statement, that member was not waiting for the victim: the presumption was wrong (its holder
+// is someone else — a crashed coordinator's prepared branch, say — and no fresh snapshot said
+// so). That Run's presumed edges on that store are then dropped for 2 s after it was last seen
+// waiting there — across its retries, which wait behind the same holder again — so a younger
+// Run that waits behind it is not interrupted again and again for nothing.
 struct DetectorState {
-  std::map<WaitKey, int64_t> suspects;  // other members of broken presumed cycles -> when
-  std::set<WaitKey> disproved;
+  std::map<WaitKey, std::pair<int64_t, std::string>> suspects;  // -> when broken, its Run
+  std::map<RunWait, int64_t> disproved;                          // -> until (NowMs)
 };
 
 // One detector pass. When some statement of this process has been running for at least
