@@ -933,7 +933,7 @@ void Simulation::DeadlockProbe(Process& op) {
   // key[0], then waits for `key_held` (a plain wait: both detectors poll meanwhile, as they do
   // under any contention), then asks for key[1]; process 1 locks key[1] and asks for key[0].
   // The cycle closes when the holder lets go — while detectors have been reading for a while,
-  // which is when InnoDB's lock-wait cache can be stale (Variant::kDeadlockUnsharedSnapshot).
+  // which is when InnoDB's lock-wait cache can be stale: then only the presumed edges find it.
   const int64_t txn0 = d.txn_offset + kProbeTxnOffset + 1000;
   int holding = 0;
   bool held = false;
