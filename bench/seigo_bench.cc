@@ -307,6 +307,32 @@ Trade PickTrade(Env& env, Mode mode, std::mt19937_64& rng) {
   return t;
 }
 
+// Committed and failed transactions of one thread (or, merged, of a cell) and the latencies of
+// the committed ones, in ms.
+struct Tally {
+  std::vector<double> lat;
+  uint64_t ok = 0, bad = 0;
+  void Add(bool committed, Clock::time_point t0) {
+    if (!committed) {
+      bad++;
+      return;
+    }
+    ok++;
+    lat.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  void MergeInto(std::mutex& mu, Tally* all) const {
+    std::lock_guard<std::mutex> l(mu);
+    all->lat.insert(all->lat.end(), lat.begin(), lat.end());
+    all->ok += ok;
+    all->bad += bad;
+  }
+  void Sort() { std::sort(lat.begin(), lat.end()); }
+  double Percentile(int p) const {  // after Sort(); 0 when empty
+    if (lat.empty()) return 0;
+    return lat[std::min(lat.size() - 1, lat.size() * static_cast<size_t>(p) / 100)];
+  }
+};
+
 struct Cell {
   double tps = 0, p50 = 0, p99 = 0;
   uint64_t committed = 0, failed = 0;
@@ -356,8 +382,7 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
   std::atomic<bool> measuring{false}, stop{false};
   std::atomic<uint64_t> seq{0};
   std::mutex mu;
-  std::vector<double> lat;
-  uint64_t committed = 0, failed = 0;
+  Tally all;
   std::vector<std::thread> threads;
   for (int i = 0; i < clients; ++i) {
     threads.emplace_back([&, i] {
@@ -371,8 +396,7 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
           c[s] = conns[s].get();
         }
       }
-      std::vector<double> mine;
-      uint64_t ok = 0, bad = 0;
+      Tally mine;
       while (!stop) {
         Trade t = PickTrade(env, mode, rng);
         auto t0 = Clock::now();
@@ -399,17 +423,9 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
           }
         }
         if (!measuring) continue;
-        if (committed_one) {
-          ok++;
-          mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-        } else {
-          bad++;
-        }
+        mine.Add(committed_one, t0);
       }
-      std::lock_guard<std::mutex> l(mu);
-      lat.insert(lat.end(), mine.begin(), mine.end());
-      committed += ok;
-      failed += bad;
+      mine.MergeInto(mu, &all);
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // warm-up: pools, caches
@@ -423,20 +439,18 @@ Cell RunCell(Env& env, Mode mode, int clients, double seconds) {
   stop = true;
   for (auto& t : threads) t.join();
   if (env.coord_bg) env.coord_bg->DrainPhase2();
-  std::sort(lat.begin(), lat.end());
+  all.Sort();
   Cell cell;
-  cell.committed = committed;
-  cell.failed = failed;
-  cell.tps = static_cast<double>(committed) / elapsed;
-  if (committed > 0) {
-    const double n = static_cast<double>(committed);
+  cell.committed = all.ok;
+  cell.failed = all.bad;
+  cell.tps = static_cast<double>(all.ok) / elapsed;
+  if (all.ok > 0) {
+    const double n = static_cast<double>(all.ok);
     if (s0.cpu_s >= 0 && s1.cpu_s >= 0) cell.server_cpu_us = (s1.cpu_s - s0.cpu_s) * 1e6 / n;
     cell.fsyncs = (s1.fsyncs - s0.fsyncs) / n;
   }
-  if (!lat.empty()) {
-    cell.p50 = lat[lat.size() / 2];
-    cell.p99 = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
-  }
+  cell.p50 = all.Percentile(50);
+  cell.p99 = all.Percentile(99);
   return cell;
 }
 
@@ -533,16 +547,14 @@ BankCell RunBank(seigo::Coordinator* co, const std::vector<BankPair>& pairs, boo
                  bool reader, double seconds) {
   std::atomic<bool> stop{false};
   std::mutex mu;
-  std::vector<double> lat;
-  uint64_t committed = 0, failed = 0;
+  Tally all;
   std::atomic<uint64_t> reads{0}, timeouts{0};
   const seigo::Coordinator::Counters c0 = co->counters();
   std::vector<std::thread> threads;
   for (int i = 0; i < kBankThreads; ++i) {
     threads.emplace_back([&, i] {
       std::mt19937_64 rng(0xba4c + static_cast<uint64_t>(i));
-      std::vector<double> mine;
-      uint64_t ok = 0, bad = 0;
+      Tally mine;
       while (!stop) {
         const BankPair& p = pairs[rng() % pairs.size()];
         const bool forward = !random_dir || rng() % 2 == 0;
@@ -557,17 +569,9 @@ BankCell RunBank(seigo::Coordinator* co, const std::vector<BankPair>& pairs, boo
         for (const seigo::AttemptInfo& a : r.history) {
           if (a.status.server_errno() == 1205) timeouts++;
         }
-        if (r.committed()) {
-          ok++;
-          mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-        } else {
-          bad++;
-        }
+        mine.Add(r.committed(), t0);
       }
-      std::lock_guard<std::mutex> l(mu);
-      lat.insert(lat.end(), mine.begin(), mine.end());
-      committed += ok;
-      failed += bad;
+      mine.MergeInto(mu, &all);
     });
   }
   if (reader) {
@@ -607,10 +611,10 @@ BankCell RunBank(seigo::Coordinator* co, const std::vector<BankPair>& pairs, boo
   for (auto& t : threads) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   const seigo::Coordinator::Counters c1 = co->counters();
-  std::sort(lat.begin(), lat.end());
+  all.Sort();
   BankCell cell;
-  cell.tps = static_cast<double>(committed) / elapsed;
-  cell.failed = failed;
+  cell.tps = static_cast<double>(all.ok) / elapsed;
+  cell.failed = all.bad;
   cell.reads_per_s = static_cast<double>(reads.load()) / elapsed;
   cell.broken = (c1.deadlocks_cross_shard + c1.deadlocks_local) -
                 (c0.deadlocks_cross_shard + c0.deadlocks_local);
@@ -621,10 +625,8 @@ BankCell RunBank(seigo::Coordinator* co, const std::vector<BankPair>& pairs, boo
                        static_cast<double>(cell.broken);
   }
   cell.wait_ms_max = c1.deadlock_wait_ms_max;
-  if (!lat.empty()) {
-    cell.p50 = lat[lat.size() / 2];
-    cell.p99 = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
-  }
+  cell.p50 = all.Percentile(50);
+  cell.p99 = all.Percentile(99);
   return cell;
 }
 

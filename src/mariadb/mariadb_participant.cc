@@ -1967,6 +1967,8 @@ Status MariaDbParticipant::ForgetDecisions(std::span<const std::string> gids) {
 // At most one read of a server's information_schema lock tables per this many ms, by all seigo
 // processes together (InnoDB refreshes their cache only after 100 ms without a reader).
 constexpr int64_t kLockWaitSnapshotMs = 110;
+// A detector round trip (ReadLockWaits, BreakWait) still unanswered after this is cut.
+constexpr int64_t kDetectorRoundTripMs = 1'000;
 
 std::vector<LocalWait> MariaDbParticipant::LongStatements(int64_t before_ms) {
   std::vector<LocalWait> out;
@@ -2079,6 +2081,9 @@ Status MariaDbParticipant::ReadLockWaits(std::span<const LocalWait> mine, LockWa
       " FROM seigo_waiter w JOIN information_schema.PROCESSLIST p"
       " ON p.ID = w.thread AND p.QUERY_ID = w.query AND p.COMMAND = 'Execute'";
   return WithSession([&](PooledSession& ps) -> Status {
+    // A frozen shard must not stall the detector (every shard's pass waits for this one) or
+    // the Coordinator's shutdown for read_timeout_s: the watchdog cuts the round trip.
+    ps.session()->SetDeadline(UnixNowMs() + kDetectorRoundTripMs);
     std::vector<QueryResult> more;
     SEIGO_RETURN_IF_ERROR(ps.conn().Run(sql, nullptr, &more));
     if (more.size() != 3) {
@@ -2126,6 +2131,7 @@ Status MariaDbParticipant::BreakWait(uint64_t thread, uint64_t query) {
   const std::string match = "FROM information_schema.PROCESSLIST WHERE QUERY_ID = " + q +
                             " AND ID = " + t + " AND COMMAND = 'Execute'";
   return WithSession([&](PooledSession& ps) -> Status {
+    ps.session()->SetDeadline(UnixNowMs() + kDetectorRoundTripMs);  // as in ReadLockWaits
     std::vector<QueryResult> more;
     Status s = ps.conn().Run("SELECT COUNT(*) " + match + ";BEGIN NOT ATOMIC IF (SELECT COUNT(*) " +
                                  match + ") > 0 THEN KILL QUERY ID " + q + "; END IF; END",
