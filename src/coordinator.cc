@@ -19,6 +19,7 @@
 #include "core/protocol.h"
 #include "mariadb/lazy_shard.h"
 #include "mariadb/mariadb_participant.h"
+#include "redis/redis_participant.h"
 
 namespace seigo {
 
@@ -40,14 +41,16 @@ const char* EventKindName(Event::Kind k) {
 class Coordinator::Impl {
  public:
   Impl(ShardMap map, std::vector<std::unique_ptr<mariadb::LazyShard>> parts,
-       std::string deployment, const CoordinatorOptions& o, Env* env)
+       std::vector<std::unique_ptr<redis::RedisParticipant>> redis, std::string deployment,
+       const CoordinatorOptions& o, Env* env)
       : map_(std::move(map)),
         owned_(std::move(parts)),
+        redis_(std::move(redis)),
         deployment_(std::move(deployment)),
-        raw_(RawPointers(owned_)),
+        raw_(RawPointers(owned_, redis_)),
         options_(o),
         env_(env),
-        protocol_(raw_, env, o.protocol),
+        protocol_(raw_, env, o.protocol, owned_.size()),
         max_queue_(static_cast<size_t>(std::max(1, o.phase2_threads)) * 4) {}
 
   ~Impl() { Stop(); }
@@ -264,6 +267,8 @@ class Coordinator::Impl {
   const ShardMap& map() const { return map_; }
   const std::string& deployment() const { return deployment_; }
   mariadb::LazyShard* shard(uint32_t i) { return owned_[i].get(); }
+  size_t redis_count() const { return redis_.size(); }
+  redis::RedisParticipant* redis(size_t i) { return redis_[i].get(); }
 
   Counters counters() const {
     Counters c;
@@ -288,9 +293,11 @@ class Coordinator::Impl {
 
  private:
   static std::vector<Participant*> RawPointers(
-      const std::vector<std::unique_ptr<mariadb::LazyShard>>& v) {
+      const std::vector<std::unique_ptr<mariadb::LazyShard>>& v,
+      const std::vector<std::unique_ptr<redis::RedisParticipant>>& r) {
     std::vector<Participant*> out;
     for (const auto& p : v) out.push_back(p.get());
+    for (const auto& p : r) out.push_back(p.get());
     return out;
   }
 
@@ -417,6 +424,7 @@ class Coordinator::Impl {
 
   ShardMap map_;
   std::vector<std::unique_ptr<mariadb::LazyShard>> owned_;
+  std::vector<std::unique_ptr<redis::RedisParticipant>> redis_;
   const std::string deployment_;
   std::vector<Participant*> raw_;
   CoordinatorOptions options_;
@@ -502,9 +510,42 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
   for (auto& p : parts) {
     if (!p->is_open()) p->SetDeployment(deployment);
   }
+  // Redis instances: participants map->size() + i, checked (durability gate) and claimed like
+  // the shards; one that is down is checked when it is back (unless require_all_shards).
+  std::vector<std::unique_ptr<redis::RedisParticipant>> kv;
+  if (!o.redis.empty()) {
+    size_t i = 0;
+    std::string_view list = o.redis;
+    while (true) {
+      const size_t comma = list.find(',');
+      std::string_view one = list.substr(0, comma);
+      Result<redis::Url> url = redis::Url::Parse(one);
+      if (!url.ok()) return url.status().Annotate("redis instance " + std::to_string(i));
+      redis::Config c;
+      c.url = *url;
+      c.index = static_cast<uint32_t>(map->size() + i);
+      c.deployment = deployment;
+      c.connect_timeout_ms = o.connect_timeout_s * 1000;
+      c.read_timeout_ms = o.read_timeout_s * 1000;
+      c.allow_unsafe_durability = o.redis_allow_unsafe_durability;
+      if (o.max_idle_connections > 0) c.max_idle = static_cast<size_t>(o.max_idle_connections);
+      Result<std::unique_ptr<redis::RedisParticipant>> p = redis::RedisParticipant::Open(c);
+      if (!p.ok()) return p.status();
+      if (o.require_all_shards && !(*p)->is_up()) {
+        return Status::Unavailable((*p)->name() + " is unreachable (require_all_shards)");
+      }
+      kv.push_back(std::move(*p));
+      ++i;
+      if (comma == std::string_view::npos) break;
+      list = list.substr(comma + 1);
+    }
+    if (map->size() + kv.size() > 1000) {
+      return Status::InvalidArgument("at most 1000 shards and Redis instances in all");
+    }
+  }
   Env* env = o.env != nullptr ? o.env : DefaultEnv();
-  auto impl =
-      std::make_unique<Impl>(std::move(*map), std::move(parts), deployment, o, env);
+  auto impl = std::make_unique<Impl>(std::move(*map), std::move(parts), std::move(kv), deployment,
+                                     o, env);
   if (o.resolver_interval_ms > 0) impl->Recover();  // finish what a crashed predecessor left
   impl->Start();
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
@@ -520,6 +561,16 @@ InDoubtReport Coordinator::InDoubt() { return impl_->InDoubt(); }
 DeadlockReport Coordinator::LockWaits() { return impl_->LockWaits(); }
 void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }
 const ShardMap& Coordinator::shard_map() const { return impl_->map(); }
+size_t Coordinator::redis_instances() const { return impl_->redis_count(); }
+
+Result<std::optional<std::string>> Coordinator::RedisCommand(
+    size_t instance, const std::vector<std::string>& args) {
+  if (instance >= impl_->redis_count()) {
+    return Status::InvalidArgument("no redis instance " + std::to_string(instance));
+  }
+  if (args.empty()) return Status::InvalidArgument("empty redis command");
+  return impl_->redis(instance)->Command(args);
+}
 const std::string& Coordinator::deployment() const { return impl_->deployment(); }
 Coordinator::Counters Coordinator::counters() const { return impl_->counters(); }
 

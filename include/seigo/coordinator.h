@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "seigo/deadlock.h"
 #include "seigo/env.h"
@@ -74,6 +75,16 @@ const char* EventKindName(Event::Kind k);  // "attempt_started", ...
 struct CoordinatorOptions {
   // Comma-separated shard URLs (ShardMap::Parse). Required.
   std::string shards;
+  // Comma-separated Redis URLs, redis://[:password@]host[:port][/db]: the key-value
+  // participants (doc/redis.md), reached through Tx::kv(). Like the shard list, the position
+  // of an instance is its identity (participant index = shards + position, claimed on the
+  // instance): the list may only grow at the end. Empty = none.
+  std::string redis;
+  // DEVELOPMENT ONLY. Accept Redis instances that are not configured to fsync every write
+  // (appendonly yes, appendfsync always, no-appendfsync-on-rewrite no, maxmemory-policy
+  // noeviction). A crash of such an instance can lose the Redis part of a committed
+  // transaction: atomicity is then gone. Never in production.
+  bool redis_allow_unsafe_durability = false;
   ProtocolOptions protocol;
   ResolverOptions resolver;
   // innodb_lock_wait_timeout of seigo's connections, whole seconds (>= 1): the backstop for
@@ -158,6 +169,13 @@ class Coordinator {
   void DrainPhase2();
 
   const ShardMap& shard_map() const;
+  // The Redis instances (CoordinatorOptions::redis); instance i is participant
+  // shard_map().size() + i.
+  size_t redis_instances() const;
+  // Runs one command on Redis instance `instance` outside any transaction (e.g. {"GET", "k"}):
+  // for tools and tests. The reply as text (nil = nullopt; array replies are refused).
+  Result<std::optional<std::string>> RedisCommand(size_t instance,
+                                                  const std::vector<std::string>& args);
 
   // Runs one statement outside any transaction on shard `shard` (autocommit). For tools and
   // tests: schema setup, audits. Not atomic with anything.

@@ -1,9 +1,17 @@
 // The participant interface: the only way seigo's protocol code talks to a store.
 //
-// A Participant is one shard (one MariaDB database today; Redis and RabbitMQ participants plug in
-// behind the same interface). The protocol code in src/core/ calls nothing else, which is why
+// A Participant is one store: a SQL shard (a MariaDB database, src/mariadb/) or a key-value
+// instance (a Redis server, src/redis/; RabbitMQ will plug in the same way). The protocol code in src/core/ calls nothing else, which is why
 // the deterministic simulator (sim/) can run the very same protocol code against simulated
 // participants.
+//
+// Every kind speaks the same store-neutral two-phase contract — begin, prepare, commit and roll
+// back by XID, list what is prepared, and (where the store can be a decider) the decision
+// record — so the protocol decides the same way for all of them. Beside it each kind has its
+// own branch operations: SQL statements (Session::Execute) or key-value operations
+// (Session::Kv, kv.h). Stores that buffer a branch's work (key-value) learn their role only at
+// the end: CommitWithDecision when they are the decider (or the only participant), Prepare and
+// CommitPrepared otherwise.
 //
 // Two levels:
 //   * Session: one connection, used by one transaction at a time. It runs the transaction's
@@ -43,6 +51,7 @@
 #include <variant>
 #include <vector>
 
+#include "seigo/kv.h"
 #include "seigo/status.h"
 
 namespace seigo {
@@ -248,6 +257,9 @@ struct LockWaits {
   std::vector<Published> published;
 };
 
+// The kind of a participant: which branch operations it takes.
+enum class StoreKind { kSql, kKv };
+
 class Session {
  public:
   virtual ~Session() = default;
@@ -273,6 +285,12 @@ class Session {
   // Execute and then walks its rows.
   virtual Result<uint64_t> ExecuteEach(std::string_view sql, std::span<const Value> params,
                                        const std::function<Status(const QueryResult&)>& row);
+
+  // One key-value operation (kv.h); only on StoreKind::kKv participants.
+  virtual Result<KvReply> Kv(const KvOp& op) {
+    (void)op;
+    return Status::InvalidArgument("not a key-value store");
+  }
 
   // XA END + XA PREPARE in one round trip, with the branch's marker (ProbeBranches) written
   // inside the branch first. OK = the branch is durable and survives crashes.
@@ -317,6 +335,13 @@ class Participant {
   virtual std::string name() const = 0;  // for messages: "shard 1 (127.0.0.1:3307/seigo)"
   // The deployment this shard belongs to (Xid::deployment); the same on every shard of a map.
   virtual const std::string& deployment() const = 0;
+
+  virtual StoreKind kind() const { return StoreKind::kSql; }
+  // True when a transaction whose only participant is this store should commit through
+  // CommitWithDecision (a decision record in the same atomic step), not CommitLocal: where the
+  // record costs nothing extra, a lost commit reply is then resolved by the fence instead of
+  // staying unknown (ProtocolOptions::record_one_shard_commits does it for every store).
+  virtual bool records_single_commits() const { return false; }
 
   // A session for one transaction. Real participants pool connections.
   virtual Result<std::unique_ptr<Session>> Acquire() = 0;

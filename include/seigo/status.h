@@ -133,4 +133,15 @@ class Result {
     if (!seigo_status_.ok()) return seigo_status_; \
   } while (0)
 
+// `SEIGO_ASSIGN_OR_RETURN(auto v, tx.kv().Get(key));` declares v from a Result's value, or
+// returns the Result's Status from the enclosing function if it is not OK.
+#define SEIGO_CONCAT_INNER_(a, b) a##b
+#define SEIGO_CONCAT_(a, b) SEIGO_CONCAT_INNER_(a, b)
+#define SEIGO_ASSIGN_OR_RETURN(decl, expr) \
+  SEIGO_ASSIGN_OR_RETURN_IMPL_(SEIGO_CONCAT_(seigo_result_, __LINE__), decl, expr)
+#define SEIGO_ASSIGN_OR_RETURN_IMPL_(tmp, decl, expr) \
+  auto tmp = (expr);                                  \
+  if (!tmp.ok()) return tmp.status();                 \
+  decl = std::move(*tmp)
+
 #endif  // SEIGO_STATUS_H_

@@ -47,10 +47,59 @@
 #include <string_view>
 #include <vector>
 
+#include "seigo/kv.h"
 #include "seigo/participant.h"
 #include "seigo/status.h"
 
 namespace seigo {
+
+class Tx;
+
+// A transaction's view of the key-value participants (the Redis instances of
+// CoordinatorOptions::redis; doc/redis.md): every call goes to the instance that owns the key
+// (KvStoreFor: a hash of the key's hash tag `{...}` if it has one, else of the whole key).
+//
+//   tx.kv().Incr("boss:{7}:hp", -damage, 0, INT64_MAX, "the boss is already defeated");
+//
+// Reads go to the instance at once and see this transaction's own earlier writes; what they
+// saw is checked again when the transaction commits (a read of a key that changed, or that
+// another transaction is committing, fails the attempt with kConflict and it is retried).
+// Writes are staged and applied atomically with the rest of the transaction (SQL shards and
+// other instances). Errors poison the attempt like a failed SQL statement.
+class KvTx {
+ public:
+  explicit KvTx(Tx* tx) : tx_(tx) {}
+
+  Result<std::optional<std::string>> Get(std::string_view key);
+  // Get, parsed as a 64-bit integer (kInvalidArgument if the value is not one).
+  Result<std::optional<int64_t>> GetInt(std::string_view key);
+  Status Set(std::string_view key, std::string_view value);
+  Status Del(std::string_view key);
+  Result<std::optional<std::string>> HGet(std::string_view key, std::string_view field);
+  Status HSet(std::string_view key, std::string_view field, std::string_view value);
+  Status HDel(std::string_view key, std::string_view field);
+  Result<std::optional<double>> ZScore(std::string_view key, std::string_view member);
+  Status ZAdd(std::string_view key, std::string_view member, double score);
+  Status ZRem(std::string_view key, std::string_view member);
+  // The `n` highest-scored members, highest first (a leaderboard's top). Refused after a write
+  // of the same key in the same transaction.
+  Result<std::vector<ScoredMember>> ZTop(std::string_view key, int64_t n);
+  // Bounded increment (escrow): key += delta, refused unless min <= key + delta <= max. It
+  // reads nothing, so increments of one hot key by many transactions at once do not conflict:
+  // at commit each reserves its delta against the bounds, counting the reservations of other
+  // transactions still committing, and applies it once decided. A missing key counts as 0.
+  // When the bound itself would be crossed the attempt fails with kGuardFailed and `reason`
+  // (not retried); when only other pending reservations stand in the way, with kConflict
+  // (retried). Values, deltas and bounds within +-2^53.
+  Status Incr(std::string_view key, int64_t delta, int64_t min, int64_t max,
+              std::string_view reason = {});
+
+  // The participant index of the instance that owns `key`.
+  uint32_t StoreFor(std::string_view key) const;
+
+ private:
+  Tx* tx_;
+};
 
 class Tx {
  public:
@@ -118,6 +167,15 @@ class Tx {
   }
   Status ExpectOn(uint32_t shard, uint64_t rows, std::string_view sql,
                   std::span<const Value> params, std::string_view reason = {});
+
+  // Key-value participants (Redis): see KvTx.
+  KvTx kv() { return KvTx(this); }
+  // One key-value operation on participant `store` (KvTx routes by key). kInvalidArgument if
+  // `store` is not a key-value participant.
+  virtual Result<KvReply> KvOn(uint32_t store, const KvOp& op) = 0;
+  // The participant index that owns `key` among the key-value participants (kInvalidArgument
+  // status from KvOn when there are none).
+  virtual uint32_t KvStoreFor(std::string_view key) const = 0;
 
   // Fails the attempt with `s` (not OK) as a failed statement would: nothing of it can commit
   // any more, even if the closure then returns OK. Returns `s`, for `return tx.Fail(...)`.

@@ -1,9 +1,11 @@
 // The commit protocol (doc/protocol.md).
 //
 // Shape of one attempt:
-//   1. The closure runs. The first shard it touches becomes the DECIDER and gets a plain local
-//      transaction; every other shard gets an XA branch whose XID names the decider and the
-//      attempt's deadline.
+//   1. The closure runs. The first SQL shard it touches becomes the DECIDER and gets a plain
+//      local transaction; every other SQL shard gets an XA branch whose XID names the decider
+//      and the attempt's deadline. Key-value participants (Redis) buffer their work in the
+//      session; they learn their role at commit: a branch like the others, or — when the
+//      closure touched no SQL shard — the first one touched is the decider.
 //   2. One shard touched: COMMIT. Done (no XA, no decision row, no extra round trip).
 //   3. Several: XA END + PREPARE every non-decider branch; then, in ONE round trip on the
 //      decider, insert the commit decision row and COMMIT. That local COMMIT is the commit point.
@@ -44,6 +46,7 @@ struct Branch {
   Participant* participant = nullptr;
   std::unique_ptr<Session> session;
   bool xa = false;  // false for the decider's local transaction
+  bool kv = false;  // a key-value participant: its XID is assigned at commit
   Xid xid;
   BranchState state = BranchState::kActive;
 };
@@ -110,9 +113,9 @@ class Attempt final : public Tx {
                                      "result (ExecEachOn): no other statement on it until that "
                                      "returns");
     }
-    if (shard >= p_.shard_count()) {
+    if (shard >= p_.sql_shards_) {
       poison_ = Status::InvalidArgument("shard " + std::to_string(shard) + " does not exist (" +
-                                        std::to_string(p_.shard_count()) + " shards)");
+                                        std::to_string(p_.sql_shards_) + " SQL shards)");
       return poison_;
     }
     Result<Branch*> b = BranchFor(shard);
@@ -133,7 +136,7 @@ class Attempt final : public Tx {
                               std::span<const Value> params, const RowFn& row) override {
     if (closed_) return Status::InvalidArgument("Tx used after its closure returned");
     if (!poison_.ok()) return poison_;
-    if (shard >= p_.shard_count() || (shard < streaming_.size() && streaming_[shard])) {
+    if (shard >= p_.sql_shards_ || (shard < streaming_.size() && streaming_[shard])) {
       return ExecOn(shard, sql, params).status();  // the same refusals
     }
     Result<Branch*> b = BranchFor(shard);
@@ -167,6 +170,51 @@ class Attempt final : public Tx {
     return n;
   }
 
+  Result<KvReply> KvOn(uint32_t store, const KvOp& op) override {
+    if (closed_) return Status::InvalidArgument("Tx used after its closure returned");
+    if (!poison_.ok()) return poison_;
+    if (store < p_.sql_shards_ || store >= p_.shard_count()) {
+      poison_ = Status::InvalidArgument(
+          p_.shard_count() == p_.sql_shards_
+              ? std::string("no key-value store is configured (CoordinatorOptions::redis)")
+              : "participant " + std::to_string(store) + " is not a key-value store");
+      return poison_;
+    }
+    if (read_only_ && !KvOpReads(op.kind)) {
+      poison_ = Status::InvalidArgument("a read-only transaction cannot write (key " + op.key +
+                                        ")");
+      return poison_;
+    }
+    Result<Branch*> b = BranchFor(store);
+    if (!b.ok()) {
+      poison_ = b.status().WithShard(static_cast<int>(store));
+      return poison_;
+    }
+    Result<KvReply> r = (*b)->session->Kv(op);
+    if (!r.ok()) {
+      poison_ = r.status().Annotate((*b)->participant->name() + ", key " + op.key)
+                    .WithShard(static_cast<int>(store));
+      return poison_;
+    }
+    return r;
+  }
+
+  uint32_t KvStoreFor(std::string_view key) const override {
+    const uint32_t n = static_cast<uint32_t>(p_.shard_count() - p_.sql_shards_);
+    if (n == 0) return static_cast<uint32_t>(p_.shard_count());  // refused by KvOn
+    // A hash tag "{...}" (the first '{' and the next '}', non-empty), as Redis Cluster does:
+    // keys with the same tag live on the same instance.
+    std::string_view h = key;
+    if (size_t open = key.find('{'); open != std::string_view::npos) {
+      size_t close = key.find('}', open + 1);
+      if (close != std::string_view::npos && close > open + 1) {
+        h = key.substr(open + 1, close - open - 1);
+      }
+    }
+    return static_cast<uint32_t>(p_.sql_shards_) +
+           ShardMap::JumpHash(ShardMap::HashString(h), n);
+  }
+
   Status Fail(Status s) override {
     if (s.ok()) s = Status::Internal("Tx::Fail called with OK");
     if (poison_.ok()) poison_ = s;
@@ -189,13 +237,14 @@ class Attempt final : public Tx {
 
  private:
   Result<Branch*> BranchFor(uint32_t shard);
+  void MoveDeciderFirst();
   Status ResolveLostCommit(const Decision& commit, std::vector<Phase2Item>* phase2,
                            std::optional<LostCommit>* lost);
   void HandOverPhase2(std::vector<Phase2Item>* phase2);
   Decision MakeDecision(Outcome outcome) const;
 
   uint32_t ShardForKey(int64_t key) const override {
-    return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.shard_count()));
+    return ShardMap::JumpHash(ShardMap::MixKey(key), static_cast<uint32_t>(p_.sql_shards_));
   }
 
   const Protocol& p_;
@@ -208,7 +257,10 @@ class Attempt final : public Tx {
   const std::shared_ptr<WaitTag> tag_;
   bool closed_ = false;
   std::vector<bool> streaming_;  // by shard: an ExecEachOn is running there
-  std::vector<Branch> branches_;  // branches_[0] is the decider
+  // In the order touched. The decider is branches_[sql_decider_] (or, with no SQL shard,
+  // branches_[0]); Commit and Abort move it to the front.
+  std::vector<Branch> branches_;
+  int sql_decider_ = -1;
   Status poison_;
 };
 
@@ -225,14 +277,18 @@ Result<Branch*> Attempt::BranchFor(uint32_t shard) {
   // A statement waiting on a frozen shard is cut at the Run's deadline (a lost reply).
   if (run_deadline_ms_ > 0) b.session->SetDeadline(run_deadline_ms_);
   Status st;
+  b.kv = b.participant->kind() == StoreKind::kKv;
   if (read_only_) {
     st = b.session->BeginReadOnly();  // every shard: a local transaction, rolled back at the end
-  } else if (branches_.empty()) {
+  } else if (b.kv) {
+    st = b.session->BeginLocal();  // buffered: the role (decider or branch) comes at commit
+  } else if (sql_decider_ < 0) {
     st = b.session->BeginLocal();  // the decider: an ordinary local transaction
+    if (st.ok()) sql_decider_ = static_cast<int>(branches_.size());
   } else {
     b.xa = true;
-    b.xid = Xid{p_.participants_[0]->deployment(), gid_, branches_[0].shard, start_ms_,
-                deadline_ms_, shard};
+    b.xid = Xid{p_.participants_[0]->deployment(), gid_, branches_[sql_decider_].shard,
+                start_ms_, deadline_ms_, shard};
     st = b.session->BeginBranch(b.xid);
   }
   if (!st.ok()) {
@@ -265,7 +321,16 @@ Decision Attempt::MakeDecision(Outcome outcome) const {
 
 Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost) {
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
+  MoveDeciderFirst();
   Branch& decider = branches_[0];
+  // Key-value branches get their XIDs now that the decider is known.
+  for (size_t i = 1; i < branches_.size(); ++i) {
+    Branch& b = branches_[i];
+    if (!b.kv) continue;
+    b.xa = true;
+    b.xid = Xid{p_.participants_[0]->deployment(), gid_, decider.shard, start_ms_, deadline_ms_,
+                b.shard};
+  }
 
   // Nothing has been sent for the commit yet, so these end the attempt as definitely not
   // committed: the Run's deadline has passed (a COMMIT now would be cut at once by the watchdog
@@ -300,7 +365,10 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     for (Branch& b : branches_) {
       if (grace > 0) b.session->SetDeadline(grace);
       Status s = b.session->RollbackAll(nullptr, false);
-      if (!s.ok() && lost.ok()) {
+      if (s.Is(Code::kConflict) && lost.ok()) {
+        // A store that validates reads at the end (key-value): one changed since it was read.
+        lost = s.Annotate(b.participant->name()).WithShard(static_cast<int>(b.shard));
+      } else if (!s.ok() && lost.ok()) {
         lost = Status::Unavailable(b.participant->name() + ": the read-only transaction's "
                                    "connection was lost before its end (its locks may have been "
                                    "released early, so its reads are not known to be "
@@ -312,7 +380,8 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     return lost;
   }
 
-  if (branches_.size() == 1 && !p_.options_.record_one_shard_commits) {
+  if (branches_.size() == 1 && !p_.options_.record_one_shard_commits &&
+      !decider.participant->records_single_commits()) {
     // One-shard fast path without a record: a plain local commit. There is no decision row, so
     // a lost reply is truly unknowable by seigo; atomicity still holds (one local transaction).
     // With record_one_shard_commits (off by default) the one-shard transaction takes the path
@@ -342,7 +411,16 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
   // server discards when our connection drops.
   p_.env_->CrashPoint(CrashSite::kBeforePrepare);
 
+  // Key-value branches first: their prepare validates what they read, the likeliest reason to
+  // fail, before the SQL branches pay for an XA PREPARE.
+  std::vector<size_t> order;
   for (size_t i = 1; i < branches_.size(); ++i) {
+    if (branches_[i].kv) order.push_back(i);
+  }
+  for (size_t i = 1; i < branches_.size(); ++i) {
+    if (!branches_[i].kv) order.push_back(i);
+  }
+  for (size_t i : order) {
     Branch& b = branches_[i];
     Status s = b.session->Prepare(b.xid);
     if (!s.ok()) {
@@ -438,8 +516,17 @@ void Attempt::HandOverPhase2(std::vector<Phase2Item>* phase2) {
   }
 }
 
+void Attempt::MoveDeciderFirst() {
+  if (sql_decider_ > 0) {
+    std::rotate(branches_.begin(), branches_.begin() + sql_decider_,
+                branches_.begin() + sql_decider_ + 1);
+  }
+  if (sql_decider_ >= 0) sql_decider_ = 0;
+}
+
 void Attempt::Abort(bool decision_is_abort) {
   if (branches_.empty()) return;
+  MoveDeciderFirst();
   Branch& decider = branches_[0];
   if (run_deadline_ms_ > 0) {
     // The rollbacks below may come after the Run's deadline: give them a second more before a
@@ -473,8 +560,12 @@ void Attempt::Abort(bool decision_is_abort) {
   }
 }
 
-Protocol::Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options)
-    : participants_(std::move(participants)), env_(env), options_(options) {}
+Protocol::Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options,
+                   size_t sql_shards)
+    : participants_(std::move(participants)),
+      sql_shards_(std::min(sql_shards, participants_.size())),
+      env_(env),
+      options_(options) {}
 
 RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
   RunOutput out;

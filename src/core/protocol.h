@@ -10,6 +10,7 @@
 #ifndef SEIGO_CORE_PROTOCOL_H_
 #define SEIGO_CORE_PROTOCOL_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,8 +52,11 @@ struct RunOutput {
 // the participants and env are thread-safe (it has no mutable state of its own).
 class Protocol {
  public:
-  // `participants[i]` is shard i. Pointers must outlive the Protocol.
-  Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options);
+  // `participants[i]` is participant i: the first `sql_shards` are the SQL shards (Tx::ShardFor
+  // hashes over them), the rest key-value stores (Tx::KvStoreFor). Pointers must outlive the
+  // Protocol.
+  Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options,
+           size_t sql_shards = SIZE_MAX);
 
   // Runs `fn` and commits it; retries conflicts. The caller must hand result.phase2 to
   // FinishPhase2 (now or on another thread); dropping an item only delays it until a resolver
@@ -68,7 +72,8 @@ class Protocol {
   // fence window has closed (resolvers take over after the deadline).
   static bool TrySettle(const LostCommit& lost, Env* env);
 
-  size_t shard_count() const { return participants_.size(); }
+  size_t shard_count() const { return participants_.size(); }  // every participant
+  size_t sql_shards() const { return sql_shards_; }
   Participant* participant(uint32_t i) const { return participants_[i]; }
   Env* env() const { return env_; }
   const ProtocolOptions& options() const { return options_; }
@@ -76,6 +81,7 @@ class Protocol {
  private:
   friend class Attempt;
   std::vector<Participant*> participants_;
+  size_t sql_shards_;
   Env* env_;
   ProtocolOptions options_;
 };

@@ -1,0 +1,373 @@
+#!lua name=seigo_kv_1
+-- seigo's Redis participant: every step of the two-phase contract is one function here, run
+-- atomically by the server (doc/redis.md has the key layout and the rules). Loaded with
+-- FUNCTION LOAD REPLACE by the adapter (src/redis/redis_participant.cc); functions survive
+-- restarts (they are in the AOF), EVAL's script cache does not.
+--
+-- Every function validates everything before its first write: a script that fails at run time
+-- keeps the writes it made so far.
+--
+-- ARGV[1] of every function is the deployment's key prefix "seigo:<deployment>:"; the keys
+-- below are written relative to it (P):
+--   P..'x:'..gid   hash  the intent of a prepared branch: xid (gtrid, bqual), deadline, ops
+--   P..'prepared'  zset  gid -> deadline: every prepared intent (the resolver's index)
+--   P..'lock'      hash  key -> gid: written keys locked by a prepared intent
+--   P..'esclo'     hash  key -> sum of the pending negative bounded increments
+--   P..'eschi'     hash  key -> sum of the pending positive bounded increments
+--   P..'t:'..gid   str   tombstone: the gid was rolled back here (expires after its deadline)
+--   P..'c:'..gid   str   the branch of gid committed here (deleted with the decision, GC)
+--   P..'d:'..gid   hash  a decision: o ('C'/'A'), s (participants), dl (deadline), at
+--   P..'decisions' zset  gid -> deadline: decisions kept until garbage collection
+--   P..'meta'      hash  index: this instance's position in the deployment
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fail(kind, msg)
+  return redis.error_reply('SEIGO_' .. kind .. ' ' .. msg)
+end
+
+local MAX_EXACT = 9007199254740992  -- 2^53
+
+local function read_op(op, key, a)
+  if op == 'get' then return redis.call('GET', key) end
+  if op == 'hget' then return redis.call('HGET', key, a) end
+  if op == 'zscore' then return redis.call('ZSCORE', key, a) end
+  if op == 'ztop' then
+    return redis.call('ZRANGE', key, 0, tonumber(a) - 1, 'REV', 'WITHSCORES')
+  end
+  error('seigo: unknown read ' .. tostring(op))
+end
+
+local function digest(reply)
+  return redis.sha1hex(cmsgpack.pack({reply}))
+end
+
+-- Why another transaction stands on `key` (nil if none): a lock of a prepared intent or a
+-- pending bounded increment.
+local function taken(P, key, gid)
+  local l = redis.call('HGET', P .. 'lock', key)
+  if l and l ~= gid then return 'is locked by transaction ' .. l end
+  local lo = tonumber(redis.call('HGET', P .. 'esclo', key) or '0')
+  local hi = tonumber(redis.call('HGET', P .. 'eschi', key) or '0')
+  if lo ~= 0 or hi ~= 0 then return 'has pending increments of other transactions' end
+  return nil
+end
+
+local function type_ok(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == want, t
+end
+
+local function is_integer(v)
+  return v == nil or v == false or string.match(v, '^-?%d+$') ~= nil
+end
+
+-- Parses the branch body at ARGV[base...]: reads, writes and bounded increments, and checks
+-- them. Returns (body, nil) or (nil, error reply).
+local function validate(P, gid, argv, base)
+  local nr, nw, ni = tonumber(argv[base]), tonumber(argv[base + 1]), tonumber(argv[base + 2])
+  local k = base + 3
+  local body = {w = {}, i = {}}
+  for _ = 1, nr do
+    local op, key, a, want = argv[k], argv[k + 1], argv[k + 2], argv[k + 3]
+    k = k + 4
+    local why = taken(P, key, gid)
+    if why then return nil, fail('CONFLICT', key .. ' (read) ' .. why) end
+    if digest(read_op(op, key, a)) ~= want then
+      return nil, fail('CONFLICT', key .. ' changed since this transaction read it')
+    end
+  end
+  for _ = 1, nw do
+    local op, key, a, b = argv[k], argv[k + 1], argv[k + 2], argv[k + 3]
+    k = k + 4
+    local why = taken(P, key, gid)
+    if why then return nil, fail('CONFLICT', key .. ' ' .. why) end
+    if op == 'hset' or op == 'hdel' then
+      local ok, t = type_ok(key, 'hash')
+      if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a hash') end
+    elseif op == 'zadd' or op == 'zrem' then
+      local ok, t = type_ok(key, 'zset')
+      if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a sorted set') end
+      if op == 'zadd' and tonumber(b) == nil then return nil, fail('TYPE', 'bad score ' .. b) end
+    elseif op ~= 'set' and op ~= 'del' then
+      return nil, fail('TYPE', 'unknown write ' .. tostring(op))
+    end
+    table.insert(body.w, {op, key, a, b})
+  end
+  for _ = 1, ni do
+    local key, delta, min, max, reason = argv[k], tonumber(argv[k + 1]), tonumber(argv[k + 2]),
+                                         tonumber(argv[k + 3]), argv[k + 4]
+    k = k + 5
+    local l = redis.call('HGET', P .. 'lock', key)
+    if l and l ~= gid then
+      return nil, fail('CONFLICT', key .. ' is locked by transaction ' .. l)
+    end
+    local ok, t = type_ok(key, 'string')
+    if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a counter') end
+    local v = redis.call('GET', key)
+    if not is_integer(v) then
+      return nil, fail('TYPE', key .. ' holds ' .. string.sub(v, 1, 40) .. ', not an integer')
+    end
+    local cur = tonumber(v or '0')
+    if cur > MAX_EXACT or cur < -MAX_EXACT then
+      return nil, fail('TYPE', key .. ' is beyond +-2^53')
+    end
+    local new = cur + delta
+    if new < min or new > max then
+      return nil, fail('GUARD', reason .. ' (' .. key .. ' is ' .. string.format('%d', cur) ..
+                                ', ' .. string.format('%+d', delta) .. ' is outside [' ..
+                                string.format('%d', min) .. ', ' .. string.format('%d', max) ..
+                                '])')
+    end
+    local lo = tonumber(redis.call('HGET', P .. 'esclo', key) or '0')
+    local hi = tonumber(redis.call('HGET', P .. 'eschi', key) or '0')
+    if cur + lo + math.min(delta, 0) < min or cur + hi + math.max(delta, 0) > max then
+      return nil, fail('CONFLICT', key .. ': other transactions\' pending increments could ' ..
+                                   'cross the bound')
+    end
+    table.insert(body.i, {key, delta})
+  end
+  return body, nil
+end
+
+local function apply_write(w)
+  local op, key, a, b = w[1], w[2], w[3], w[4]
+  if op == 'set' then redis.call('SET', key, a)
+  elseif op == 'del' then redis.call('DEL', key)
+  elseif op == 'hset' then redis.call('HSET', key, a, b)
+  elseif op == 'hdel' then redis.call('HDEL', key, a)
+  elseif op == 'zadd' then redis.call('ZADD', key, b, a)
+  elseif op == 'zrem' then redis.call('ZREM', key, a)
+  end
+end
+
+local function reserve(P, key, delta, sign)
+  if delta < 0 then
+    redis.call('HINCRBY', P .. 'esclo', key, sign * delta)
+    if tonumber(redis.call('HGET', P .. 'esclo', key)) == 0 then redis.call('HDEL', P .. 'esclo', key) end
+  elseif delta > 0 then
+    redis.call('HINCRBY', P .. 'eschi', key, sign * delta)
+    if tonumber(redis.call('HGET', P .. 'eschi', key)) == 0 then redis.call('HDEL', P .. 'eschi', key) end
+  end
+end
+
+-- Releases a prepared intent's locks and reservations; applies it first when `commit`.
+local function finish(P, gid, commit)
+  local x = P .. 'x:' .. gid
+  local packed = redis.call('HGET', x, 'ops')
+  local body = cmsgpack.unpack(packed)
+  for _, w in ipairs(body.w) do
+    if commit then apply_write(w) end
+    if redis.call('HGET', P .. 'lock', w[2]) == gid then redis.call('HDEL', P .. 'lock', w[2]) end
+  end
+  for _, inc in ipairs(body.i) do
+    if commit then redis.call('INCRBY', inc[1], inc[2]) end
+    reserve(P, inc[1], inc[2], -1)
+  end
+  redis.call('DEL', x)
+  redis.call('ZREM', P .. 'prepared', gid)
+end
+
+-- seigo_read(P, op, key, arg) -> {value, digest}: a read of a transaction.
+local function seigo_read(keys, argv)
+  local P, op, key, a = argv[1], argv[2], argv[3], argv[4]
+  local why = taken(P, key, '')
+  if why then return fail('CONFLICT', key .. ' ' .. why) end
+  local r = read_op(op, key, a)
+  return {r, digest(r)}
+end
+
+-- seigo_validate(P, 0 0 0 + reads): the end of a read-only transaction.
+local function seigo_validate(keys, argv)
+  local _, err = validate(argv[1], '', argv, 2)
+  if err then return err end
+  return 'OK'
+end
+
+-- seigo_prepare(P, gid, gtrid, bqual, deadline, tomb, body): stores the intent.
+local function seigo_prepare(keys, argv)
+  local P, gid, gtrid, bqual, deadline = argv[1], argv[2], argv[3], argv[4], tonumber(argv[5])
+  local x = P .. 'x:' .. gid
+  if redis.call('EXISTS', x) == 1 then return 'OK' end  -- a repeated request
+  if redis.call('EXISTS', P .. 't:' .. gid) == 1 then
+    return fail('REFUSED', 'transaction ' .. gid .. ' was rolled back here')
+  end
+  if now_ms() > deadline then
+    return fail('REFUSED', 'transaction ' .. gid .. ' is past its deadline')
+  end
+  local body, err = validate(P, gid, argv, 6)
+  if err then return err end
+  -- Writes from here on.
+  for _, w in ipairs(body.w) do redis.call('HSET', P .. 'lock', w[2], gid) end
+  for _, inc in ipairs(body.i) do reserve(P, inc[1], inc[2], 1) end
+  redis.call('HSET', x, 'gtrid', gtrid, 'bqual', bqual, 'deadline', argv[5],
+             'ops', cmsgpack.pack(body))
+  redis.call('ZADD', P .. 'prepared', deadline, gid)
+  return 'OK'
+end
+
+-- seigo_commit(P, gid) -> 'OK' | 'DONE' (committed before) | 'LOST' (no trace at all)
+local function seigo_commit(keys, argv)
+  local P, gid = argv[1], argv[2]
+  if redis.call('EXISTS', P .. 'x:' .. gid) == 1 then
+    finish(P, gid, true)
+    redis.call('SET', P .. 'c:' .. gid, '1')
+    return 'OK'
+  end
+  if redis.call('EXISTS', P .. 'c:' .. gid) == 1 then return 'DONE' end
+  if redis.call('EXISTS', P .. 't:' .. gid) == 1 then
+    return fail('ROLLEDBACK', 'transaction ' .. gid .. ' was rolled back here')
+  end
+  return 'LOST'
+end
+
+-- seigo_rollback(P, gid, tomb_until_ms) -> 'OK' | error when the branch had committed
+local function seigo_rollback(keys, argv)
+  local P, gid, until_ms = argv[1], argv[2], tonumber(argv[3])
+  if redis.call('EXISTS', P .. 'c:' .. gid) == 1 then
+    return fail('COMMITTED', 'transaction ' .. gid .. ' had committed here')
+  end
+  if redis.call('EXISTS', P .. 'x:' .. gid) == 1 then finish(P, gid, false) end
+  local ttl = math.max(until_ms - now_ms(), 1000)
+  redis.call('SET', P .. 't:' .. gid, '1', 'PX', ttl)
+  return 'OK'
+end
+
+-- seigo_decide(P, gid, deadline, participants, single, keep_ms, body): the commit point of a
+-- transaction this instance decides: validates the body, applies it and records the decision,
+-- all at once. Refused when a decision exists (a fence) or the deadline has passed.
+local function seigo_decide(keys, argv)
+  local P, gid, deadline = argv[1], argv[2], tonumber(argv[3])
+  local d = P .. 'd:' .. gid
+  if redis.call('EXISTS', d) == 1 then
+    return fail('REFUSED', 'transaction ' .. gid .. ' already has a decision (fenced)')
+  end
+  local now = now_ms()
+  if now > deadline then return fail('REFUSED', 'transaction ' .. gid .. ' is past its deadline') end
+  local body, err = validate(P, gid, argv, 7)
+  if err then return err end
+  for _, w in ipairs(body.w) do apply_write(w) end
+  for _, inc in ipairs(body.i) do redis.call('INCRBY', inc[1], inc[2]) end
+  redis.call('HSET', d, 'o', 'C', 's', argv[4], 'dl', argv[3], 'at', now)
+  if argv[5] == '1' then
+    -- Only this instance took part: nobody needs the record after the coordinator's fence
+    -- window, so it expires instead of waiting for garbage collection.
+    redis.call('PEXPIRE', d, math.max(deadline + tonumber(argv[6]) - now, 1000))
+  else
+    redis.call('ZADD', P .. 'decisions', deadline, gid)
+  end
+  return 'OK'
+end
+
+-- seigo_fence(P, gid, deadline, participants, by_coordinator, window_ms) -> 'C' | 'A' | 'BUSY'
+-- (participant.h, FenceAbort).
+local function seigo_fence(keys, argv)
+  local P, gid, deadline, window = argv[1], argv[2], tonumber(argv[3]), tonumber(argv[6])
+  local d = P .. 'd:' .. gid
+  local o = redis.call('HGET', d, 'o')
+  if o then return o end
+  local now = now_ms()
+  if argv[5] == '1' then
+    if now >= deadline + window then return 'BUSY' end
+  else
+    if now < deadline then return 'BUSY' end
+    if now >= deadline + window then return 'A' end  -- no commit can appear any more
+  end
+  redis.call('HSET', d, 'o', 'A', 's', argv[4], 'dl', argv[3], 'at', now)
+  redis.call('ZADD', P .. 'decisions', deadline, gid)
+  return 'A'
+end
+
+-- seigo_decisions(P, gid...) -> {o, s, dl, at} per gid ('' when none)
+local function seigo_decisions(keys, argv)
+  local out = {}
+  for j = 2, #argv do
+    local v = redis.call('HMGET', argv[1] .. 'd:' .. argv[j], 'o', 's', 'dl', 'at')
+    for f = 1, 4 do table.insert(out, v[f] or '') end
+  end
+  return out
+end
+
+-- seigo_expired(P, retention_ms, limit) -> {gid, o, s, dl, at, ...}
+local function seigo_expired(keys, argv)
+  local P = argv[1]
+  local upto = now_ms() - tonumber(argv[2])
+  local gids = redis.call('ZRANGE', P .. 'decisions', '-inf', upto, 'BYSCORE', 'LIMIT', 0,
+                          tonumber(argv[3]))
+  local out = {}
+  for _, g in ipairs(gids) do
+    local v = redis.call('HMGET', P .. 'd:' .. g, 'o', 's', 'dl', 'at')
+    table.insert(out, g)
+    for f = 1, 4 do table.insert(out, v[f] or '') end
+  end
+  return out
+end
+
+-- seigo_forget(P, gid...): decisions gone.
+local function seigo_forget(keys, argv)
+  for j = 2, #argv do
+    redis.call('DEL', argv[1] .. 'd:' .. argv[j])
+    redis.call('ZREM', argv[1] .. 'decisions', argv[j])
+  end
+  return 'OK'
+end
+
+-- seigo_forget_branches(P, gid...): commit markers gone.
+local function seigo_forget_branches(keys, argv)
+  for j = 2, #argv do redis.call('DEL', argv[1] .. 'c:' .. argv[j]) end
+  return 'OK'
+end
+
+-- seigo_recover(P) -> {gtrid, bqual, ...} of every prepared intent
+local function seigo_recover(keys, argv)
+  local P = argv[1]
+  local out = {}
+  for _, g in ipairs(redis.call('ZRANGE', P .. 'prepared', 0, -1)) do
+    local v = redis.call('HMGET', P .. 'x:' .. g, 'gtrid', 'bqual')
+    if v[1] then
+      table.insert(out, v[1])
+      table.insert(out, v[2])
+    end
+  end
+  return out
+end
+
+-- seigo_probe(P, gid...) -> 'O' (intent), 'C' (committed marker) or 'N' per gid
+local function seigo_probe(keys, argv)
+  local out = {}
+  for j = 2, #argv do
+    if redis.call('EXISTS', argv[1] .. 'x:' .. argv[j]) == 1 then table.insert(out, 'O')
+    elseif redis.call('EXISTS', argv[1] .. 'c:' .. argv[j]) == 1 then table.insert(out, 'C')
+    else table.insert(out, 'N') end
+  end
+  return out
+end
+
+-- seigo_claim(P, index) -> the index this instance holds for the deployment (claims it if none)
+local function seigo_claim(keys, argv)
+  redis.call('HSETNX', argv[1] .. 'meta', 'index', argv[2])
+  return redis.call('HGET', argv[1] .. 'meta', 'index')
+end
+
+redis.register_function{function_name = 'seigo1_read', callback = seigo_read, flags = {'no-writes'}}
+redis.register_function{function_name = 'seigo1_validate', callback = seigo_validate,
+                        flags = {'no-writes'}}
+redis.register_function('seigo1_prepare', seigo_prepare)
+redis.register_function('seigo1_commit', seigo_commit)
+redis.register_function('seigo1_rollback', seigo_rollback)
+redis.register_function('seigo1_decide', seigo_decide)
+redis.register_function('seigo1_fence', seigo_fence)
+redis.register_function{function_name = 'seigo1_decisions', callback = seigo_decisions,
+                        flags = {'no-writes'}}
+redis.register_function{function_name = 'seigo1_expired', callback = seigo_expired,
+                        flags = {'no-writes'}}
+redis.register_function('seigo1_forget', seigo_forget)
+redis.register_function('seigo1_forget_branches', seigo_forget_branches)
+redis.register_function{function_name = 'seigo1_recover', callback = seigo_recover,
+                        flags = {'no-writes'}}
+redis.register_function{function_name = 'seigo1_probe', callback = seigo_probe,
+                        flags = {'no-writes'}}
+redis.register_function('seigo1_claim', seigo_claim)
