@@ -237,6 +237,29 @@ TEST_F(RedisTest, AReadOfAKeyChangedBeforeTheCommitFailsThatAttemptAndTheRetrySe
   EXPECT_EQ(Get(out), "copied 2");
 }
 
+TEST_F(RedisTest, AReadOnlyRunWhoseReadChangedBeforeItsEndIsRetriedAndWritesAreRefused) {
+  const std::string k = Key("k");
+  ASSERT_TRUE(Redis(k, {"SET", k, "1"}).has_value());
+  const size_t instance = InstanceOf(k);
+  std::vector<std::string> seen;
+  RunOptions ro;
+  ro.read_only = true;
+  TxResult r = coord_->Run(
+      [&](Tx& tx) {
+        SEIGO_ASSIGN_OR_RETURN(std::optional<std::string> v, tx.kv().Get(k));
+        seen.push_back(v.value_or("nil"));
+        if (tx.attempt() == 1) EXPECT_TRUE(coord_->RedisCommand(instance, {"SET", k, "2"}).ok());
+        return Status::OK();
+      },
+      ro);
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  EXPECT_EQ(r.attempts, 2);
+  EXPECT_EQ(seen, (std::vector<std::string>{"1", "2"}));
+  r = coord_->Run([&](Tx& tx) { return tx.kv().Set(k, "3"); }, ro);
+  EXPECT_TRUE(r.status.Is(Code::kInvalidArgument)) << r.status.ToString();
+  EXPECT_EQ(Get(k), "2");
+}
+
 TEST_F(RedisTest, TransactionsOnTwoRedisInstancesOnlyCommitAtomically) {
   const std::string a = KeyOn("a", 0), b = KeyOn("b", 1);
   ASSERT_NE(InstanceOf(a), InstanceOf(b));

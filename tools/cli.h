@@ -22,6 +22,8 @@ inline constexpr int kExitLimbo = 5;         // recover: a branch is stuck in th
 // Options every shard-touching subcommand shares.
 struct Common {
   std::string shards;
+  std::string redis;                 // Redis URLs (--redis, $SEIGO_REDIS)
+  bool redis_unsafe_durability = false;
   int lock_wait_timeout_s = 2;
   int64_t txn_timeout_ms = 10'000;
 };
@@ -40,6 +42,9 @@ int ExitCodeFor(const Status& s);
 int DemoSetup(const Common& c, int64_t players, int items);
 int DemoRun(const Common& c, int clients, double seconds, const std::string& mode);
 int DemoAudit(const Common& c);
+int RaidSetup(const Common& c, int64_t players, int64_t bosses, int64_t hp);
+int RaidRun(const Common& c, int clients, double seconds, const std::string& mode);
+int RaidAudit(const Common& c);
 
 }  // namespace seigo::cli
 

@@ -2,6 +2,7 @@
 //   seigo status  --shards URL,...   in-doubt transactions
 //   seigo recover --shards URL,...   one resolver pass
 //   seigo demo setup|run|audit ...   the trade demo
+//   seigo demo raid setup|run|audit  the raid demo (shards + Redis)
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -27,6 +28,8 @@ std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool b
   CoordinatorOptions o;
   o.prepare_schema = prepare_schema;
   o.shards = c.shards;
+  o.redis = c.redis;
+  o.redis_allow_unsafe_durability = c.redis_unsafe_durability;
   o.lock_wait_timeout_s = c.lock_wait_timeout_s;
   o.protocol.txn_timeout_ms = c.txn_timeout_ms;
   o.resolver_interval_ms = background ? 1'000 : 0;
@@ -129,11 +132,17 @@ int main(int argc, char** argv) {
   Common common;
   // Not CLI11's envname(): it would let $SEIGO_SHARDS overwrite an explicit --shards through
   // the other subcommands' options, which share `common`. See ResolveShards below.
-  std::vector<CLI::Option*> shard_options;
+  std::vector<CLI::Option*> shard_options, redis_options;
   auto add_common = [&](CLI::App* sub) {
     shard_options.push_back(sub->add_option("--shards", common.shards,
         "comma-separated shard URLs, in shard order (mysql://user:pass@host:port/db,...); "
         "default $SEIGO_SHARDS"));
+    redis_options.push_back(sub->add_option("--redis", common.redis,
+        "comma-separated Redis URLs, in instance order (redis://[:pass@]host:port[/db],...); "
+        "default $SEIGO_REDIS"));
+    sub->add_flag("--redis-unsafe-durability", common.redis_unsafe_durability,
+                  "DEVELOPMENT ONLY: accept Redis instances that do not fsync every write "
+                  "(a crash can then break atomicity)");
     sub->add_option("--lock-wait-timeout", common.lock_wait_timeout_s,
                     "innodb_lock_wait_timeout of seigo's connections, seconds")
         ->check(CLI::Range(1, 3600));
@@ -167,6 +176,24 @@ int main(int argc, char** argv) {
   CLI::App* audit = demo->add_subcommand("audit", "check the demo's invariants");
   add_common(audit);
 
+  CLI::App* raid = demo->add_subcommand("raid", "the raid demo: stamina on shards, boss HP in Redis");
+  raid->require_subcommand(1);
+  int64_t raid_players = 1000, bosses = 3, start_hp = 10'000'000;
+  CLI::App* rsetup = raid->add_subcommand("setup", "create raid_players/raid_log, set boss HP");
+  add_common(rsetup);
+  rsetup->add_option("--players", raid_players, "number of players")->check(CLI::Range(1, 10'000'000));
+  rsetup->add_option("--bosses", bosses, "number of bosses")->check(CLI::Range(1, 1'000'000));
+  rsetup->add_option("--hp", start_hp, "each boss's starting HP")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 52));
+  CLI::App* rrun = raid->add_subcommand("run", "concurrent attacks");
+  add_common(rrun);
+  rrun->add_option("--clients", clients, "client threads")->check(CLI::Range(1, 1024));
+  rrun->add_option("--seconds", seconds, "duration")->check(CLI::Range(0.1, 86400.0));
+  rrun->add_option("--mode", mode, "seigo (atomic) or naive (two separate writes)")
+      ->check(CLI::IsMember({"seigo", "naive"}));
+  CLI::App* raudit = raid->add_subcommand("audit", "check HP, stamina and raid_log agree");
+  add_common(raudit);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -187,10 +214,19 @@ int main(int argc, char** argv) {
     }
     common.shards = env;
   }
+  given = false;
+  for (CLI::Option* o : redis_options) given = given || o->count() > 0;
+  if (!given) {
+    const char* env = std::getenv("SEIGO_REDIS");
+    if (env != nullptr) common.redis = env;
+  }
   if (status->parsed()) return seigo::cli::PrintStatus(common);
   if (recover->parsed()) return seigo::cli::Recover(common);
   if (setup->parsed()) return DemoSetup(common, players, items);
   if (run->parsed()) return DemoRun(common, clients, seconds, mode);
   if (audit->parsed()) return DemoAudit(common);
+  if (rsetup->parsed()) return RaidSetup(common, raid_players, bosses, start_hp);
+  if (rrun->parsed()) return RaidRun(common, clients, seconds, mode);
+  if (raudit->parsed()) return RaidAudit(common);
   return kExitUsage;
 }

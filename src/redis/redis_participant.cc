@@ -321,7 +321,9 @@ class RedisSession final : public Session {
     Result<Reply> r = conn_->Call(argv, deadline_ms_);
     if (r.ok() && r->type == Reply::kError && r->str.find("Function not found") !=
                                                    std::string::npos) {
-      p_->EnsureReady();  // functions gone (an instance that lost its data): load them again
+      p_->Invalidate();  // functions gone (an instance that lost its data): load them again
+      return Status::Unavailable(p_->name() + ": seigo's functions are missing (the instance "
+                                 "lost its data?); reloading them: " + r->str);
     }
     return r;
   }
@@ -659,6 +661,12 @@ Result<std::unique_ptr<RedisParticipant>> RedisParticipant::Open(const Config& c
   return p;
 }
 
+void RedisParticipant::Invalidate() {
+  std::lock_guard<std::mutex> l(mu_);
+  ready_ = false;
+  last_try_ms_ = -1;
+}
+
 bool RedisParticipant::is_up() const {
   std::lock_guard<std::mutex> l(mu_);
   return ready_;
@@ -809,6 +817,12 @@ Result<std::unique_ptr<Session>> RedisParticipant::Acquire(int64_t deadline_ms) 
 void RedisParticipant::Release(std::unique_ptr<Session> session) {
   if (!session) return;
   auto* s = static_cast<RedisSession*>(session.get());
+  if (s->Broken()) {
+    // A lost connection usually means the instance restarted: every idle one is stale too.
+    std::lock_guard<std::mutex> l(pool_->mu);
+    pool_->idle.clear();
+    return;
+  }
   Give(s->TakeConn());
 }
 
