@@ -4,14 +4,20 @@
 #   (ports 33261-33262, state in $SEIGO_STATE_DIR, default /tmp/seigo-demo-servers), then runs
 #   the trade demo twice — naive mode (two local transactions per trade) and seigo mode — each
 #   time killing shard 1 with kill -9 a third of the way in and restarting it 2 s later. After
-#   each run: `seigo recover`, then `seigo demo audit`. Prints both audits side by side and stops
-#   the servers. Exit status: 0 if seigo's audit passed, 1 if it did not.
+#   each run: `seigo recover`, then `seigo demo audit`. Prints both audits side by side.
+#   Then the raid demo (stamina on the shards, boss HP in Redis; 2 Redis instances on ports
+#   36579-36580, state in $SEIGO_REDIS_DIR, default /tmp/seigo-demo-redis), again naive and
+#   seigo, each time killing Redis instance 0 and shard 1 with kill -9 mid-run and restarting
+#   them, and prints both raid audits side by side. Stops the servers.
+#   Exit status: 0 if both of seigo's audits passed, 1 if one did not.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SECONDS_PER_MODE=${1:-12}
 export SEIGO_STATE_DIR=${SEIGO_STATE_DIR:-/tmp/seigo-demo-servers}
+export SEIGO_REDIS_DIR=${SEIGO_REDIS_DIR:-/tmp/seigo-demo-redis}
 SERVERS=$PWD/scripts/servers.sh
+REDIS=$PWD/scripts/redis.sh
 SEIGO=$PWD/build/seigo
 
 bash scripts/install-deps.sh
@@ -20,11 +26,16 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2 --target seigo_cli >/dev/null
 echo "=== start 2 MariaDB shards"
 bash "$SERVERS" wipe >/dev/null
-trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true' EXIT
+trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true' EXIT
 bash "$SERVERS" start 2 --base-port 33261 | tail -1
+echo "=== start 2 Redis instances"
+bash "$REDIS" wipe >/dev/null
+bash "$REDIS" start 2 --base-port 36579 | tail -1
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"
-export SEIGO_SHARDS
+# shellcheck disable=SC1091
+. "$SEIGO_REDIS_DIR/env"
+export SEIGO_SHARDS SEIGO_REDIS
 
 out=$(mktemp -d)
 kill_at=$(( SECONDS_PER_MODE / 3 ))
@@ -50,9 +61,46 @@ paste -d'\t' <(cut -c1-60 "$out/naive.audit") <(cut -c1-60 "$out/seigo.audit") |
 echo
 echo "naive: $(cat "$out/naive.run")"
 echo "seigo: $(cat "$out/seigo.run")"
+
+redis_kill_at=$(( SECONDS_PER_MODE / 4 ))
+shard_kill_at=$(( SECONDS_PER_MODE / 2 ))
+for mode in naive seigo; do
+  echo
+  echo "=== raid, $mode mode: 8 clients for ${SECONDS_PER_MODE}s, 3 bosses; kill -9 Redis 0 at" \
+       "${redis_kill_at}s and shard 1 at ${shard_kill_at}s, each restarted 1s later"
+  "$SEIGO" demo raid setup --players 1000 --bosses 3
+  ( sleep "$redis_kill_at"; echo ">>> kill -9 redis 0" >&2; bash "$REDIS" kill 0 >/dev/null
+    sleep 1; bash "$REDIS" restart 0 >/dev/null; echo ">>> redis 0 restarted" >&2
+    sleep $(( shard_kill_at - redis_kill_at - 1 )); echo ">>> kill -9 shard 1" >&2
+    bash "$SERVERS" kill 1 >/dev/null; sleep 1; bash "$SERVERS" restart 1 >/dev/null
+    echo ">>> shard 1 restarted" >&2 ) &
+  "$SEIGO" demo raid run --clients 8 --seconds "$SECONDS_PER_MODE" --mode "$mode" |
+    tee "$out/raid-$mode.run"
+  wait
+  "$SEIGO" demo raid audit >"$out/raid-$mode.audit" 2>&1 && echo 0 >"$out/raid-$mode.rc" ||
+    echo $? >"$out/raid-$mode.rc"
+done
+echo
+echo "=== raid audits side by side"
+printf '%-60s | %s\n' "NAIVE (stamina, then HP)" "SEIGO (one atomic transaction)"
+printf '%-60s-+-%s\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' {1..60})"
+paste -d'\t' <(cut -c1-60 "$out/raid-naive.audit") <(cut -c1-60 "$out/raid-seigo.audit") |
+  awk -F'\t' '{ printf "%-60s | %s\n", $1, $2 }'
+echo
+echo "naive: $(cat "$out/raid-naive.run")"
+echo "seigo: $(cat "$out/raid-seigo.run")"
+
+rc=0
 if [ "$(cat "$out/seigo.rc")" = 0 ]; then
-  echo "seigo's audit passed with a shard killed mid-run."
-  exit 0
+  echo "seigo's trade audit passed with a shard killed mid-run."
+else
+  echo "seigo's trade audit FAILED: this is a bug, please report it with the output above." >&2
+  rc=1
 fi
-echo "seigo's audit FAILED: this is a bug, please report it with the output above." >&2
-exit 1
+if [ "$(cat "$out/raid-seigo.rc")" = 0 ]; then
+  echo "seigo's raid audit passed with a Redis instance and a shard killed mid-run."
+else
+  echo "seigo's raid audit FAILED: this is a bug, please report it with the output above." >&2
+  rc=1
+fi
+exit "$rc"

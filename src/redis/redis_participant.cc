@@ -677,7 +677,7 @@ Status RedisParticipant::EnsureReady() {
     std::lock_guard<std::mutex> l(mu_);
     if (ready_) return Status::OK();
     const int64_t now = SteadyMs();
-    if (last_try_ms_ >= 0 && now - last_try_ms_ < 1'000) return last_error_;
+    if (last_try_ms_ >= 0 && now - last_try_ms_ < 250) return last_error_;
     last_try_ms_ = now;
   }
   Status s;

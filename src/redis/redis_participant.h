@@ -93,7 +93,7 @@ class RedisParticipant final : public Participant {
  private:
   friend class RedisSession;
   explicit RedisParticipant(const Config& config);
-  Status EnsureReady();                     // the checks of Open, at most once a second
+  Status EnsureReady();                     // the checks of Open, at most every 250 ms
   void Invalidate();                        // check again at the next call (functions gone)
   Status CheckAndLoad(Conn* c);             // version, gate, functions, claim
   Result<std::unique_ptr<Conn>> Take(int64_t deadline_ms);  // a checked connection
