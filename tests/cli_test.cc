@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 
 #include "tests/db_test_util.h"
 
@@ -128,6 +129,52 @@ TEST(Cli, DemoAuditCatchesAnItemCreatedOutOfThinAir) {
   Out a = Cli("demo audit" + sh);
   EXPECT_EQ(a.code, 1) << a.text;
   EXPECT_NE(a.text.find("item 3 total 501, seeded 500 (+1)"), std::string::npos) << a.text;
+}
+
+
+// The raid demo (doc/cli.md): with a Redis instance killed with kill -9 and restarted mid-run,
+// seigo mode's audit holds; naive mode's (the negative control: stamina, then HP, as two
+// writes) finds the HP that never dropped.
+std::string RaidEnv() {
+  const char* redis = std::getenv("SEIGO_TEST_REDIS");
+  return "env SEIGO_SHARDS='" + TestShards() + "' SEIGO_REDIS='" + (redis ? redis : "") + "' ";
+}
+
+Out RaidRunWithRedisCrash(const std::string& mode) {
+  const char* script = std::getenv("SEIGO_REDIS_SCRIPT");
+  EXPECT_NE(script, nullptr) << "SEIGO_REDIS_SCRIPT is not set: run with scripts/test.sh";
+  return Cli(RaidEnv() + "bash -c '( sleep 1.5; bash " + (script ? script : "false") +
+             " crash 0 >/dev/null ) & " + SEIGO_CLI_PATH + " demo raid run --clients 8 "
+             "--seconds 4 --mode " + mode + "; rc=$?; wait; exit $rc'");
+}
+
+TEST(Cli, RaidDemoWithoutRedisExitsTwo) {
+  Out o = Cli("env -u SEIGO_REDIS " + std::string(SEIGO_CLI_PATH) + " demo raid setup --shards '" +
+              TestShards() + "'");
+  EXPECT_EQ(o.code, 2) << o.text;
+  EXPECT_NE(o.text.find("needs Redis"), std::string::npos) << o.text;
+}
+
+TEST(Cli, RaidDemoSeigoModePassesItsAuditThroughARedisKill) {
+  Out o = Cli(RaidEnv() + SEIGO_CLI_PATH + " demo raid setup --players 200 --bosses 3");
+  ASSERT_EQ(o.code, 0) << o.text;
+  o = RaidRunWithRedisCrash("seigo");
+  ASSERT_EQ(o.code, 0) << o.text;
+  o = Cli(RaidEnv() + SEIGO_CLI_PATH + " demo raid audit");
+  EXPECT_EQ(o.code, 0) << o.text;
+  EXPECT_NE(o.text.find("0 violation(s)"), std::string::npos) << o.text;
+}
+
+TEST(Cli, RaidDemoNaiveModeFailsItsAuditThroughARedisKill) {
+  Out o = Cli(RaidEnv() + SEIGO_CLI_PATH + " demo raid setup --players 200 --bosses 3");
+  ASSERT_EQ(o.code, 0) << o.text;
+  o = RaidRunWithRedisCrash("naive");
+  ASSERT_EQ(o.code, 0) << o.text;
+  ASSERT_EQ(o.text.find(", half-done 0\n"), std::string::npos)
+      << "the kill hit no attack (nothing to catch): " << o.text;
+  o = Cli(RaidEnv() + SEIGO_CLI_PATH + " demo raid audit");
+  EXPECT_EQ(o.code, 1) << o.text;
+  EXPECT_NE(o.text.find("VIOLATION: boss"), std::string::npos) << o.text;
 }
 
 }  // namespace
