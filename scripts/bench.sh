@@ -6,6 +6,9 @@
 #   2PC, seigo cross-shard, seigo one-shard at 1, 8, 32 and 64 clients; P1, P2, P3, P5; the bank
 #   of issue 12: random- against one-direction transfers, p99, a locking reader), then P4
 #   under callgrind, prints the table and P1-P5 and writes build-bench/bench-results.json.
+#   Then the Redis cells (bench/redis_bench.cc; 2 Redis instances on ports 36679-36680, state in
+#   /tmp/seigo-bench-redis) at 32 clients: K2/K1, RA/RN, RH/RA, RM/RA, written to
+#   build-bench/bench-redis.json. SEIGO_BENCH_ONLY=redis runs only those.
 #   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64).
 set -euo pipefail
 
@@ -13,17 +16,34 @@ cd "$(dirname "$0")/.."
 CELL_SECONDS=${1:-3}
 CLIENTS=${SEIGO_BENCH_CLIENTS:-1,8,32,64}
 export SEIGO_STATE_DIR=/tmp/seigo-bench-servers
+export SEIGO_REDIS_DIR=/tmp/seigo-bench-redis
 SERVERS=$PWD/scripts/servers.sh
+REDIS=$PWD/scripts/redis.sh
 OUT=$PWD/build-bench
 
 bash scripts/install-deps.sh
 cmake -S . -B "$OUT" -DCMAKE_BUILD_TYPE=Release -DSEIGO_BUILD_TESTS=OFF >/dev/null
-cmake --build "$OUT" -j2 --target seigo_bench >/dev/null
+cmake --build "$OUT" -j2 --target seigo_bench seigo_redis_bench >/dev/null
 bash "$SERVERS" wipe >/dev/null
-trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true' EXIT
+bash "$REDIS" wipe >/dev/null
+trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true' EXIT
 bash "$SERVERS" start 2 --base-port 33561 | tail -1
+bash "$REDIS" start 2 --base-port 36679 | tail -1
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"
+# shellcheck disable=SC1091
+. "$SEIGO_REDIS_DIR/env"
+
+redis_cells() {
+  echo "=== Redis cells (32 clients, $CELL_SECONDS s each)"
+  "$OUT/bench/seigo_redis_bench" --shards "$SEIGO_SHARDS" --redis "$SEIGO_REDIS" \
+    --seconds "$CELL_SECONDS" --clients 32 --json "$OUT/bench-redis.json" |
+    tee "$OUT/bench-redis.txt"
+}
+if [[ ${SEIGO_BENCH_ONLY:-} == redis ]]; then
+  redis_cells
+  exit 0
+fi
 
 echo "=== machine: $(nproc) cores, $(uname -r), $(mariadbd --version | sed 's/ for .*//')"
 "$OUT/bench/seigo_bench" --shards "$SEIGO_SHARDS" --seconds "$CELL_SECONDS" --clients "$CLIENTS" \
@@ -63,4 +83,5 @@ d.update({"P4_us": p4, "P4_instructions_per_txn": ir_per_txn,
           "P4_native_user_us_per_txn": user_us, "P4_native_sys_us_per_txn": sys_us})
 json.dump(d, open(path, "w"), indent=2)
 EOF
-echo "results: $OUT/bench-results.json"
+redis_cells
+echo "results: $OUT/bench-results.json, $OUT/bench-redis.json"

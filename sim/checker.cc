@@ -477,7 +477,7 @@ void Checker::CheckFinal(const std::vector<DbFinalState>& dbs,
   }
   for (const auto& [cls, sum] : initial_sum) {
     if (final_sum[cls] != sum) {
-      Violation(std::string(cls == 1 ? "gold" : "items") +
+      Violation(std::string(cls == 1 ? "gold" : cls == 5 ? "redis tokens" : "items") +
                 " not conserved: " + std::to_string(sum) + " at the start, " +
                 std::to_string(final_sum[cls]) + " at the end");
     }

@@ -46,6 +46,12 @@ enum class Variant {
   // was lost after a read, so its locks were gone early) went unnoticed and the attempt counted
   // as committed, with reads that may straddle a transfer. Planted by hiding that failure.
   kReadOnlyIgnoresLostLocks,
+  // Issue 9 (Redis, doc/redis.md): a write lock that expires on its own after 100 ms; reads
+  // that are never validated at prepare; bounded increments checked without the other
+  // transactions' pending reservations.
+  kRedisLocksExpire,
+  kRedisNoReadValidation,
+  kRedisEscrowIgnoresPending,
 };
 const char* VariantName(Variant v);
 bool ParseVariant(std::string_view name, Variant* out);
@@ -116,6 +122,17 @@ enum class Cov : int {
   kDeadlockPass,           // a detector pass read every server's lock waits
   kDeadlockProbe,          // the end-of-seed two-process cycle was run and checked
   kDetectorVictimOften,    // a Run lost 5 or more attempts to deadlock detectors
+  // Issue 9 (Redis).
+  kRedisPrepared,           // a Redis branch stored its intent
+  kRedisDecided,            // a Redis instance was the decider and committed
+  kRedisCommitted,          // a prepared Redis intent was committed
+  kRedisRolledBack,         // ... rolled back
+  kRedisLatePrepareRefused, // a prepare arrived after its rollback and hit the tombstone
+  kRedisReadConflict,       // a Redis read was refused or failed validation
+  kRedisLockConflict,       // a Redis write or increment met another transaction's lock
+  kRedisEscrowConflict,     // a bounded increment met pending reservations near its bound
+  kRedisGuard,              // a bounded increment would have crossed its bound
+  kRedisCrash,              // a Redis instance was killed (kill -9)
   kCount
 };
 const char* CovName(Cov c);

@@ -16,6 +16,7 @@
 #include "sim/rng.h"
 #include "sim/scheduler.h"
 #include "sim/sim_participant.h"
+#include "sim/sim_redis.h"
 
 namespace seigo::sim {
 namespace {
@@ -25,6 +26,10 @@ constexpr int64_t kStartMs = 1'700'000'000'000;
 constexpr int64_t kInitialGold = 100;
 constexpr int64_t kInitialItems = 5;
 constexpr int64_t kNoMinimum = INT64_MIN / 4;
+// Redis (issue 9): a few token counters per deployment, moved between by bounded increments
+// and read-modify-writes; few, so that transactions meet on them.
+constexpr int64_t kInitialTokens = 100;
+constexpr int kTokens = 3;
 // Safety nets against a runaway seed (a livelock in the simulated world is reported, not hung).
 constexpr uint64_t kMaxSwitches = 20'000'000;
 constexpr int kMaxFinalPasses = 200;
@@ -50,6 +55,10 @@ int64_t GoldKey(int64_t offset, int player) {
 int64_t ItemsKey(int64_t offset, int player) {
   return offset + static_cast<int64_t>(player) * 10 + 2;
 }
+int64_t TokenKey(int64_t offset, int token) {
+  return offset + 500'000 + static_cast<int64_t>(token) * 10 + 5;
+}
+std::string RedisKey(int64_t key) { return "k" + std::to_string(key); }
 
 enum class ProcessKind { kCoordinator, kResolver, kFinalResolver, kProbe };
 
@@ -88,6 +97,7 @@ struct Process {
   int fibers = 0;
   std::unique_ptr<SimEnv> env;
   std::vector<std::unique_ptr<SimParticipant>> participants;
+  std::vector<std::unique_ptr<SimRedisParticipant>> redis;  // after the shards in `raw`
   std::vector<Participant*> raw;
   std::unique_ptr<core::Protocol> protocol;
   // Coordinator library state (declared after the participants: destroyed first).
@@ -104,6 +114,8 @@ struct Step {
   int64_t key = 0;
   int64_t delta = 0;
   int64_t min = kNoMinimum;
+  bool redis = false;  // a token on Redis: a bounded increment, or (rmw) GET then SET
+  bool rmw = false;
 };
 
 // One seigo deployment: its databases on the servers, its workload, its processes' settings.
@@ -113,6 +125,8 @@ struct Deployment {
   std::string name;  // "game_a"
   uint32_t shards = 2;
   std::vector<uint32_t> server_of;  // shard -> server
+  uint32_t redis = 0;               // Redis instances (participants shards..shards+redis-1)
+  std::vector<uint32_t> redis_server_of;  // instance -> simulated Redis server
   std::vector<int> db_of;           // shard -> database id on that server
   int players = 4;
   int txns = 20;
@@ -168,6 +182,7 @@ class Simulation final : public Network {
   void CrashProcess(Process& p, const char* why);
   [[noreturn]] void CrashCurrentProcess(Process& p, const char* why);
   void CrashServer(uint32_t server);
+  void CrashRedis(uint32_t server);
   void OperatorRestart(uint32_t server, int64_t after_ms);
   void ForeignXaTick(uint32_t server);
 
@@ -213,6 +228,8 @@ class Simulation final : public Network {
   uint64_t next_id_ = 0;
   Coverage coverage_;
   std::vector<std::unique_ptr<SimServer>> servers_;
+  std::vector<std::unique_ptr<SimRedisServer>> redis_servers_;
+  std::map<std::string, int64_t> gid_tags_;  // gid -> attempt tag (for Redis effects)
   std::map<int64_t, int64_t> initial_rows_;
   std::map<int64_t, std::vector<Step>> plans_;  // by txn id
   std::map<int64_t, int64_t> audits_;  // txn id -> the gold total an audit of it must read
@@ -261,6 +278,17 @@ Simulation::Simulation(uint64_t seed, const RunOptions& options)
   for (uint32_t i = 0; i < servers_count_; ++i) {
     servers_.push_back(std::make_unique<SimServer>(i, ctx));
   }
+  uint32_t redis_servers = 0;
+  for (const Deployment& d : deps_) {
+    for (uint32_t r : d.redis_server_of) redis_servers = std::max(redis_servers, r + 1);
+  }
+  for (uint32_t i = 0; i < redis_servers; ++i) {
+    redis_servers_.push_back(std::make_unique<SimRedisServer>(
+        i, ctx, [this](const std::string& gid) {
+          auto t = gid_tags_.find(gid);
+          return t == gid_tags_.end() ? int64_t{0} : t->second;
+        }));
+  }
   for (Deployment& d : deps_) {
     for (uint32_t s = 0; s < d.shards; ++s) {
       d.db_of.push_back(servers_[d.server_of[s]]->AddDatabase(d.id, s, d.name));
@@ -274,6 +302,16 @@ Simulation::Simulation(uint64_t seed, const RunOptions& options)
         servers_[d.server_of[s]]->LoadRow(d.db_of[s], key, v);
         initial_rows_[key] = v;
       }
+    }
+    for (uint32_t r = 0; r < d.redis; ++r) {
+      redis_servers_[d.redis_server_of[r]]->AddDeployment(d.id, d.shards + r);
+    }
+    for (int t = 0; t < kTokens && d.redis > 0; ++t) {
+      // The instance that owns the key: Tx::KvStoreFor's hash.
+      const int64_t key = TokenKey(d.key_offset, t);
+      const uint32_t r = ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+      redis_servers_[d.redis_server_of[r]]->LoadValue(d.id, key, kInitialTokens);
+      initial_rows_[key] = kInitialTokens;
     }
   }
   if (deps_.size() > 1) coverage_.Add(Cov::kTwoDeployments);
@@ -296,6 +334,17 @@ std::vector<Step> Simulation::DrawTrade(const Deployment& d) {
   if (rng_.Chance(0.7)) {
     steps.push_back({false, ItemsKey(o, seller), -qty, 0});
     steps.push_back({false, ItemsKey(o, buyer), qty, kNoMinimum});
+  }
+  if (d.redis > 0 && rng_.Chance(0.5)) {
+    // Tokens move between two Redis counters: out of one (bounded at 0), into the other. Now
+    // and then the whole transaction is on Redis (a Redis decider, or one instance alone).
+    if (rng_.Chance(0.2)) steps.clear();
+    const int from = static_cast<int>(rng_.Uniform(kTokens));
+    int to = static_cast<int>(rng_.Uniform(kTokens - 1));
+    if (to >= from) ++to;
+    const int64_t n = rng_.Range(1, 40);
+    steps.push_back({false, TokenKey(o, from), -n, 0, true, rng_.Chance(0.4)});
+    steps.push_back({false, TokenKey(o, to), n, kNoMinimum, true, rng_.Chance(0.2)});
   }
   for (size_t i = steps.size() - 1; i > 0; --i) std::swap(steps[i], steps[rng_.Uniform(i + 1)]);
   if (rng_.Chance(0.2)) {
@@ -322,6 +371,12 @@ void Simulation::DrawDeployment(Deployment& d, bool first) {
     for (uint32_t s = 0; s < d.shards; ++s) d.server_of.push_back((s + rot) % servers_count_);
   }
   d.players = static_cast<int>(rng_.Range(3, 10));
+  // Redis instances (issue 9): none in some seeds. Drawn from a stream of their own, so that a
+  // seed without Redis is exactly the world it was before Redis existed (the variants' seeds
+  // measured in sim/README.md stay valid there).
+  Rng redis_rng(seed_ ^ 0x7ed15ULL ^ (static_cast<uint64_t>(d.index) << 32));
+  d.redis = redis_rng.Chance(0.6) ? static_cast<uint32_t>(redis_rng.Range(1, 2)) : 0;
+  for (uint32_t r = 0; r < d.redis; ++r) d.redis_server_of.push_back(r);
   d.txns = static_cast<int>(first ? rng_.Range(10, 60) : rng_.Range(5, 30));
   d.coordinator_slots = static_cast<int>(first ? rng_.Range(1, 4) : rng_.Range(1, 2));
   d.standalone_resolvers = static_cast<int>(rng_.Range(0, first ? 2 : 1));
@@ -412,6 +467,14 @@ void Simulation::BeforeRoundTrip(int process, uint32_t server) {
     sched_.Sleep(ms);
   }
   if (faults_.Fire(FaultSite::kProcessClockStep)) p->env->StepClock(rng_.Range(-5000, 5000));
+  if (server >= kRedisNetBase) {
+    SimRedisServer& r = *redis_servers_[server - kRedisNetBase];
+    if (faults_.Fire(FaultSite::kShardClockStep)) {
+      r.StepClock(rng_.Chance(0.7) ? rng_.Range(1, 3000) : -rng_.Range(1, 1000));
+    }
+    if (faults_.Fire(FaultSite::kShardCrash)) CrashRedis(server - kRedisNetBase);
+    return;
+  }
   if (faults_.Fire(FaultSite::kShardClockStep)) {
     servers_[server]->StepClock(rng_.Chance(0.7) ? rng_.Range(1, 3000) : -rng_.Range(1, 1000));
   }
@@ -489,6 +552,16 @@ void Simulation::CrashServer(uint32_t server) {
   sched_.At(sched_.now() + down, [this, server] { servers_[server]->Restart(); });
 }
 
+void Simulation::CrashRedis(uint32_t server) {
+  SimRedisServer& s = *redis_servers_[server];
+  if (!s.up()) return;
+  ++shard_crashes_;
+  s.Crash();
+  const int64_t down =
+      faults_.Fire(FaultSite::kLongShardOutage) ? rng_.Range(1000, 10'000) : rng_.Range(1, 300);
+  sched_.At(sched_.now() + down, [this, server] { redis_servers_[server]->Restart(); });
+}
+
 void Simulation::OperatorRestart(uint32_t server, int64_t after_ms) {
   // doc/limbo-branch.md: the remedy for a limbo branch is a restart of that server, after which
   // XA RECOVER lists the branch again and a resolver finishes it with its (kept) decision. An
@@ -539,6 +612,11 @@ Process& Simulation::NewProcess(int deployment, ProcessKind kind, int slot,
                                                                d.db_of[s], s, d.id, this, p->id));
     p->raw.push_back(p->participants.back().get());
     p->participants.back()->set_clock([env = p->env.get()] { return env->NowMs(); });
+  }
+  for (uint32_t r = 0; r < d.redis; ++r) {
+    p->redis.push_back(std::make_unique<SimRedisParticipant>(
+        redis_servers_[d.redis_server_of[r]].get(), d.shards + r, d.id, this, p->id));
+    p->raw.push_back(p->redis.back().get());
   }
   Process& ref = *p;
   processes_.emplace(ref.id, std::move(p));
@@ -628,7 +706,7 @@ void Simulation::SpawnCoordinator(int deployment, int slot) {
   const std::string name = d.name.substr(5) + ".coord" + std::to_string(slot) + "." +
                            std::to_string(d.generation[slot]++);
   Process& p = NewProcess(deployment, ProcessKind::kCoordinator, slot, name);
-  p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), d.protocol);
+  p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), d.protocol, d.shards);
   ++d.live_coordinators;
   SpawnFiber(p, "worker", [this](Process& q) { CoordinatorWorker(q); });
   SpawnFiber(p, "phase2", [this](Process& q) { Phase2Worker(q); });
@@ -883,7 +961,8 @@ void Simulation::RestartProbe(Process& op) {
     ProtocolOptions o = d.protocol;
     o.max_attempts = 10;  // an application's default
     o.txn_timeout_ms = 10'000;
-    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o);
+    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o,
+                                                   deps_[static_cast<size_t>(p.deployment)].shards);
     probes.push_back(p.id);
     SpawnFiber(p, "main", [this](Process& q) { ProbeMain(q); });
   }
@@ -954,7 +1033,8 @@ void Simulation::DeadlockProbe(Process& op) {
     o.max_attempts = 10;
     o.txn_timeout_ms = std::max<int64_t>(0, latest - p.env->NowMs()) + kDeadlockProbeTimeoutMs;
     deadlock_probe_timeout_ms_ = std::max(deadlock_probe_timeout_ms_, o.txn_timeout_ms);
-    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o);
+    p.protocol = std::make_unique<core::Protocol>(p.raw, p.env.get(), o,
+                                                   deps_[static_cast<size_t>(p.deployment)].shards);
     SpawnFiber(p, "detector", [this](Process& q) { DetectorThread(q); });
     SpawnFiber(p, "main", [&, i](Process& q) {
       while (i == 0 && !held) q.env->SleepMs(1);
@@ -1080,6 +1160,9 @@ bool Simulation::AllSettled() const {
   for (const auto& s : servers_) {
     if (s->prepared_count() != 0 || s->lingering_connections() != 0) return false;
   }
+  for (const auto& r : redis_servers_) {
+    if (r->prepared_count() != 0) return false;
+  }
   return true;
 }
 
@@ -1108,6 +1191,7 @@ TxFn Simulation::MakeClosure(int64_t txn) {
   return [this, txn, steps](Tx& tx) -> Status {
     const int attempt = tx.attempt();
     const int64_t tag = MakeTag(txn, attempt);
+    gid_tags_[tx.gid()] = tag;  // the simulated Redis reports its effects by gid
     // A sloppy application that carries on after an error: the protocol must still not commit
     // (the attempt is poisoned).
     const bool sloppy = faults_.Fire(FaultSite::kClosureIgnoresError);
@@ -1123,7 +1207,26 @@ TxFn Simulation::MakeClosure(int64_t txn) {
     const bool end_on_decider = rng_.Chance(0.7);
     for (size_t i = 0; i < steps->size(); ++i) {
       const Step& s = (*steps)[i];
-      if (s.get) {
+      if (s.redis) {
+        const std::string k = RedisKey(s.key);
+        Status st;
+        if (s.rmw) {
+          Result<std::optional<int64_t>> v = tx.kv().GetInt(k);
+          if (!v.ok()) {
+            if (sloppy) continue;
+            return v.status();
+          }
+          if (v->value_or(0) + s.delta < s.min) return Tx::Abort("not enough tokens");
+          st = tx.kv().Set(k, std::to_string(v->value_or(0) + s.delta));
+        } else {
+          st = tx.kv().Incr(k, s.delta, std::max(s.min, -kKvMaxExactInteger), kKvMaxExactInteger);
+        }
+        if (!st.ok()) {
+          if (sloppy) continue;
+          return st;
+        }
+        checker_.OnClosureEffect(txn, attempt, tx.kv().StoreFor(k), s.key, s.delta);
+      } else if (s.get) {
         Result<QueryResult> r = tx.Exec(s.key, "GET ?", {s.key});
         if (!r.ok() && !sloppy) return r.status();
       } else {
@@ -1218,6 +1321,7 @@ SeedResult Simulation::Run() {
     stop_foreign_ = true;
     ok = sched_.RunUntil([&] { return processes_.empty() || runaway(); });
     for (auto& s : servers_) s->Restart();
+    for (auto& r : redis_servers_) r->Restart();
     std::vector<int> finals;
     for (const Deployment& d : deps_) {
       finals.push_back(
@@ -1251,6 +1355,10 @@ SeedResult Simulation::Run() {
       for (DbFinalState& db : s->DbFinalStates()) dbs.push_back(std::move(db));
       servers.push_back(s->FinalState());
     }
+    for (auto& r : redis_servers_) {
+      for (DbFinalState& db : r->DbFinalStates()) dbs.push_back(std::move(db));
+      servers.push_back(r->FinalState());
+    }
     std::set<std::string> collected;
     for (const Deployment& d : deps_) {
       if (d.resolver.collect_garbage) collected.insert(d.id);
@@ -1273,6 +1381,13 @@ SeedResult Simulation::Run() {
     for (const DbFinalState& db : s->DbFinalStates()) {
       for (const auto& [k, v] : db.rows) {
         h = (h ^ static_cast<uint64_t>(k * 31 + v)) * 0x100000001b3ULL;
+      }
+    }
+  }
+  for (auto& r : redis_servers_) {
+    for (const DbFinalState& db : r->DbFinalStates()) {
+      for (const auto& [k, v] : db.rows) {
+        h = (h ^ static_cast<uint64_t>(k * 37 + v)) * 0x100000001b3ULL;
       }
     }
   }
@@ -1390,6 +1505,16 @@ const char* CovName(Cov c) {
       return "deadlock_probe";
     case Cov::kDetectorVictimOften:
       return "detector_victim_5_times";
+    case Cov::kRedisPrepared: return "redis_prepared";
+    case Cov::kRedisDecided: return "redis_decided";
+    case Cov::kRedisCommitted: return "redis_committed";
+    case Cov::kRedisRolledBack: return "redis_rolled_back";
+    case Cov::kRedisLatePrepareRefused: return "redis_late_prepare_refused";
+    case Cov::kRedisReadConflict: return "redis_read_conflict";
+    case Cov::kRedisLockConflict: return "redis_lock_conflict";
+    case Cov::kRedisEscrowConflict: return "redis_escrow_conflict";
+    case Cov::kRedisGuard: return "redis_guard";
+    case Cov::kRedisCrash: return "redis_crash";
     case Cov::kCount:
       break;
   }
@@ -1426,6 +1551,9 @@ constexpr Variant kAllVariants[] = {
     Variant::kNoDeadlockDetector,
     Variant::kDeadlockKillsOldest,
     Variant::kReadOnlyIgnoresLostLocks,
+    Variant::kRedisLocksExpire,
+    Variant::kRedisNoReadValidation,
+    Variant::kRedisEscrowIgnoresPending,
 };
 }  // namespace
 
@@ -1465,6 +1593,12 @@ const char* VariantName(Variant v) {
       return "deadlock_kills_oldest";
     case Variant::kReadOnlyIgnoresLostLocks:
       return "read_only_ignores_lost_locks";
+    case Variant::kRedisLocksExpire:
+      return "redis_locks_expire";
+    case Variant::kRedisNoReadValidation:
+      return "redis_no_read_validation";
+    case Variant::kRedisEscrowIgnoresPending:
+      return "redis_escrow_ignores_pending";
   }
   return "?";
 }
