@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A fault-injecting TCP proxy for the MySQL/MariaDB client protocol (crash matrix, TESTING.md).
+"""A fault-injecting TCP proxy for the MySQL/MariaDB client protocol, or (--protocol resp) for
+Redis's RESP (crash matrix, TESTING.md).
 
 It sits between seigo and one shard on 127.0.0.1 and forwards bytes both ways. It understands
 just enough of the protocol to find command boundaries: every client->server packet with
@@ -13,6 +14,10 @@ COM_QUERY (0x03) carries its SQL text. Faults, each with a seeded probability pe
           both sides are closed: the client gets "lost connection" for a statement that DID run
           on the server. That is a lost COMMIT / PREPARE / XA COMMIT reply.
   cut all (control command, or --cut-all-every-ms at random): close every open connection now.
+
+RESP (--protocol resp): a command is one RESP array of bulk strings; --drop-match is matched
+against its words joined by spaces ("FCALL seigo1_prepare 0 ..."); a dropped command's whole
+reply (one RESP value, arrays included) is read and swallowed, then both sides are closed.
 
 Control: a line protocol on --control PORT (127.0.0.1). Each line gets one reply line:
   stats                       -> "conns=.. open=.. cmds=.. matched=.. dropped=.. cut=.. cut_all=.."
@@ -91,6 +96,7 @@ class Proxy:
         self.cut_all_every_ms = args.cut_all_every_ms
         self.conns = set()
         self.verbose = args.verbose
+        self.resp = args.protocol == "resp"
         self.zero()
 
     def zero(self):
@@ -113,7 +119,7 @@ class Proxy:
             cwriter.close()  # shard down: the client sees a refused/lost connection
             return
         self.n_conns += 1
-        conn = Conn(self, creader, cwriter, sreader, swriter)
+        conn = (RespConn if self.resp else Conn)(self, creader, cwriter, sreader, swriter)
         self.conns.add(conn)
         try:
             await conn.run()
@@ -189,6 +195,93 @@ class Proxy:
             pass
         finally:
             writer.close()
+
+
+async def read_resp(reader):
+    """One RESP value: (its raw bytes, its words if it is an array of bulk strings / the bulk
+    string itself), or None at EOF."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+        kind = line[:1]
+        if kind in (b"+", b"-", b":", b"_", b",", b"#"):
+            return line, None
+        if kind == b"$":
+            n = int(line[1:-2])
+            if n < 0:
+                return line, None
+            data = await reader.readexactly(n + 2)
+            return line + data, data[:-2]
+        if kind == b"*":
+            n = int(line[1:-2])
+            raw, words = line, []
+            for _ in range(max(n, 0)):
+                got = await read_resp(reader)
+                if got is None:
+                    return None
+                raw += got[0]
+                words.append(got[1])
+            return raw, words
+        raise ValueError(f"not RESP: {line[:20]!r}")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError,
+            ValueError):
+        return None
+
+
+class RespConn:
+    """A RESP connection: the client (hiredis, one command at a time) never pipelines."""
+
+    def __init__(self, proxy, creader, cwriter, sreader, swriter):
+        self.p = proxy
+        self.creader, self.cwriter = creader, cwriter
+        self.sreader, self.swriter = sreader, swriter
+        self.closed = False
+
+    close = None  # set below (same as Conn.close)
+
+    async def run(self):
+        try:
+            await self.forward()
+        finally:
+            self.close()
+
+    async def forward(self):
+        p = self.p
+        while not self.closed:
+            req = await read_resp(self.creader)
+            if req is None:
+                return
+            raw, words = req
+            p.n_cmds += 1
+            if p.cut_prob > 0 and p.rng.random() < p.cut_prob:
+                p.n_cut += 1
+                p.log("cut before a command")
+                return
+            text = " ".join(w.decode("utf-8", "replace") for w in (words or [])
+                            if isinstance(w, bytes))
+            swallow = False
+            if p.drop_prob > 0 and p.drop_match.search(text):
+                p.n_matched += 1
+                swallow = p.rng.random() < p.drop_prob
+            try:
+                self.swriter.write(raw)
+                await self.swriter.drain()
+            except (ConnectionError, OSError):
+                return
+            try:
+                reply = await asyncio.wait_for(read_resp(self.sreader), 30.0)
+            except asyncio.TimeoutError:
+                reply = None
+            if reply is None:
+                return
+            if swallow:
+                p.n_dropped += 1
+                p.log(f"dropped the reply to: {text[:80]}")
+                return  # the command ran; its reply is lost
+            try:
+                self.cwriter.write(reply[0])
+                await self.cwriter.drain()
+            except (ConnectionError, OSError):
+                return
 
 
 class Conn:
@@ -286,6 +379,9 @@ class Conn:
                 return
 
 
+RespConn.close = Conn.close
+
+
 async def watch_parent(pid):
     """Exits when the process that started us is gone (a killed driver must not leave the
     proxy holding its ports)."""
@@ -301,9 +397,11 @@ def main():
     ap.add_argument("--target", required=True, help="HOST:PORT of the shard")
     ap.add_argument("--control", type=int, default=0, help="control port (127.0.0.1), 0 = none")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--protocol", choices=["mysql", "resp"], default="mysql")
     ap.add_argument("--cut-prob", type=float, default=0.0)
     ap.add_argument("--drop-prob", type=float, default=0.0)
-    ap.add_argument("--drop-match", default=".", help="regex on the SQL of a COM_QUERY")
+    ap.add_argument("--drop-match", default=".",
+                    help="regex on the SQL of a COM_QUERY (resp: on the command's words)")
     ap.add_argument("--cut-all-every-ms", type=float, default=0.0,
                     help="on average, cut every connection this often (exponential), 0 = never")
     ap.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")
