@@ -26,24 +26,9 @@ idir() { echo "$DIR/redis-$1"; }
 conf() { echo "$DIR/redis-$1/redis.conf"; }
 port_of() { sed -n 's/^port //p' "$(conf "$1")"; }
 instances() { local i=0; while [[ -f $(conf "$i") ]]; do echo "$i"; i=$((i + 1)); done; }
-running() {
-  local st
-  [[ $1 =~ ^[0-9]+$ ]] && st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]
-}
-pid_of() {
-  local f pid
-  f="$(idir "$1")/redis.pid"
-  [[ -r $f ]] && pid=$(<"$f") && running "$pid" &&
-    [[ $(ps -o comm= -p "$pid" 2>/dev/null) == redis-server* ]] && echo "$pid"
-  return 0
-}
-wait_gone() {
-  local end=$((SECONDS + $2))
-  while running "$1"; do
-    ((SECONDS < end)) || return 1
-    sleep 0.05
-  done
-}
+# shellcheck source=scripts/proc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+pid_of() { pid_from "$(idir "$1")/redis.pid" redis-server; }
 need_instance() {
   [[ ${1:-} =~ ^[0-9]+$ ]] || die "instance index expected, got '${1:-}'"
   [[ -f $(conf "$1") ]] || die "no instance $1 under $DIR"

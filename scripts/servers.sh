@@ -32,29 +32,11 @@ sql() { mariadb --defaults-file="$(cnf "$1")" --connect-timeout=2 -e "$2"; }
 # Indices of the shards set up under DIR (0, 1, ... while DIR/mariadb-i/my.cnf exists).
 shards() { local i=0; while [[ -f $(cnf "$i") ]]; do echo "$i"; i=$((i + 1)); done; }
 
-# True if PID exists and is not a zombie (PID 1 here reaps slowly, so kill -0 is not enough).
-running() {
-  local st
-  [[ $1 =~ ^[0-9]+$ ]] && st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]
-}
+# shellcheck source=scripts/proc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
 
 # Prints the pid of shard I's live mariadbd (from its pid file), or nothing.
-pid_of() {
-  local f pid
-  f="$(sdir "$1")/mariadbd.pid"
-  [[ -r $f ]] && pid=$(<"$f") && running "$pid" &&
-    [[ $(ps -o comm= -p "$pid" 2>/dev/null) == mariadbd ]] && echo "$pid"
-  return 0
-}
-
-# Waits up to $2 seconds for PID $1 to exit; returns 1 if it is still running.
-wait_gone() {
-  local end=$((SECONDS + $2))
-  while running "$1"; do
-    ((SECONDS < end)) || return 1
-    sleep 0.05
-  done
-}
+pid_of() { pid_from "$(sdir "$1")/mariadbd.pid" mariadbd; }
 
 need_shard() {
   [[ ${1:-} =~ ^[0-9]+$ ]] || die "shard index expected, got '${1:-}'"

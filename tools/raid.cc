@@ -52,6 +52,26 @@ bool NeedRedis(Coordinator& c) {
   return false;
 }
 
+// Opens a coordinator with Redis and reads raid_meta; on failure prints why, sets *rc and
+// returns nullptr.
+std::unique_ptr<Coordinator> OpenRaid(const Common& common, bool background, RaidMeta* meta,
+                                      int* rc) {
+  auto c = OpenForTool(common, rc, background);
+  if (!c) return nullptr;
+  if (!NeedRedis(*c)) {
+    *rc = kExitUsage;
+    return nullptr;
+  }
+  Result<RaidMeta> m = ReadRaidMeta(*c);
+  if (!m.ok()) {
+    std::fprintf(stderr, "seigo: %s\n", m.status().ToString().c_str());
+    *rc = kExitFailed;
+    return nullptr;
+  }
+  *meta = *m;
+  return c;
+}
+
 }  // namespace
 
 int RaidSetup(const Common& common, int64_t players, int64_t bosses, int64_t hp) {
@@ -128,14 +148,10 @@ int RaidSetup(const Common& common, int64_t players, int64_t bosses, int64_t hp)
 int RaidRun(const Common& common, int clients, double seconds, const std::string& mode) {
   int rc = kExitOk;
   const bool naive = mode == "naive";
-  auto c = OpenForTool(common, &rc, /*background=*/!naive);
+  RaidMeta m;
+  auto c = OpenRaid(common, /*background=*/!naive, &m, &rc);
   if (!c) return rc;
-  if (!NeedRedis(*c)) return kExitUsage;
-  Result<RaidMeta> meta = ReadRaidMeta(*c);
-  if (!meta.ok()) {
-    std::fprintf(stderr, "seigo: %s\n", meta.status().ToString().c_str());
-    return kExitFailed;
-  }
+  const RaidMeta* meta = &m;
   // Which instance owns each boss (computed once, outside any transaction).
   std::vector<size_t> owner(static_cast<size_t>(meta->bosses) + 1, 0);
   for (int64_t b = 1; b <= meta->bosses; ++b) {
@@ -231,14 +247,10 @@ int RaidRun(const Common& common, int clients, double seconds, const std::string
 
 int RaidAudit(const Common& common) {
   int rc = kExitOk;
-  auto c = OpenForTool(common, &rc);
+  RaidMeta m;
+  auto c = OpenRaid(common, /*background=*/false, &m, &rc);
   if (!c) return rc;
-  if (!NeedRedis(*c)) return kExitUsage;
-  Result<RaidMeta> meta = ReadRaidMeta(*c);
-  if (!meta.ok()) {
-    std::fprintf(stderr, "seigo: %s\n", meta.status().ToString().c_str());
-    return kExitFailed;
-  }
+  const RaidMeta* meta = &m;
   // First finish whatever is in doubt (the audit is about what committed): a transaction
   // left prepared by a crash is finished once its deadline has passed.
   ResolveReport rr = c->Recover();
