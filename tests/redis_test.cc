@@ -78,9 +78,13 @@ class RedisTest : public DbTest {
     return r.ok() ? *r : std::nullopt;
   }
   std::optional<std::string> Get(const std::string& key) { return Redis(key, {"GET", key}); }
-  // Members of seigo's own bookkeeping on instance i ("prepared", "lock", "esclo", "eschi").
+  // Members of seigo's own bookkeeping on instance i: this deployment's "prepared" intents,
+  // and the locks and reservations every deployment shares ("lock", "rlock", "esclo",
+  // "eschi").
   int64_t Bookkeeping(size_t instance, const std::string& what) {
-    const std::string k = "seigo:" + coord_->deployment() + ":" + what;
+    const std::string k = what == "prepared" || what == "decisions"
+                              ? "seigo:" + coord_->deployment() + ":" + what
+                              : "seigo:" + what;
     const bool zset = what == "prepared" || what == "decisions";
     Result<std::optional<std::string>> r =
         coord_->RedisCommand(instance, {zset ? "ZCARD" : "HLEN", k});
@@ -110,6 +114,7 @@ TEST_F(RedisTest, SqlAndRedisWritesCommitTogether) {
     EXPECT_EQ(Bookkeeping(i, "prepared"), 0) << "instance " << i;
     EXPECT_EQ(Bookkeeping(i, "lock"), 0) << "instance " << i;
     EXPECT_EQ(Bookkeeping(i, "esclo"), 0) << "instance " << i;
+    EXPECT_EQ(Bookkeeping(i, "rlock"), 0) << "instance " << i;
   }
 }
 
@@ -429,6 +434,103 @@ TEST_F(RedisRecoveryTest, APreparedIntentLocksItsKeyShowsInStatusAndIsRolledBack
       << late.status().ToString();
   r = coord_->Run([&](Tx& tx) { return tx.kv().Set(k, "mine"); });
   EXPECT_TRUE(r.committed()) << r.status.ToString();
+}
+
+// Review finding (write skew): a key a prepared transaction READ is locked until its decision.
+// Before, only written keys were locked, so two transactions that each read what the other
+// writes, on two instances, could both commit.
+TEST_F(RedisRecoveryTest, AKeyReadByAPreparedTransactionCannotBeWrittenUntilItsDecision) {
+  const std::string k = KeyOn("k", 0);
+  ASSERT_TRUE(Redis(k, {"SET", k, "10"}).has_value());
+  const std::string p = "seigo:" + coord_->deployment() + ":";
+  std::string digest;
+  Xid x;
+  x.deployment = coord_->deployment();
+  std::random_device rd;
+  for (int i = 0; i < 32; ++i) x.gid += "0123456789abcdef"[rd() % 16];
+  x.decider = 0;
+  x.start_ms = NowMs();
+  x.deadline_ms = x.start_ms + 1'500;
+  x.branch = static_cast<uint32_t>(coord_->shard_map().size());
+  // A prepared intent that read k (its digest: sha1 of msgpack of {"10"}, computed by the
+  // instance itself with redis.sha1hex through EVAL, which has the same libraries).
+  auto d = coord_->RedisCommand(
+      0, {"EVAL", "return redis.sha1hex(cmsgpack.pack({redis.call('GET', KEYS[1])}))", "1", k});
+  ASSERT_TRUE(d.ok() && d->has_value()) << d.status().ToString();
+  digest = **d;
+  auto prep = coord_->RedisCommand(
+      0, {"FCALL", "seigo1_prepare", "0", p, x.gid, x.Gtrid(), x.Bqual(),
+          std::to_string(x.deadline_ms), "1", "0", "0", "get", k, "", digest});
+  ASSERT_TRUE(prep.ok()) << prep.status().ToString();
+  EXPECT_EQ(Bookkeeping(0, "rlock"), 1);
+  CoordinatorOptions o = Options();
+  o.protocol.max_attempts = 2;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok());
+  TxResult w = (*c)->Run([&](Tx& tx) { return tx.kv().Set(k, "11"); });
+  EXPECT_EQ(w.state, TxState::kGaveUp);
+  EXPECT_NE(w.status.message().find("is read by a transaction that is committing"),
+            std::string::npos) << w.status.ToString();
+  TxResult inc = (*c)->Run([&](Tx& tx) { return tx.kv().Incr(k, 1, 0, 100); });
+  EXPECT_EQ(inc.state, TxState::kGaveUp) << inc.status.ToString();
+  // Another reader is fine (read locks are shared).
+  TxResult rd2 = (*c)->Run([&](Tx& tx) { return tx.kv().Get(k).status(); });
+  EXPECT_TRUE(rd2.committed()) << rd2.status.ToString();
+  // The decision releases it: after the deadline the resolver fences and rolls back.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'700));
+  coord_->Recover();
+  EXPECT_EQ(Bookkeeping(0, "rlock"), 0);
+  w = (*c)->Run([&](Tx& tx) { return tx.kv().Set(k, "11"); });
+  EXPECT_TRUE(w.committed()) << w.status.ToString();
+}
+
+// Review finding: locks live in a namespace every deployment on the instance shares. Before,
+// each deployment had its own, so another deployment's prepared write lock went unseen.
+TEST_F(RedisRecoveryTest, AnotherDeploymentsLockOnAKeyIsRespected) {
+  const std::string k = KeyOn("k", 0);
+  const std::string other = "seigo:ffffffffffffffff:";
+  Xid x;
+  x.deployment = "ffffffffffffffff";
+  std::random_device rd;
+  for (int i = 0; i < 32; ++i) x.gid += "0123456789abcdef"[rd() % 16];
+  x.start_ms = NowMs();
+  x.deadline_ms = x.start_ms + 60'000;
+  x.branch = 7;
+  auto prep = coord_->RedisCommand(
+      0, {"FCALL", "seigo1_prepare", "0", other, x.gid, x.Gtrid(), x.Bqual(),
+          std::to_string(x.deadline_ms), "0", "1", "0", "set", k, "theirs", ""});
+  ASSERT_TRUE(prep.ok()) << prep.status().ToString();
+  CoordinatorOptions o = Options();
+  o.protocol.max_attempts = 2;
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok());
+  TxResult w = (*c)->Run([&](Tx& tx) { return tx.kv().Set(k, "ours"); });
+  EXPECT_EQ(w.state, TxState::kGaveUp);
+  EXPECT_NE(w.status.message().find("locked by transaction " + x.gid), std::string::npos)
+      << w.status.ToString();
+  // Their own rollback (as their resolver would) releases it.
+  auto rb = coord_->RedisCommand(0, {"FCALL", "seigo1_rollback", "0", other, x.gid, "0"});
+  ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+  w = (*c)->Run([&](Tx& tx) { return tx.kv().Set(k, "ours"); });
+  EXPECT_TRUE(w.committed()) << w.status.ToString();
+}
+
+// Review finding: "007" passed the integer check, INCRBY then failed after earlier writes of
+// the same function had been made (a partial commit). Only INCRBY's own integers pass now.
+TEST_F(RedisTest, AnIncrementOfANonCanonicalIntegerIsRefusedBeforeAnythingIsWritten) {
+  const std::string k = KeyOn("k", 0), other = KeyOn("other", 0);
+  for (const char* v : {"007", "-0", "+1", "1e3", " 5"}) {
+    ASSERT_TRUE(Redis(k, {"SET", k, v}).has_value());
+    TxResult r = coord_->Run([&](Tx& tx) {
+      SEIGO_RETURN_IF_ERROR(tx.kv().Set(other, std::string("written-") + v));
+      return tx.kv().Incr(k, 1, 0, 100);
+    });
+    EXPECT_TRUE(r.status.Is(Code::kQueryFailed)) << v << ": " << r.status.ToString();
+    EXPECT_EQ(Get(k), v);
+    EXPECT_FALSE(Get(other).has_value()) << v;
+  }
+  TxResult r = coord_->Run([&](Tx& tx) { return tx.kv().Set("seigo:x:lock", "1"); });
+  EXPECT_TRUE(r.status.Is(Code::kInvalidArgument)) << r.status.ToString();
 }
 
 TEST_F(RedisRecoveryTest, APreparedIntentWhoseDeciderCommittedIsCommittedByTheResolver) {

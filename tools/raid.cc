@@ -315,10 +315,12 @@ int RaidAudit(const Common& common) {
   }
   // Nothing of seigo's may be left behind on Redis: intents, locks, reservations.
   for (size_t i = 0; i < c->redis_instances(); ++i) {
-    const std::string p = "seigo:" + c->deployment() + ":";
-    for (const char* what : {"prepared", "lock", "esclo", "eschi"}) {
+    // This deployment's intents, and the locks and reservations all deployments share.
+    for (const char* what : {"prepared", "lock", "rlock", "esclo", "eschi"}) {
       const bool zset = std::string(what) == "prepared";
-      Result<std::optional<std::string>> n = c->RedisCommand(i, {zset ? "ZCARD" : "HLEN", p + what});
+      const std::string key = zset ? "seigo:" + c->deployment() + ":" + what
+                                   : std::string("seigo:") + what;
+      Result<std::optional<std::string>> n = c->RedisCommand(i, {zset ? "ZCARD" : "HLEN", key});
       if (!n.ok()) {
         std::fprintf(stderr, "seigo: %s\n", n.status().ToString().c_str());
         return ExitCodeFor(n.status());

@@ -59,9 +59,11 @@ inline bool KvOpReads(KvOp::Kind k) {
          k == KvOp::Kind::kZTop;
 }
 
-// Bounded increments carry integers that Redis scripts handle as doubles: values, deltas and
-// bounds must stay within +-2^53 (checked; kInvalidArgument beyond).
-inline constexpr int64_t kKvMaxExactInteger = int64_t{1} << 53;
+// Bounded increments carry integers that Redis scripts handle as doubles: values and deltas
+// must stay within +-2^52, so that the sums the checks make stay exact (checked: an Incr beyond
+// is kInvalidArgument, a stored value beyond fails the commit with kQueryFailed); bounds beyond
+// are clamped to it.
+inline constexpr int64_t kKvMaxExactInteger = int64_t{1} << 52;
 
 }  // namespace seigo
 

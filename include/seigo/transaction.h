@@ -90,7 +90,7 @@ class KvTx {
   // transactions still committing, and applies it once decided. A missing key counts as 0.
   // When the bound itself would be crossed the attempt fails with kGuardFailed and `reason`
   // (not retried); when only other pending reservations stand in the way, with kConflict
-  // (retried). Values, deltas and bounds within +-2^53.
+  // (retried). Values and deltas within +-2^52 (bounds beyond are clamped to it).
   Status Incr(std::string_view key, int64_t delta, int64_t min, int64_t max,
               std::string_view reason = {});
 

@@ -187,6 +187,21 @@ Status MapError(const std::string& err, Code refused) {
   return Status::QueryFailed(err);
 }
 
+// What seigo1_commit's reply means: OK / DONE (committed, now or before), PARTIAL n (committed,
+// but n writes failed because another client changed a locked key's type), LOST (no trace).
+Status CommitReply(const std::string& name, const std::string& gid, const std::string& reply) {
+  if (reply == "OK" || reply == "DONE") return Status::OK();
+  if (reply == "LOST") {
+    return Status::Corruption(name + ": the prepared intent of " + gid + " is gone without a "
+                              "trace (the instance lost data: was it run without appendfsync "
+                              "always?); its writes are NOT applied");
+  }
+  return Status::Corruption(name + ": transaction " + gid + " committed, but " +
+                            reply.substr(std::min<size_t>(reply.size(), 8)) + " of its writes "
+                            "failed: another client changed the type of a key seigo had "
+                            "locked (doc/redis.md, \"Other clients\")");
+}
+
 std::string Digits(double d) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", d);
@@ -367,6 +382,9 @@ Result<Reply> RedisSession::ServerRead(const std::string& op, const std::string&
 Result<KvReply> RedisSession::Kv(const KvOp& op) {
   using K = KvOp::Kind;
   KvReply out;
+  if (op.key.rfind("seigo:", 0) == 0) {
+    return Status::InvalidArgument("keys starting with \"seigo:\" are seigo's own bookkeeping");
+  }
   if (KvOpReads(op.kind)) {
     auto st = staged_.find(op.key);
     const Staged* sg = st == staged_.end() ? nullptr : &st->second;
@@ -514,7 +532,7 @@ Status RedisSession::StageWrite(const KvOp& op) {
       const int64_t lo = std::max(op.min, -kKvMaxExactInteger);
       const int64_t hi = std::min(op.max, kKvMaxExactInteger);
       if (op.delta > kKvMaxExactInteger || op.delta < -kKvMaxExactInteger) {
-        return Status::InvalidArgument("Incr: delta beyond +-2^53 for " + op.key);
+        return Status::InvalidArgument("Incr: delta beyond +-2^52 for " + op.key);
       }
       const std::string reason = op.reason.empty() ? "bound crossed" : op.reason;
       if (sg.type != Type::kNone && sg.type != Type::kString) {
@@ -549,6 +567,10 @@ Status RedisSession::StageWrite(const KvOp& op) {
       } else {
         // Several increments of one key: one reservation of their sum, within every bound.
         inc.delta += op.delta;
+        if (inc.delta > kKvMaxExactInteger || inc.delta < -kKvMaxExactInteger) {
+          return Status::InvalidArgument("Incr: the increments of " + op.key +
+                                         " sum beyond +-2^52");
+        }
         inc.min = std::max(inc.min, lo);
         inc.max = std::min(inc.max, hi);
         if (inc.min > inc.max) return Status::InvalidArgument("Incr: bounds exclude each other");
@@ -600,6 +622,12 @@ Status RedisSession::CommitWithDecision(const Decision& d) {
   AppendBody(&a);
   Result<Reply> r = Fcall("seigo1_decide", std::move(a));
   if (!r.ok()) return r.status().Annotate(p_->name() + ": commit");  // outcome unknown
+  if (r->type == Reply::kError && r->str.rfind("SEIGO_", 0) != 0 &&
+      r->str.rfind("LOADING", 0) != 0 && r->str.rfind("BUSY", 0) != 0) {
+    // Not one of the function's own refusals (which it makes before its first write): the
+    // commit point's outcome is not ours to assume. The fence tells.
+    return Status::OutcomeUnknown(p_->name() + ": the commit failed: " + r->str);
+  }
   return StepStatus(r, Code::kAborted, "commit");
 }
 
@@ -607,13 +635,8 @@ Status RedisSession::CommitPrepared(const Xid& xid) {
   Result<Reply> r = Fcall("seigo1_commit", {p_->prefix(), xid.gid});
   Status s = StepStatus(r, Code::kCorruption, "commit");
   if (!s.ok()) return s;
-  if (r->str == "LOST") {
-    return Status::Corruption(p_->name() + ": the prepared intent of " + xid.gid + " is gone "
-                              "without a trace (the instance lost data: was it run without "
-                              "appendfsync always?); its writes are NOT applied");
-  }
   prepared_ = false;
-  return Status::OK();
+  return CommitReply(p_->name(), xid.gid, r->str);
 }
 
 Status RedisSession::RollbackAll(const Xid* xid, bool prepared) {
@@ -854,12 +877,7 @@ Status RedisParticipant::Finish(const Xid& xid, bool commit) {
     if (commit) {
       Result<Reply> r = Fcall(c, name_, "seigo1_commit", prefix_, {xid.gid});
       if (!r.ok()) return r.status();
-      if (r->str == "LOST") {
-        return Status::Corruption(name_ + ": the prepared intent of " + xid.gid + " is gone "
-                                  "without a trace (the instance lost data: was it run without "
-                                  "appendfsync always?); its writes are NOT applied");
-      }
-      return Status::OK();
+      return CommitReply(name_, xid.gid, r->str);
     }
     // The tombstone outlives every request of the gid that could still arrive: a prepare is
     // refused after the deadline anyway (by this server's clock), the tombstone covers clock

@@ -8,17 +8,31 @@
 -- keeps the writes it made so far.
 --
 -- ARGV[1] of every function is the deployment's key prefix "seigo:<deployment>:"; the keys
--- below are written relative to it (P):
+-- below are written relative to it (P), except the four that guard user keys: those are
+-- shared by every deployment on the instance (G = "seigo:"), since deployments may touch the
+-- same user keys:
+--   G..'lock'      hash  key -> gid: written keys locked by a prepared intent
+--   G..'rlock'     hash  key -> count: keys read by prepared intents (shared read locks)
+--   G..'esclo'     hash  key -> sum of the pending negative bounded increments
+--   G..'eschi'     hash  key -> sum of the pending positive bounded increments
 --   P..'x:'..gid   hash  the intent of a prepared branch: xid (gtrid, bqual), deadline, ops
 --   P..'prepared'  zset  gid -> deadline: every prepared intent (the resolver's index)
---   P..'lock'      hash  key -> gid: written keys locked by a prepared intent
---   P..'esclo'     hash  key -> sum of the pending negative bounded increments
---   P..'eschi'     hash  key -> sum of the pending positive bounded increments
 --   P..'t:'..gid   str   tombstone: the gid was rolled back here (expires after its deadline)
---   P..'c:'..gid   str   the branch of gid committed here (deleted with the decision, GC)
+--   P..'c:'..gid   str   the branch of gid committed here (expires 1 h after GC forgot it)
 --   P..'d:'..gid   hash  a decision: o ('C'/'A'), s (participants), dl (deadline), at
 --   P..'decisions' zset  gid -> deadline: decisions kept until garbage collection
 --   P..'meta'      hash  index: this instance's position in the deployment
+--
+-- Versioning: the library name (seigo_kv_1) and the function names (seigo1_*) change together
+-- whenever the arguments or the key layout change, so that coordinators of two seigo versions
+-- on one instance never run each other's functions.
+
+local G = 'seigo:'
+
+-- Numbers go to Redis as integer text: a Lua number would be sent as "%.14g".
+local function N(x)
+  return string.format('%d', x)
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -29,7 +43,7 @@ local function fail(kind, msg)
   return redis.error_reply('SEIGO_' .. kind .. ' ' .. msg)
 end
 
-local MAX_EXACT = 9007199254740992  -- 2^53
+local MAX_EXACT = 4503599627370496  -- 2^52: sums of two stay exact in doubles
 
 local function read_op(op, key, a)
   if op == 'get' then return redis.call('GET', key) end
@@ -45,14 +59,21 @@ local function digest(reply)
   return redis.sha1hex(cmsgpack.pack({reply}))
 end
 
--- Why another transaction stands on `key` (nil if none): a lock of a prepared intent or a
--- pending bounded increment.
-local function taken(P, key, gid)
-  local l = redis.call('HGET', P .. 'lock', key)
+-- Why another transaction stands on `key` (nil if none), for a `what` of 'read', 'write' or
+-- 'incr': a write lock of a prepared intent stops all three; a read lock (another prepared
+-- intent read the key) stops writes and increments; pending increments stop reads and writes
+-- (increments are checked against them by escrow instead).
+local function taken(key, gid, what)
+  local l = redis.call('HGET', G .. 'lock', key)
   if l and l ~= gid then return 'is locked by transaction ' .. l end
-  local lo = tonumber(redis.call('HGET', P .. 'esclo', key) or '0')
-  local hi = tonumber(redis.call('HGET', P .. 'eschi', key) or '0')
-  if lo ~= 0 or hi ~= 0 then return 'has pending increments of other transactions' end
+  if what ~= 'read' and tonumber(redis.call('HGET', G .. 'rlock', key) or '0') > 0 then
+    return 'is read by a transaction that is committing'
+  end
+  if what ~= 'incr' then
+    local lo = tonumber(redis.call('HGET', G .. 'esclo', key) or '0')
+    local hi = tonumber(redis.call('HGET', G .. 'eschi', key) or '0')
+    if lo ~= 0 or hi ~= 0 then return 'has pending increments of other transactions' end
+  end
   return nil
 end
 
@@ -61,8 +82,12 @@ local function type_ok(key, want)
   return t == 'none' or t == want, t
 end
 
+-- Exactly the integers INCRBY accepts ("007", "-0", "+1", "1e3" are not), within +-2^52.
 local function is_integer(v)
-  return v == nil or v == false or string.match(v, '^-?%d+$') ~= nil
+  if v == nil or v == false then return true end
+  local n = tonumber(v)
+  return n ~= nil and n == math.floor(n) and n <= MAX_EXACT and n >= -MAX_EXACT and
+         string.format('%d', n) == v
 end
 
 -- Parses the branch body at ARGV[base...]: reads, writes and bounded increments, and checks
@@ -70,29 +95,47 @@ end
 local function validate(P, gid, argv, base)
   local nr, nw, ni = tonumber(argv[base]), tonumber(argv[base + 1]), tonumber(argv[base + 2])
   local k = base + 3
-  local body = {w = {}, i = {}}
+  local body = {w = {}, i = {}, r = {}}
+  local read = {}
   for _ = 1, nr do
     local op, key, a, want = argv[k], argv[k + 1], argv[k + 2], argv[k + 3]
     k = k + 4
-    local why = taken(P, key, gid)
+    local why = taken(key, gid, 'read')
     if why then return nil, fail('CONFLICT', key .. ' (read) ' .. why) end
+    if not read[key] then
+      read[key] = true
+      table.insert(body.r, key)
+    end
     if digest(read_op(op, key, a)) ~= want then
       return nil, fail('CONFLICT', key .. ' changed since this transaction read it')
     end
   end
+  -- The type each key has after this body's earlier writes (a DEL or SET earlier in the same
+  -- transaction decides it, not the key's type now).
+  local after = {}
+  local function fits(key, want)
+    if after[key] then return after[key] == 'none' or after[key] == want, after[key] end
+    return type_ok(key, want)
+  end
   for _ = 1, nw do
     local op, key, a, b = argv[k], argv[k + 1], argv[k + 2], argv[k + 3]
     k = k + 4
-    local why = taken(P, key, gid)
+    local why = taken(key, gid, 'write')
     if why then return nil, fail('CONFLICT', key .. ' ' .. why) end
     if op == 'hset' or op == 'hdel' then
-      local ok, t = type_ok(key, 'hash')
+      local ok, t = fits(key, 'hash')
       if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a hash') end
+      after[key] = 'hash'
     elseif op == 'zadd' or op == 'zrem' then
-      local ok, t = type_ok(key, 'zset')
+      local ok, t = fits(key, 'zset')
       if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a sorted set') end
       if op == 'zadd' and tonumber(b) == nil then return nil, fail('TYPE', 'bad score ' .. b) end
-    elseif op ~= 'set' and op ~= 'del' then
+      after[key] = 'zset'
+    elseif op == 'set' then
+      after[key] = 'string'
+    elseif op == 'del' then
+      after[key] = 'none'
+    else
       return nil, fail('TYPE', 'unknown write ' .. tostring(op))
     end
     table.insert(body.w, {op, key, a, b})
@@ -101,9 +144,10 @@ local function validate(P, gid, argv, base)
     local key, delta, min, max, reason = argv[k], tonumber(argv[k + 1]), tonumber(argv[k + 2]),
                                          tonumber(argv[k + 3]), argv[k + 4]
     k = k + 5
-    local l = redis.call('HGET', P .. 'lock', key)
-    if l and l ~= gid then
-      return nil, fail('CONFLICT', key .. ' is locked by transaction ' .. l)
+    local why = taken(key, gid, 'incr')
+    if why then return nil, fail('CONFLICT', key .. ' ' .. why) end
+    if delta > MAX_EXACT or delta < -MAX_EXACT then
+      return nil, fail('TYPE', key .. ': the increment is beyond +-2^52')
     end
     local ok, t = type_ok(key, 'string')
     if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a counter') end
@@ -112,9 +156,7 @@ local function validate(P, gid, argv, base)
       return nil, fail('TYPE', key .. ' holds ' .. string.sub(v, 1, 40) .. ', not an integer')
     end
     local cur = tonumber(v or '0')
-    if cur > MAX_EXACT or cur < -MAX_EXACT then
-      return nil, fail('TYPE', key .. ' is beyond +-2^53')
-    end
+    -- is_integer has checked +-2^52.
     local new = cur + delta
     if new < min or new > max then
       return nil, fail('GUARD', reason .. ' (' .. key .. ' is ' .. string.format('%d', cur) ..
@@ -122,8 +164,8 @@ local function validate(P, gid, argv, base)
                                 string.format('%d', min) .. ', ' .. string.format('%d', max) ..
                                 '])')
     end
-    local lo = tonumber(redis.call('HGET', P .. 'esclo', key) or '0')
-    local hi = tonumber(redis.call('HGET', P .. 'eschi', key) or '0')
+    local lo = tonumber(redis.call('HGET', G .. 'esclo', key) or '0')
+    local hi = tonumber(redis.call('HGET', G .. 'eschi', key) or '0')
     if cur + lo + math.min(delta, 0) < min or cur + hi + math.max(delta, 0) > max then
       return nil, fail('CONFLICT', key .. ': other transactions\' pending increments could ' ..
                                    'cross the bound')
@@ -133,48 +175,59 @@ local function validate(P, gid, argv, base)
   return body, nil
 end
 
-local function apply_write(w)
+-- One staged write. `call` is redis.call, or redis.pcall where a failure must not stop the
+-- rest (the commit of an intent whose key another client changed meanwhile).
+local function apply_write(w, call)
   local op, key, a, b = w[1], w[2], w[3], w[4]
-  if op == 'set' then redis.call('SET', key, a)
-  elseif op == 'del' then redis.call('DEL', key)
-  elseif op == 'hset' then redis.call('HSET', key, a, b)
-  elseif op == 'hdel' then redis.call('HDEL', key, a)
-  elseif op == 'zadd' then redis.call('ZADD', key, b, a)
-  elseif op == 'zrem' then redis.call('ZREM', key, a)
+  if op == 'set' then return call('SET', key, a)
+  elseif op == 'del' then return call('DEL', key)
+  elseif op == 'hset' then return call('HSET', key, a, b)
+  elseif op == 'hdel' then return call('HDEL', key, a)
+  elseif op == 'zadd' then return call('ZADD', key, b, a)
+  elseif op == 'zrem' then return call('ZREM', key, a)
   end
 end
 
-local function reserve(P, key, delta, sign)
-  if delta < 0 then
-    redis.call('HINCRBY', P .. 'esclo', key, sign * delta)
-    if tonumber(redis.call('HGET', P .. 'esclo', key)) == 0 then redis.call('HDEL', P .. 'esclo', key) end
-  elseif delta > 0 then
-    redis.call('HINCRBY', P .. 'eschi', key, sign * delta)
-    if tonumber(redis.call('HGET', P .. 'eschi', key)) == 0 then redis.call('HDEL', P .. 'eschi', key) end
-  end
+local function counter(h, key, by)
+  redis.call('HINCRBY', G .. h, key, N(by))
+  if tonumber(redis.call('HGET', G .. h, key)) == 0 then redis.call('HDEL', G .. h, key) end
+end
+
+local function reserve(key, delta, sign)
+  if delta < 0 then counter('esclo', key, sign * delta)
+  elseif delta > 0 then counter('eschi', key, sign * delta) end
 end
 
 -- Releases a prepared intent's locks and reservations; applies it first when `commit`.
+-- Returns the number of writes that failed: 0, unless another client changed a locked key's
+-- type behind seigo's back. Even then the intent is finished exactly once (a retry would
+-- apply the increments again), and the caller reports it.
 local function finish(P, gid, commit)
   local x = P .. 'x:' .. gid
   local packed = redis.call('HGET', x, 'ops')
   local body = cmsgpack.unpack(packed)
+  local failed = 0
+  local function ok(r)
+    if type(r) == 'table' and r.err then failed = failed + 1 end
+  end
   for _, w in ipairs(body.w) do
-    if commit then apply_write(w) end
-    if redis.call('HGET', P .. 'lock', w[2]) == gid then redis.call('HDEL', P .. 'lock', w[2]) end
+    if commit then ok(apply_write(w, redis.pcall)) end
+    if redis.call('HGET', G .. 'lock', w[2]) == gid then redis.call('HDEL', G .. 'lock', w[2]) end
   end
   for _, inc in ipairs(body.i) do
-    if commit then redis.call('INCRBY', inc[1], inc[2]) end
-    reserve(P, inc[1], inc[2], -1)
+    if commit then ok(redis.pcall('INCRBY', inc[1], N(inc[2]))) end
+    reserve(inc[1], inc[2], -1)
   end
+  for _, key in ipairs(body.r or {}) do counter('rlock', key, -1) end
   redis.call('DEL', x)
   redis.call('ZREM', P .. 'prepared', gid)
+  return failed
 end
 
 -- seigo_read(P, op, key, arg) -> {value, digest}: a read of a transaction.
 local function seigo_read(keys, argv)
   local P, op, key, a = argv[1], argv[2], argv[3], argv[4]
-  local why = taken(P, key, '')
+  local why = taken(key, '', 'read')
   if why then return fail('CONFLICT', key .. ' ' .. why) end
   local r = read_op(op, key, a)
   return {r, digest(r)}
@@ -201,11 +254,15 @@ local function seigo_prepare(keys, argv)
   local body, err = validate(P, gid, argv, 6)
   if err then return err end
   -- Writes from here on.
-  for _, w in ipairs(body.w) do redis.call('HSET', P .. 'lock', w[2], gid) end
-  for _, inc in ipairs(body.i) do reserve(P, inc[1], inc[2], 1) end
+  -- Every key read or written stays locked until the decision: without the read locks, two
+  -- transactions that each read what the other writes, on two instances, could both commit
+  -- (write skew).
+  for _, w in ipairs(body.w) do redis.call('HSET', G .. 'lock', w[2], gid) end
+  for _, key in ipairs(body.r) do counter('rlock', key, 1) end
+  for _, inc in ipairs(body.i) do reserve(inc[1], inc[2], 1) end
   redis.call('HSET', x, 'gtrid', gtrid, 'bqual', bqual, 'deadline', argv[5],
              'ops', cmsgpack.pack(body))
-  redis.call('ZADD', P .. 'prepared', deadline, gid)
+  redis.call('ZADD', P .. 'prepared', argv[5], gid)
   return 'OK'
 end
 
@@ -213,8 +270,9 @@ end
 local function seigo_commit(keys, argv)
   local P, gid = argv[1], argv[2]
   if redis.call('EXISTS', P .. 'x:' .. gid) == 1 then
-    finish(P, gid, true)
+    local failed = finish(P, gid, true)
     redis.call('SET', P .. 'c:' .. gid, '1')
+    if failed > 0 then return 'PARTIAL ' .. failed end
     return 'OK'
   end
   if redis.call('EXISTS', P .. 'c:' .. gid) == 1 then return 'DONE' end
@@ -232,7 +290,7 @@ local function seigo_rollback(keys, argv)
   end
   if redis.call('EXISTS', P .. 'x:' .. gid) == 1 then finish(P, gid, false) end
   local ttl = math.max(until_ms - now_ms(), 1000)
-  redis.call('SET', P .. 't:' .. gid, '1', 'PX', ttl)
+  redis.call('SET', P .. 't:' .. gid, '1', 'PX', N(ttl))
   return 'OK'
 end
 
@@ -249,15 +307,16 @@ local function seigo_decide(keys, argv)
   if now > deadline then return fail('REFUSED', 'transaction ' .. gid .. ' is past its deadline') end
   local body, err = validate(P, gid, argv, 7)
   if err then return err end
-  for _, w in ipairs(body.w) do apply_write(w) end
-  for _, inc in ipairs(body.i) do redis.call('INCRBY', inc[1], inc[2]) end
-  redis.call('HSET', d, 'o', 'C', 's', argv[4], 'dl', argv[3], 'at', now)
+  -- Validated above and atomic: none of these can fail.
+  for _, w in ipairs(body.w) do apply_write(w, redis.call) end
+  for _, inc in ipairs(body.i) do redis.call('INCRBY', inc[1], N(inc[2])) end
+  redis.call('HSET', d, 'o', 'C', 's', argv[4], 'dl', argv[3], 'at', N(now))
   if argv[5] == '1' then
     -- Only this instance took part: nobody needs the record after the coordinator's fence
     -- window, so it expires instead of waiting for garbage collection.
-    redis.call('PEXPIRE', d, math.max(deadline + tonumber(argv[6]) - now, 1000))
+    redis.call('PEXPIRE', d, N(math.max(deadline + tonumber(argv[6]) - now, 1000)))
   else
-    redis.call('ZADD', P .. 'decisions', deadline, gid)
+    redis.call('ZADD', P .. 'decisions', argv[3], gid)
   end
   return 'OK'
 end
@@ -276,8 +335,8 @@ local function seigo_fence(keys, argv)
     if now < deadline then return 'BUSY' end
     if now >= deadline + window then return 'A' end  -- no commit can appear any more
   end
-  redis.call('HSET', d, 'o', 'A', 's', argv[4], 'dl', argv[3], 'at', now)
-  redis.call('ZADD', P .. 'decisions', deadline, gid)
+  redis.call('HSET', d, 'o', 'A', 's', argv[4], 'dl', argv[3], 'at', N(now))
+  redis.call('ZADD', P .. 'decisions', argv[3], gid)
   return 'A'
 end
 
@@ -295,8 +354,8 @@ end
 local function seigo_expired(keys, argv)
   local P = argv[1]
   local upto = now_ms() - tonumber(argv[2])
-  local gids = redis.call('ZRANGE', P .. 'decisions', '-inf', upto, 'BYSCORE', 'LIMIT', 0,
-                          tonumber(argv[3]))
+  local gids = redis.call('ZRANGE', P .. 'decisions', '-inf', N(upto), 'BYSCORE', 'LIMIT', 0,
+                          argv[3])
   local out = {}
   for _, g in ipairs(gids) do
     local v = redis.call('HMGET', P .. 'd:' .. g, 'o', 's', 'dl', 'at')
@@ -315,9 +374,10 @@ local function seigo_forget(keys, argv)
   return 'OK'
 end
 
--- seigo_forget_branches(P, gid...): commit markers gone.
+-- seigo_forget_branches(P, gid...): commit markers expire in an hour (not at once: a phase-2
+-- call or a resolver pass stalled until now must still learn DONE, not LOST).
 local function seigo_forget_branches(keys, argv)
-  for j = 2, #argv do redis.call('DEL', argv[1] .. 'c:' .. argv[j]) end
+  for j = 2, #argv do redis.call('PEXPIRE', argv[1] .. 'c:' .. argv[j], 3600000) end
   return 'OK'
 end
 
