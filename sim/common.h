@@ -52,6 +52,9 @@ enum class Variant {
   kRedisLocksExpire,
   kRedisNoReadValidation,
   kRedisEscrowIgnoresPending,
+  // Found by review: only written keys were locked at prepare, so two transactions that each
+  // read what the other writes, on two instances, could both commit (write skew).
+  kRedisNoReadLocks,
 };
 const char* VariantName(Variant v);
 bool ParseVariant(std::string_view name, Variant* out);

@@ -17,7 +17,7 @@ for v in no_fence ignore_deadline nota_is_done commit_before_decision ignore_dep
          zone_clock no_classifier pool_tainted no_owner_wait gc_oldest_trx \
          commit_error_is_abort no_pool_flush plain_audit_reads no_deadlock_detector \
          deadlock_kills_oldest redis_locks_expire redis_no_read_validation \
-         redis_escrow_ignores_pending; do
+         redis_escrow_ignores_pending redis_no_read_locks; do
   echo "$v | $(first_violation "$sim" --variant "$v" --seeds 2000) | $(violations "$sim" --variant "$v" --seeds 2000)"
 done
 echo

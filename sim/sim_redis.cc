@@ -16,6 +16,13 @@ Result<int64_t> KeyId(const std::string& key) {
   return std::stoll(key.substr(1));
 }
 
+// The distinct keys a body read.
+std::set<int64_t> ReadKeys(const RedisBody& body) {
+  std::set<int64_t> out;
+  for (const auto& r : body.reads) out.insert(r.key);
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -62,7 +69,7 @@ void SimRedisServer::LoadValue(const std::string& deployment, int64_t key, int64
 }
 
 std::string SimRedisServer::Taken(const Db& db, int64_t key, const std::string& gid,
-                                  bool for_incr) const {
+                                  char what) const {
   if (auto l = db.locks.find(key); l != db.locks.end() && l->second != gid) {
     bool expired = false;
     if (ctx_.variant == Variant::kRedisLocksExpire) {
@@ -72,7 +79,12 @@ std::string SimRedisServer::Taken(const Db& db, int64_t key, const std::string& 
     }
     if (!expired) return "locked by " + l->second.substr(0, 8);
   }
-  if (for_incr) return "";
+  if (what != 'r') {
+    if (auto r = db.rlocks.find(key); r != db.rlocks.end() && r->second > 0) {
+      return "is read by a transaction that is committing";
+    }
+  }
+  if (what == 'i') return "";
   auto lo = db.lo.find(key);
   auto hi = db.hi.find(key);
   if ((lo != db.lo.end() && lo->second != 0) || (hi != db.hi.end() && hi->second != 0)) {
@@ -85,7 +97,7 @@ Status SimRedisServer::CheckBody(const Db& db, const std::string& gid,
                                  const RedisBody& body) const {
   for (const RedisBody::Read& r : body.reads) {
     if (ctx_.variant == Variant::kRedisNoReadValidation) break;
-    if (std::string why = Taken(db, r.key, gid, false); !why.empty()) {
+    if (std::string why = Taken(db, r.key, gid, 'r'); !why.empty()) {
       ctx_.coverage->Add(Cov::kRedisReadConflict);
       return Status::Conflict("k" + std::to_string(r.key) + " (read) " + why);
     }
@@ -97,13 +109,13 @@ Status SimRedisServer::CheckBody(const Db& db, const std::string& gid,
     }
   }
   for (const RedisBody::Set& s : body.sets) {
-    if (std::string why = Taken(db, s.key, gid, false); !why.empty()) {
+    if (std::string why = Taken(db, s.key, gid, 'w'); !why.empty()) {
       ctx_.coverage->Add(Cov::kRedisLockConflict);
       return Status::Conflict("k" + std::to_string(s.key) + " " + why);
     }
   }
   for (const RedisBody::Incr& i : body.incrs) {
-    if (std::string why = Taken(db, i.key, gid, true); !why.empty()) {
+    if (std::string why = Taken(db, i.key, gid, 'i'); !why.empty()) {
       ctx_.coverage->Add(Cov::kRedisLockConflict);
       return Status::Conflict("k" + std::to_string(i.key) + " " + why);
     }
@@ -161,6 +173,9 @@ void SimRedisServer::Finish(Db& db, const std::string& dep, const std::string& g
     auto& m = i.delta < 0 ? db.lo : db.hi;
     if ((m[i.key] -= i.delta) == 0) m.erase(i.key);
   }
+  for (int64_t key : ReadKeys(in.body)) {
+    if (--db.rlocks[key] <= 0) db.rlocks.erase(key);
+  }
   (void)dep;
   ctx_.checker->OnBranchEnded(db.participant, in.xid, commit, /*was_prepared=*/true,
                               commit ? "redis commit" : "redis rollback");
@@ -169,7 +184,7 @@ void SimRedisServer::Finish(Db& db, const std::string& dep, const std::string& g
 Result<std::optional<int64_t>> SimRedisServer::Read(const std::string& dep, int64_t key) {
   const Db& db = DbOf(dep);
   if (ctx_.variant != Variant::kRedisNoReadValidation) {
-    if (std::string why = Taken(db, key, "", false); !why.empty()) {
+    if (std::string why = Taken(db, key, "", 'r'); !why.empty()) {
       ctx_.coverage->Add(Cov::kRedisReadConflict);
       return Status::Conflict("k" + std::to_string(key) + " " + why);
     }
@@ -196,6 +211,11 @@ Status SimRedisServer::Prepare(const std::string& dep, const Xid& xid, const Red
   Status s = CheckBody(db, xid.gid, body);
   if (!s.ok()) return s;
   for (const auto& w : body.sets) db.locks[w.key] = xid.gid;
+  // Every key it read stays read-locked until the decision (seigo.lua: write skew across
+  // instances). Variant::kRedisNoReadLocks plants the old code, which locked written keys only.
+  if (ctx_.variant != Variant::kRedisNoReadLocks) {
+    for (int64_t key : ReadKeys(body)) db.rlocks[key]++;
+  }
   for (const auto& i : body.incrs) (i.delta < 0 ? db.lo : db.hi)[i.key] += i.delta;
   db.intents[xid.gid] = Intent{xid, body, NowMs()};
   ctx_.checker->OnBranchStarted(db.participant, xid);
@@ -350,7 +370,7 @@ ServerFinalState SimRedisServer::FinalState() const {
   s.index = net_id();
   for (const auto& [dep, db] : dbs_) {
     for (const auto& [gid, in] : db.intents) s.prepared.push_back(in.xid);
-    s.locks_held += db.locks.size() + db.lo.size() + db.hi.size();
+    s.locks_held += db.locks.size() + db.rlocks.size() + db.lo.size() + db.hi.size();
   }
   return s;
 }

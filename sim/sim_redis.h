@@ -114,6 +114,7 @@ class SimRedisServer {
     std::map<int64_t, int64_t> values;
     std::map<std::string, Intent> intents;
     std::map<int64_t, std::string> locks;  // key -> gid
+    std::map<int64_t, int> rlocks;         // key -> prepared intents that read it
     std::map<int64_t, int64_t> lo, hi;     // pending negative / positive increments
     std::map<std::string, int64_t> tombs;  // gid -> expiry
     std::set<std::string> committed;       // commit markers
@@ -121,7 +122,8 @@ class SimRedisServer {
   };
   Db& DbOf(const std::string& dep) { return dbs_.at(dep); }
   // Why another transaction stands on `key` for a read or a write (empty: nobody).
-  std::string Taken(const Db& db, int64_t key, const std::string& gid, bool for_incr) const;
+  // `what`: 'r' (a read), 'w' (a write), 'i' (a bounded increment); see seigo.lua's taken().
+  std::string Taken(const Db& db, int64_t key, const std::string& gid, char what) const;
   Status CheckBody(const Db& db, const std::string& gid, const RedisBody& body) const;
   void Apply(Db& db, const std::string& gid, const RedisBody& body);
   void Finish(Db& db, const std::string& dep, const std::string& gid, bool commit);

@@ -59,6 +59,11 @@ int64_t TokenKey(int64_t offset, int token) {
   return offset + 500'000 + static_cast<int64_t>(token) * 10 + 5;
 }
 std::string RedisKey(int64_t key) { return "k" + std::to_string(key); }
+int64_t SkewKey(int64_t offset, int i) { return offset + 600'000 + static_cast<int64_t>(i) * 10 + 5; }
+// Both skew keys start at kSkewFloor and only ever decrease; a transaction takes from one only
+// if their sum stays >= kSkewFloor, which also keeps each of them >= 0.
+constexpr int64_t kInitialSkew = 40;
+constexpr int64_t kSkewFloor = 40;
 
 enum class ProcessKind { kCoordinator, kResolver, kFinalResolver, kProbe };
 
@@ -116,6 +121,10 @@ struct Step {
   int64_t min = kNoMinimum;
   bool redis = false;  // a token on Redis: a bounded increment, or (rmw) GET then SET
   bool rmw = false;
+  // The write-skew probe: read both skew keys (b first if skew_b_first), and if their sum
+  // stays >= kSkewFloor, take -delta from `key` (one of them) with a SET.
+  bool skew = false;
+  bool skew_b_first = false;
 };
 
 // One seigo deployment: its databases on the servers, its workload, its processes' settings.
@@ -126,6 +135,9 @@ struct Deployment {
   uint32_t shards = 2;
   std::vector<uint32_t> server_of;  // shard -> server
   uint32_t redis = 0;               // Redis instances (participants shards..shards+redis-1)
+  // Two keys whose sum must never go below kSkewFloor (on two instances when there are two):
+  // the write-skew probe's constraint, checked at the end of the seed.
+  int64_t skew_a = 0, skew_b = 0;
   std::vector<uint32_t> redis_server_of;  // instance -> simulated Redis server
   std::vector<int> db_of;           // shard -> database id on that server
   int players = 4;
@@ -313,6 +325,12 @@ Simulation::Simulation(uint64_t seed, const RunOptions& options)
       redis_servers_[d.redis_server_of[r]]->LoadValue(d.id, key, kInitialTokens);
       initial_rows_[key] = kInitialTokens;
     }
+    for (int64_t key : {d.skew_a, d.skew_b}) {
+      if (d.redis == 0) break;
+      const uint32_t r = ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+      redis_servers_[d.redis_server_of[r]]->LoadValue(d.id, key, kInitialSkew);
+      initial_rows_[key] = kInitialSkew;
+    }
   }
   if (deps_.size() > 1) coverage_.Add(Cov::kTwoDeployments);
 }
@@ -335,7 +353,19 @@ std::vector<Step> Simulation::DrawTrade(const Deployment& d) {
     steps.push_back({false, ItemsKey(o, seller), -qty, 0});
     steps.push_back({false, ItemsKey(o, buyer), qty, kNoMinimum});
   }
-  if (d.redis > 0 && rng_.Chance(0.5)) {
+  if (d.redis > 1 && rng_.Chance(0.4)) {
+    // The write-skew probe: check a constraint over two keys (their sum >= 0), keep it by
+    // reading both, and write only one of them. Two such transactions that each write the key
+    // the other only read can both commit unless reads are locked until the decision.
+    const int64_t n = rng_.Range(5, 30);
+    Step take{false, rng_.Chance(0.5) ? d.skew_a : d.skew_b, -n, kNoMinimum, true, false};
+    take.skew = true;
+    take.skew_b_first = rng_.Chance(0.5);
+    if (rng_.Chance(0.5)) steps.clear();
+    steps.push_back(take);
+    steps.push_back({false, TokenKey(o, static_cast<int>(rng_.Uniform(kTokens))), n, kNoMinimum,
+                     true, false});
+  } else if (d.redis > 0 && rng_.Chance(0.5)) {
     // Tokens move between two Redis counters: out of one (bounded at 0), into the other. Now
     // and then the whole transaction is on Redis (a Redis decider, or one instance alone).
     if (rng_.Chance(0.2)) steps.clear();
@@ -377,6 +407,16 @@ void Simulation::DrawDeployment(Deployment& d, bool first) {
   Rng redis_rng(seed_ ^ 0x7ed15ULL ^ (static_cast<uint64_t>(d.index) << 32));
   d.redis = redis_rng.Chance(0.6) ? static_cast<uint32_t>(redis_rng.Range(1, 2)) : 0;
   for (uint32_t r = 0; r < d.redis; ++r) d.redis_server_of.push_back(r);
+  if (d.redis > 0) {
+    auto instance = [&](int64_t key) {
+      return ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+    };
+    d.skew_a = SkewKey(kKeyOffset * d.index, 0);
+    for (int i = 1; i < 100; ++i) {
+      d.skew_b = SkewKey(kKeyOffset * d.index, i);
+      if (d.redis < 2 || instance(d.skew_b) != instance(d.skew_a)) break;
+    }
+  }
   d.txns = static_cast<int>(first ? rng_.Range(10, 60) : rng_.Range(5, 30));
   d.coordinator_slots = static_cast<int>(first ? rng_.Range(1, 4) : rng_.Range(1, 2));
   d.standalone_resolvers = static_cast<int>(rng_.Range(0, first ? 2 : 1));
@@ -1210,7 +1250,28 @@ TxFn Simulation::MakeClosure(int64_t txn) {
       if (s.redis) {
         const std::string k = RedisKey(s.key);
         Status st;
-        if (s.rmw) {
+        if (s.skew) {
+          const Deployment& d = deps_[static_cast<size_t>(txn_deployment_.at(txn))];
+          int64_t sum = 0, mine = 0;
+          bool failed = false;
+          for (int64_t key : s.skew_b_first ? std::vector{d.skew_b, d.skew_a}
+                                            : std::vector{d.skew_a, d.skew_b}) {
+            Result<std::optional<int64_t>> v = tx.kv().GetInt(RedisKey(key));
+            if (!v.ok()) {
+              st = v.status();
+              failed = true;
+              break;
+            }
+            sum += v->value_or(0);
+            if (key == s.key) mine = v->value_or(0);
+          }
+          if (failed) {
+            if (sloppy) continue;
+            return st;
+          }
+          if (sum + s.delta < kSkewFloor) return Tx::Abort("the pair would go below its floor");
+          st = tx.kv().Set(k, std::to_string(mine + s.delta));
+        } else if (s.rmw) {
           Result<std::optional<int64_t>> v = tx.kv().GetInt(k);
           if (!v.ok()) {
             if (sloppy) continue;
@@ -1364,6 +1425,24 @@ SeedResult Simulation::Run() {
       if (d.resolver.collect_garbage) collected.insert(d.id);
     }
     checker_.CheckFinal(dbs, servers, initial_rows_, collected);
+    // The write-skew probe's constraint: every transaction kept skew_a + skew_b >= kSkewFloor
+    // given what it read, so a serializable history ends with it too.
+    for (const Deployment& d : deps_) {
+      if (d.redis == 0) continue;
+      int64_t sum = 0;
+      for (const DbFinalState& db : dbs) {
+        if (db.deployment != d.id) continue;
+        for (int64_t key : {d.skew_a, d.skew_b}) {
+          if (auto v = db.rows.find(key); v != db.rows.end()) sum += v->second;
+        }
+      }
+      if (sum < kSkewFloor) {
+        checker_.Violation("write skew: Redis keys " + std::to_string(d.skew_a) + " and " +
+                           std::to_string(d.skew_b) + " sum to " + std::to_string(sum) +
+                           ", but every transaction kept their sum >= " +
+                           std::to_string(kSkewFloor) + " given what it read");
+      }
+    }
   }
   processes_.clear();
 
@@ -1554,6 +1633,7 @@ constexpr Variant kAllVariants[] = {
     Variant::kRedisLocksExpire,
     Variant::kRedisNoReadValidation,
     Variant::kRedisEscrowIgnoresPending,
+    Variant::kRedisNoReadLocks,
 };
 }  // namespace
 
@@ -1599,6 +1679,8 @@ const char* VariantName(Variant v) {
       return "redis_no_read_validation";
     case Variant::kRedisEscrowIgnoresPending:
       return "redis_escrow_ignores_pending";
+    case Variant::kRedisNoReadLocks:
+      return "redis_no_read_locks";
   }
   return "?";
 }
