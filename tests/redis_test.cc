@@ -345,22 +345,51 @@ TEST_F(RedisTest, AnUnreachableInstanceFailsOnlyTheTransactionsThatTouchIt) {
       Code::kInvalidArgument));
 }
 
-TEST_F(RedisTest, AnInstanceThatDoesNotFsyncEveryWriteIsRefusedUnlessExplicitlyAllowed) {
-  // A second redis-server of our own, with the default appendfsync everysec.
-  char dir[] = "/tmp/seigo-redis-unsafe-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const int port = 36900 + static_cast<int>(getpid() % 50);
-  const std::string cmd = "redis-server --port " + std::to_string(port) +
-                          " --bind 127.0.0.1 --dir " + dir +
-                          " --appendonly yes --appendfsync everysec --save '' --daemonize yes "
-                          "--pidfile " + dir + "/pid --logfile " + dir + "/log";
-  ASSERT_EQ(std::system(cmd.c_str()), 0);
-  for (int i = 0; i < 100; ++i) {
-    if (std::system(("redis-cli -p " + std::to_string(port) + " ping >/dev/null 2>&1").c_str()) == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+// A redis-server of the test's own (not one of scripts/test.sh's), with `extra` settings. As
+// participant `shards + 0` of the test deployment it takes the place of the first test
+// instance, so the epoch shard 0 recorded for that index is set aside while it runs.
+class OwnRedis {
+ public:
+  OwnRedis(Coordinator* c, const std::string& extra) : c_(c) {
+    char dir[] = "/tmp/seigo-redis-own-XXXXXX";
+    EXPECT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    port_ = 36900 + static_cast<int>(getpid() % 50);
+    const std::string cmd = "redis-server --port " + std::to_string(port_) +
+                            " --bind 127.0.0.1 --dir " + dir_ + " --save '' --daemonize yes " +
+                            extra + " --pidfile " + dir_ + "/pid --logfile " + dir_ + "/log";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+    for (int i = 0; i < 100 && !Cli("ping"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    ForgetEpoch();
   }
+  ~OwnRedis() {
+    Cli("shutdown nosave");
+    std::system(("rm -rf " + dir_).c_str());
+    ForgetEpoch();  // the test instance records its own again at the next Open
+  }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  bool Cli(const std::string& args) const {
+    return std::system(("redis-cli -p " + std::to_string(port_) + " " + args +
+                        " >/dev/null 2>&1").c_str()) == 0;
+  }
+  void ForgetEpoch() {
+    auto r = c_->QueryShard(0, "DELETE FROM seigo_redis_epoch WHERE deployment = ? AND idx = ?",
+                            {c_->deployment(), static_cast<int64_t>(c_->shard_map().size())});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+  }
+
+ private:
+  Coordinator* c_;
+  std::string dir_;
+  int port_ = 0;
+};
+
+TEST_F(RedisTest, AnInstanceThatDoesNotFsyncEveryWriteIsRefusedUnlessExplicitlyAllowed) {
+  OwnRedis own(coord_.get(), "--appendonly yes --appendfsync everysec");
   CoordinatorOptions o = TestOptions();
-  o.redis = "redis://127.0.0.1:" + std::to_string(port);
+  o.redis = own.url();
   auto c = Coordinator::Open(o);
   EXPECT_TRUE(c.status().Is(Code::kUnsupported)) << c.status().ToString();
   EXPECT_NE(c.status().message().find("appendfsync is everysec"), std::string::npos)
@@ -372,8 +401,31 @@ TEST_F(RedisTest, AnInstanceThatDoesNotFsyncEveryWriteIsRefusedUnlessExplicitlyA
     TxResult r = (*c)->Run([&](Tx& tx) { return tx.kv().Set("unsafe:k", "v"); });
     EXPECT_TRUE(r.committed()) << r.status.ToString();
   }
-  std::system(("redis-cli -p " + std::to_string(port) + " shutdown nosave >/dev/null 2>&1").c_str());
-  std::system((std::string("rm -rf ") + dir).c_str());
+}
+
+// An instance that comes back without its data (here: flushed; in production a restart
+// without its AOF, which the durability gate is there to prevent) would silently lose
+// prepared intents and a Redis decider's commit records. Its data epoch changes, and seigo
+// refuses it: in the process that knew it, and in every later one (shard 0 recorded it).
+TEST_F(RedisTest, AnInstanceThatLostItsDataIsRefusedByRunningAndLaterProcesses) {
+  OwnRedis own(coord_.get(), "--appendonly yes --appendfsync always");
+  CoordinatorOptions o = TestOptions();
+  o.redis = own.url();
+  auto c = Coordinator::Open(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  TxResult r = (*c)->Run([&](Tx& tx) { return tx.kv().Set("epoch:k", "v"); });
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  ASSERT_TRUE(own.Cli("flushall"));
+  ASSERT_TRUE(own.Cli("client kill type normal"));  // the coordinator's connections break
+  (*c)->Run([&](Tx& tx) { return tx.kv().Set("epoch:k", "w"); });  // finds them broken
+  o.protocol.max_attempts = 2;
+  r = (*c)->Run([&](Tx& tx) { return tx.kv().Set("epoch:k", "w"); });
+  EXPECT_FALSE(r.committed());
+  EXPECT_NE(r.status.message().find("lost its data"), std::string::npos) << r.status.ToString();
+  auto later = Coordinator::Open(o);
+  EXPECT_TRUE(later.status().Is(Code::kCorruption)) << later.status().ToString();
+  EXPECT_NE(later.status().message().find("seigo_redis_epoch"), std::string::npos)
+      << later.status().ToString();
 }
 
 // An intent as a coordinator that died after PREPARE leaves it: written by the seigo function

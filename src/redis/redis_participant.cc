@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <random>
 
 namespace seigo::redis {
 
@@ -263,6 +264,11 @@ std::string Url::Redacted() const {
 class RedisSession final : public Session {
  public:
   RedisSession(RedisParticipant* p, std::unique_ptr<Conn> c) : p_(p), conn_(std::move(c)) {}
+  // A lost connection (also one dropped without Release, after a lost reply): check the
+  // instance again before the next use — did it come back with its data?
+  ~RedisSession() override {
+    if (conn_ && conn_->broken()) p_->Invalidate();
+  }
 
   std::unique_ptr<Conn> TakeConn() { return std::move(conn_); }
 
@@ -684,6 +690,11 @@ Result<std::unique_ptr<RedisParticipant>> RedisParticipant::Open(const Config& c
   return p;
 }
 
+std::string RedisParticipant::epoch() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return epoch_;
+}
+
 void RedisParticipant::Invalidate() {
   std::lock_guard<std::mutex> l(mu_);
   ready_ = false;
@@ -698,6 +709,7 @@ bool RedisParticipant::is_up() const {
 Status RedisParticipant::EnsureReady() {
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (!lost_.ok()) return lost_;
     if (ready_) return Status::OK();
     const int64_t now = SteadyMs();
     if (last_try_ms_ >= 0 && now - last_try_ms_ < 250) return last_error_;
@@ -777,11 +789,31 @@ Status RedisParticipant::CheckAndLoad(Conn* c) {
   }
   Result<Reply> load = call({"FUNCTION", "LOAD", "REPLACE", kFunctionLibrary});
   if (!load.ok()) return load.status().Annotate("loading seigo's functions");
+  std::random_device rd;
+  char fresh[17];
+  std::snprintf(fresh, sizeof fresh, "%08x%08x", rd(), rd());
   Result<Reply> claim =
-      call({"FCALL", "seigo1_claim", "0", prefix_, std::to_string(config_.index)});
+      call({"FCALL", "seigo1_claim", "0", prefix_, std::to_string(config_.index), fresh});
   if (!claim.ok()) return claim.status();
-  if (claim->str != std::to_string(config_.index)) {
-    return Status::InvalidArgument(name_ + " is participant " + claim->str + " of deployment " +
+  if (claim->type != Reply::kArray || claim->elems.size() != 2) {
+    return Status::Internal(name_ + ": malformed claim reply");
+  }
+  const std::string index = claim->elems[0].str, epoch = claim->elems[1].str;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (epoch_.empty()) {
+      epoch_ = epoch;
+    } else if (epoch_ != epoch) {
+      lost_ = Status::Corruption(
+          name_ + " lost its data: it was epoch " + epoch_ + " and is now " + epoch +
+          " (restarted without its AOF, flushed, or replaced). Prepared intents and commit "
+          "records on it may be gone, so seigo stops using it: check `seigo status`, then "
+          "restart this process (doc/redis.md, \"Instance restarted without its data\")");
+      return lost_;
+    }
+  }
+  if (index != std::to_string(config_.index)) {
+    return Status::InvalidArgument(name_ + " is participant " + index + " of deployment " +
                                    config_.deployment + ", not " +
                                    std::to_string(config_.index) + ": the redis list may only "
                                    "grow at the end, never be reordered (doc/redis.md)");
@@ -841,9 +873,13 @@ void RedisParticipant::Release(std::unique_ptr<Session> session) {
   if (!session) return;
   auto* s = static_cast<RedisSession*>(session.get());
   if (s->Broken()) {
-    // A lost connection usually means the instance restarted: every idle one is stale too.
-    std::lock_guard<std::mutex> l(pool_->mu);
-    pool_->idle.clear();
+    // A lost connection usually means the instance restarted: every idle one is stale too,
+    // and the instance is checked again (its epoch: did it come back with its data?).
+    {
+      std::lock_guard<std::mutex> l(pool_->mu);
+      pool_->idle.clear();
+    }
+    Invalidate();
     return;
   }
   Give(s->TakeConn());
@@ -854,6 +890,7 @@ auto RedisParticipant::WithConn(F&& f) -> decltype(f(std::declval<Conn*>())) {
   Result<std::unique_ptr<Conn>> c = Take(0);
   if (!c.ok()) return c.status();
   auto out = f(c->get());
+  if ((*c)->broken()) Invalidate();
   Give(std::move(*c));
   return out;
 }

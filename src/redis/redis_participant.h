@@ -66,6 +66,11 @@ class RedisParticipant final : public Participant {
   StoreKind kind() const override { return StoreKind::kKv; }
   bool records_single_commits() const override { return true; }
   bool is_up() const;  // checked and reachable at the last try
+  // The epoch of the instance's data (random, set on the instance when seigo first claims it),
+  // "" until it was first reached. A different epoch later means the instance lost its data:
+  // every call then fails with kCorruption (doc/redis.md, "Instance restarted without its
+  // data").
+  std::string epoch() const;
 
   Result<std::unique_ptr<Session>> Acquire() override { return Acquire(0); }
   Result<std::unique_ptr<Session>> Acquire(int64_t deadline_ms) override;
@@ -111,6 +116,8 @@ class RedisParticipant final : public Participant {
   bool ready_ = false;          // guarded by mu_
   int64_t last_try_ms_ = -1;    // guarded by mu_ (steady clock)
   Status last_error_;           // guarded by mu_
+  std::string epoch_;           // guarded by mu_
+  Status lost_;                 // guarded by mu_: set for good once the epoch changed
 };
 
 }  // namespace seigo::redis

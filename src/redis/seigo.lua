@@ -21,7 +21,8 @@
 --   P..'c:'..gid   str   the branch of gid committed here (expires 1 h after GC forgot it)
 --   P..'d:'..gid   hash  a decision: o ('C'/'A'), s (participants), dl (deadline), at
 --   P..'decisions' zset  gid -> deadline: decisions kept until garbage collection
---   P..'meta'      hash  index: this instance's position in the deployment
+--   P..'meta'      hash  index: this instance's position in the deployment; epoch: random,
+--                         set once (a new value means the instance lost its data)
 --
 -- Versioning: the library name (seigo_kv_1) and the function names (seigo1_*) change together
 -- whenever the arguments or the key layout change, so that coordinators of two seigo versions
@@ -406,10 +407,13 @@ local function seigo_probe(keys, argv)
   return out
 end
 
--- seigo_claim(P, index) -> the index this instance holds for the deployment (claims it if none)
+-- seigo_claim(P, index, epoch) -> {index, epoch}: the index this instance holds for the
+-- deployment and the epoch of its data, both set now if there are none (a new instance, or
+-- one that lost its data: the caller compares the epoch with what it knew).
 local function seigo_claim(keys, argv)
   redis.call('HSETNX', argv[1] .. 'meta', 'index', argv[2])
-  return redis.call('HGET', argv[1] .. 'meta', 'index')
+  redis.call('HSETNX', argv[1] .. 'meta', 'epoch', argv[3])
+  return redis.call('HMGET', argv[1] .. 'meta', 'index', 'epoch')
 end
 
 redis.register_function{function_name = 'seigo1_read', callback = seigo_read, flags = {'no-writes'}}
