@@ -45,9 +45,15 @@ std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool b
 
 namespace {
 
-std::string Shards(const std::vector<uint32_t>& v) {
+// A participant as the CLI names it: shard i is "i", Redis instance j (participant
+// shards + j) is "r<j>".
+std::string Part(uint32_t i, size_t shards) {
+  return i < shards ? std::to_string(i) : "r" + std::to_string(i - shards);
+}
+
+std::string Shards(const std::vector<uint32_t>& v, size_t shards) {
   std::string s;
-  for (uint32_t i : v) s += (s.empty() ? "" : ",") + std::to_string(i);
+  for (uint32_t i : v) s += (s.empty() ? "" : ",") + Part(i, shards);
   return s;
 }
 
@@ -70,8 +76,9 @@ int PrintStatus(const Common& c) {
                            : t.decision_error.ok() ? "none"
                                                    : "? " + t.decision_error.ToString();
     const char* state = t.decision ? "decided" : t.overdue_ms >= 0 ? "overdue" : "running";
-    std::printf("%-32s  %-7u  %-9s  %-8s  %-9s  %-10s  %s\n", t.gid.c_str(), t.decider,
-                Shards(t.prepared_on).c_str(), state, secs(t.age_ms, false).c_str(),
+    const size_t n = coord->shard_map().size();
+    std::printf("%-32s  %-7s  %-9s  %-8s  %-9s  %-10s  %s\n", t.gid.c_str(),
+                Part(t.decider, n).c_str(), Shards(t.prepared_on, n).c_str(), state, secs(t.age_ms, false).c_str(),
                 secs(t.overdue_ms, true).c_str(), decision.c_str());
   }
   std::printf("%zu in doubt\n", r.txs.size());
@@ -100,15 +107,17 @@ int Recover(const Common& c) {
   ResolveReport r = coord->Recover();
   for (const std::string& g : r.fenced) std::printf("%s  decided abort (deadline passed)\n", g.c_str());
   for (const ResolveReport::Applied& a : r.applied) {
-    std::printf("%s  shard %u  %s\n", a.gid.c_str(), a.shard,
+    std::printf("%s  shard %s  %s\n", a.gid.c_str(), Part(a.shard, coord->shard_map().size()).c_str(),
                 a.outcome == Outcome::kCommit ? "committed" : "rolled back");
   }
   for (const ResolveReport::Pending& p : r.pending) {
-    std::printf("%s  shards %s  still in doubt: %s\n", p.gid.c_str(), Shards(p.shards).c_str(),
+    std::printf("%s  shards %s  still in doubt: %s\n", p.gid.c_str(),
+                Shards(p.shards, coord->shard_map().size()).c_str(),
                 p.reason.c_str());
   }
   for (const ResolveReport::Limbo& l : r.limbo) {
-    std::printf("%s  shard %u  LIMBO: %s\n", l.gid.c_str(), l.shard, l.message.c_str());
+    std::printf("%s  shard %s  LIMBO: %s\n", l.gid.c_str(),
+                Part(l.shard, coord->shard_map().size()).c_str(), l.message.c_str());
   }
   for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
   size_t committed = 0, rolled_back = 0;
