@@ -16,7 +16,7 @@ COM_QUERY (0x03) carries its SQL text. Faults, each with a seeded probability pe
   cut all (control command, or --cut-all-every-ms at random): close every open connection now.
 
 RESP (--protocol resp): a command is one RESP array of bulk strings; --drop-match is matched
-against its words joined by spaces ("FCALL seigo1_prepare 0 ..."); a dropped command's whole
+against its words joined by spaces ("FCALL seigo2_prepare 0 ..."); a dropped command's whole
 reply (one RESP value, arrays included) is read and swallowed, then both sides are closed.
 
 Control: a line protocol on --control PORT (127.0.0.1). Each line gets one reply line:

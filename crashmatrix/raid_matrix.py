@@ -21,7 +21,7 @@ Faults:
                     application is then restarted for the rest of the run
   proxy:cut         the proxy closes Redis connections instead of forwarding a command (2 %)
   proxy:drop_prepare / drop_commit
-                    the proxy forwards FCALL seigo1_prepare / seigo1_commit, swallows the
+                    the proxy forwards FCALL seigo2_prepare / seigo2_commit, swallows the
                     reply and closes the connection (10 %): a lost reply of a step that ran
 Exit status: 0 if every seigo cell passed and naive mode showed violations, 1 otherwise, 2 on a
 setup error. A summary table goes to stdout and DIR/summary.md.
@@ -124,9 +124,9 @@ def run_cell(w, fault, mode, rng, log):
     if fault == "proxy:cut":
         w.start_proxy(cut=0.02)
     elif fault == "proxy:drop_prepare":
-        w.start_proxy(drop=0.10, match=r"^FCALL seigo1_prepare ")
+        w.start_proxy(drop=0.10, match=r"^FCALL seigo2_prepare ")
     elif fault == "proxy:drop_commit":
-        w.start_proxy(drop=0.10, match=r"^FCALL seigo1_commit ")
+        w.start_proxy(drop=0.10, match=r"^FCALL seigo2_commit ")
     run_args = ["demo", "raid", "run", "--clients", "6", "--seconds", str(seconds), "--mode",
                 mode]
     t0 = time.time()

@@ -70,7 +70,7 @@ void SimRedisServer::LoadValue(const std::string& deployment, int64_t key, int64
 
 std::string SimRedisServer::Taken(const Db& db, int64_t key, const std::string& gid,
                                   char what) const {
-  if (auto l = db.locks.find(key); l != db.locks.end() && l->second != gid) {
+  if (auto l = locks_.find(key); l != locks_.end() && l->second != gid) {
     bool expired = false;
     if (ctx_.variant == Variant::kRedisLocksExpire) {
       // The planted bug: a lock that times out on its own (a TTL), whatever was decided.
@@ -80,14 +80,14 @@ std::string SimRedisServer::Taken(const Db& db, int64_t key, const std::string& 
     if (!expired) return "locked by " + l->second.substr(0, 8);
   }
   if (what != 'r') {
-    if (auto r = db.rlocks.find(key); r != db.rlocks.end() && r->second > 0) {
+    if (auto r = rlocks_.find(key); r != rlocks_.end() && r->second > 0) {
       return "is read by a transaction that is committing";
     }
   }
   if (what == 'i') return "";
-  auto lo = db.lo.find(key);
-  auto hi = db.hi.find(key);
-  if ((lo != db.lo.end() && lo->second != 0) || (hi != db.hi.end() && hi->second != 0)) {
+  auto lo = lo_.find(key);
+  auto hi = hi_.find(key);
+  if ((lo != lo_.end() && lo->second != 0) || (hi != hi_.end() && hi->second != 0)) {
     return "has pending increments";
   }
   return "";
@@ -126,9 +126,9 @@ Status SimRedisServer::CheckBody(const Db& db, const std::string& gid,
       return Status(Code::kGuardFailed, "bound crossed");
     }
     if (ctx_.variant == Variant::kRedisEscrowIgnoresPending) continue;
-    auto lo = db.lo.find(i.key);
-    auto hi = db.hi.find(i.key);
-    const int64_t l = lo == db.lo.end() ? 0 : lo->second, h = hi == db.hi.end() ? 0 : hi->second;
+    auto lo = lo_.find(i.key);
+    auto hi = hi_.find(i.key);
+    const int64_t l = lo == lo_.end() ? 0 : lo->second, h = hi == hi_.end() ? 0 : hi->second;
     if (cur + l + std::min<int64_t>(i.delta, 0) < i.min ||
         cur + h + std::max<int64_t>(i.delta, 0) > i.max) {
       ctx_.coverage->Add(Cov::kRedisEscrowConflict);
@@ -153,6 +153,29 @@ void SimRedisServer::Apply(Db& db, const std::string& gid, const RedisBody& body
   if (!effects.empty()) ctx_.checker->OnEffects(db.participant, effects, true);
 }
 
+void SimRedisServer::Release(std::map<int64_t, int64_t>& m, int64_t key, int64_t by) {
+  if (by == 0) return;
+  auto it = m.find(key);
+  const int64_t before = it == m.end() ? 0 : it->second;
+  const int64_t after = before - by;
+  // A reservation or read lock released more than it was taken would silently cancel
+  // another transaction's (seigo.lua's counter() keeps the count; it must never cross 0).
+  if (before == 0 || (before > 0 && after < 0) || (before < 0 && after > 0)) {
+    ctx_.checker->Violation("redis" + std::to_string(index_) + ": a lock or reservation count "
+                            "of k" + std::to_string(key) + " released past zero");
+  }
+  if (after == 0) {
+    if (it != m.end()) m.erase(it);
+  } else {
+    m[key] = after;
+  }
+}
+
+bool SimRedisServer::Committed(const Db& db, const std::string& gid) const {
+  auto c = db.committed.find(gid);
+  return c != db.committed.end() && (c->second == 0 || c->second > NowMs());
+}
+
 void SimRedisServer::Finish(Db& db, const std::string& dep, const std::string& gid, bool commit) {
   auto it = db.intents.find(gid);
   Intent in = std::move(it->second);
@@ -167,14 +190,11 @@ void SimRedisServer::Finish(Db& db, const std::string& dep, const std::string& g
     if (!effects.empty()) ctx_.checker->OnEffects(db.participant, effects, false);
   }
   for (const auto& s : in.body.sets) {
-    if (auto l = db.locks.find(s.key); l != db.locks.end() && l->second == gid) db.locks.erase(l);
+    if (auto l = locks_.find(s.key); l != locks_.end() && l->second == gid) locks_.erase(l);
   }
-  for (const auto& i : in.body.incrs) {
-    auto& m = i.delta < 0 ? db.lo : db.hi;
-    if ((m[i.key] -= i.delta) == 0) m.erase(i.key);
-  }
-  for (int64_t key : ReadKeys(in.body)) {
-    if (--db.rlocks[key] <= 0) db.rlocks.erase(key);
+  for (const auto& i : in.body.incrs) Release(i.delta < 0 ? lo_ : hi_, i.key, i.delta);
+  if (ctx_.variant != Variant::kRedisNoReadLocks) {
+    for (int64_t key : ReadKeys(in.body)) Release(rlocks_, key, 1);
   }
   (void)dep;
   ctx_.checker->OnBranchEnded(db.participant, in.xid, commit, /*was_prepared=*/true,
@@ -210,13 +230,15 @@ Status SimRedisServer::Prepare(const std::string& dep, const Xid& xid, const Red
   if (NowMs() > xid.deadline_ms) return Status::Conflict("past its deadline");
   Status s = CheckBody(db, xid.gid, body);
   if (!s.ok()) return s;
-  for (const auto& w : body.sets) db.locks[w.key] = xid.gid;
+  for (const auto& w : body.sets) locks_[w.key] = xid.gid;
   // Every key it read stays read-locked until the decision (seigo.lua: write skew across
   // instances). Variant::kRedisNoReadLocks plants the old code, which locked written keys only.
   if (ctx_.variant != Variant::kRedisNoReadLocks) {
-    for (int64_t key : ReadKeys(body)) db.rlocks[key]++;
+    for (int64_t key : ReadKeys(body)) rlocks_[key]++;
   }
-  for (const auto& i : body.incrs) (i.delta < 0 ? db.lo : db.hi)[i.key] += i.delta;
+  for (const auto& i : body.incrs) {
+    if (i.delta != 0) (i.delta < 0 ? lo_ : hi_)[i.key] += i.delta;
+  }
   db.intents[xid.gid] = Intent{xid, body, NowMs()};
   ctx_.checker->OnBranchStarted(db.participant, xid);
   ctx_.checker->OnBranchPrepared(db.participant, xid);
@@ -256,11 +278,11 @@ Result<std::string> SimRedisServer::Commit(const std::string& dep, const std::st
   Db& db = DbOf(dep);
   if (db.intents.count(gid)) {
     Finish(db, dep, gid, true);
-    db.committed.insert(gid);
+    db.committed[gid] = 0;
     ctx_.coverage->Add(Cov::kRedisCommitted);
     return std::string("OK");
   }
-  if (db.committed.count(gid)) return std::string("DONE");
+  if (Committed(db, gid)) return std::string("DONE");
   if (auto t = db.tombs.find(gid); t != db.tombs.end() && t->second > NowMs()) {
     return Status::Corruption("redis: " + gid + " was rolled back here");
   }
@@ -270,7 +292,7 @@ Result<std::string> SimRedisServer::Commit(const std::string& dep, const std::st
 Status SimRedisServer::Rollback(const std::string& dep, const std::string& gid,
                                 int64_t tomb_until_ms) {
   Db& db = DbOf(dep);
-  if (db.committed.count(gid)) return Status::Corruption("redis: " + gid + " had committed");
+  if (Committed(db, gid)) return Status::Corruption("redis: " + gid + " had committed");
   if (db.intents.count(gid)) {
     Finish(db, dep, gid, false);
     ctx_.coverage->Add(Cov::kRedisRolledBack);
@@ -328,7 +350,12 @@ void SimRedisServer::Forget(const std::string& dep, const std::vector<std::strin
 
 void SimRedisServer::ForgetMarkers(const std::string& dep, const std::vector<std::string>& gids) {
   Db& db = DbOf(dep);
-  for (const std::string& g : gids) db.committed.erase(g);
+  // As seigo.lua: the marker expires in an hour, so that a stalled call still learns DONE.
+  for (const std::string& g : gids) {
+    if (auto c = db.committed.find(g); c != db.committed.end() && c->second == 0) {
+      c->second = NowMs() + 3'600'000;
+    }
+  }
 }
 
 std::vector<Xid> SimRedisServer::Recover(const std::string& dep) {
@@ -342,9 +369,9 @@ std::vector<BranchTrace> SimRedisServer::Probe(const std::string& dep,
   const Db& db = DbOf(dep);
   std::vector<BranchTrace> out;
   for (const std::string& g : gids) {
-    out.push_back(db.intents.count(g)     ? BranchTrace::kOpen
-                  : db.committed.count(g) ? BranchTrace::kCommitted
-                                          : BranchTrace::kNone);
+    out.push_back(db.intents.count(g)  ? BranchTrace::kOpen
+                  : Committed(db, g) ? BranchTrace::kCommitted
+                                     : BranchTrace::kNone);
   }
   return out;
 }
@@ -370,8 +397,8 @@ ServerFinalState SimRedisServer::FinalState() const {
   s.index = net_id();
   for (const auto& [dep, db] : dbs_) {
     for (const auto& [gid, in] : db.intents) s.prepared.push_back(in.xid);
-    s.locks_held += db.locks.size() + db.rlocks.size() + db.lo.size() + db.hi.size();
   }
+  s.locks_held = locks_.size() + rlocks_.size() + lo_.size() + hi_.size();
   return s;
 }
 

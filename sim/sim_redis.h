@@ -113,11 +113,8 @@ class SimRedisServer {
     uint32_t participant = 0;
     std::map<int64_t, int64_t> values;
     std::map<std::string, Intent> intents;
-    std::map<int64_t, std::string> locks;  // key -> gid
-    std::map<int64_t, int> rlocks;         // key -> prepared intents that read it
-    std::map<int64_t, int64_t> lo, hi;     // pending negative / positive increments
-    std::map<std::string, int64_t> tombs;  // gid -> expiry
-    std::set<std::string> committed;       // commit markers
+    std::map<std::string, int64_t> tombs;      // gid -> expiry
+    std::map<std::string, int64_t> committed;  // commit markers: gid -> expiry (0 = none)
     std::map<std::string, DecisionRec> decisions;
   };
   Db& DbOf(const std::string& dep) { return dbs_.at(dep); }
@@ -137,7 +134,14 @@ class SimRedisServer {
   bool up_ = true;
   uint64_t generation_ = 0;
   int64_t clock_offset_ = 0;
+  bool Committed(const Db& db, const std::string& gid) const;
+  void Release(std::map<int64_t, int64_t>& m, int64_t key, int64_t by);
+
   std::map<std::string, Db> dbs_;  // by deployment
+  // What guards user keys is shared by every deployment on the instance (seigo.lua's G).
+  std::map<int64_t, std::string> locks_;  // key -> gid
+  std::map<int64_t, int64_t> rlocks_;     // key -> prepared intents that read it
+  std::map<int64_t, int64_t> lo_, hi_;    // pending negative / positive increments
 };
 
 // The client side of one connection (Session): staged reads and writes, one round trip per

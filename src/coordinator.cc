@@ -458,16 +458,17 @@ class Coordinator::Impl {
 
 namespace {
 
-// Compares every reachable Redis instance's epoch with the one shard 0 recorded for its index
-// (recording it the first time). Skipped while shard 0 is down: the instances' own memory
-// (RedisParticipant) still catches a loss seen by this process.
-Status CheckRedisEpochs(const std::vector<std::unique_ptr<mariadb::LazyShard>>& parts,
-                        const std::vector<std::unique_ptr<redis::RedisParticipant>>& kv,
-                        const std::string& deployment, bool prepare_schema) {
-  if (parts.empty() || !parts[0]->is_open()) return Status::OK();
-  Result<mariadb::MariaDbParticipant*> shard0 = parts[0]->Get();
-  if (!shard0.ok()) return Status::OK();
-  mariadb::MariaDbParticipant* s0 = *shard0;
+// The deployment's record of Redis instance `index`'s data epoch, on shard 0
+// (seigo_redis_epoch; RedisParticipant's Config::verify_epoch): recorded the first time,
+// compared afterwards. While shard 0 is down the instance is accepted as it is — its own
+// process still notices a later change — rather than made unavailable with it.
+Status VerifyRedisEpoch(mariadb::LazyShard* shard0, const std::string& deployment,
+                        bool prepare_schema, uint32_t index, const std::string& epoch,
+                        const std::string& name) {
+  if (!shard0->is_open()) return Status::OK();
+  Result<mariadb::MariaDbParticipant*> got = shard0->Get();
+  if (!got.ok()) return Status::OK();
+  mariadb::MariaDbParticipant* s0 = *got;
   if (prepare_schema) {
     Result<QueryResult> c = s0->Query(
         "CREATE TABLE IF NOT EXISTS seigo_redis_epoch (deployment CHAR(16) NOT NULL, "
@@ -475,34 +476,30 @@ Status CheckRedisEpochs(const std::vector<std::unique_ptr<mariadb::LazyShard>>& 
         "ENGINE=InnoDB");
     if (!c.ok()) return c.status().Annotate("creating seigo_redis_epoch on shard 0");
   }
-  for (const auto& p : kv) {
-    const std::string epoch = p->epoch();
-    if (epoch.empty()) continue;  // down: checked by its own memory once it is reached
-    const std::vector<Value> key = {deployment, p->index()};
-    const std::vector<Value> row = {deployment, p->index(), epoch};
-    const char* select = "SELECT epoch FROM seigo_redis_epoch WHERE deployment = ? AND idx = ?";
-    Result<QueryResult> r = s0->Query(select, key);
-    if (!r.ok()) {
-      if (!prepare_schema) continue;  // an older schema without the table: nothing recorded
-      return r.status().Annotate("reading seigo_redis_epoch on shard 0");
-    }
-    if (r->rows.empty()) {
-      if (!prepare_schema) continue;
-      Result<QueryResult> ins =
-          s0->Query("INSERT IGNORE INTO seigo_redis_epoch VALUES (?, ?, ?)", row);
-      if (!ins.ok()) return ins.status().Annotate("recording the epoch of " + p->name());
-      r = s0->Query(select, key);
-      if (!r.ok()) return r.status();
-    }
-    if (!r->rows.empty() && r->rows[0][0].value_or("") != epoch) {
-      return Status::Corruption(
-          p->name() + " is not the instance this deployment used as participant " +
-          std::to_string(p->index()) + ": its data epoch is " + epoch + ", shard 0 recorded " +
-          r->rows[0][0].value_or("") + ". It lost its data (restarted without its AOF, "
-          "flushed) or was replaced, so intents and commit records on it may be gone. Check "
-          "`seigo status`; to accept it as it is, delete its row from seigo_redis_epoch on "
-          "shard 0 (doc/redis.md)");
-    }
+  const std::vector<Value> key = {deployment, index};
+  const std::vector<Value> row = {deployment, index, epoch};
+  const char* select = "SELECT epoch FROM seigo_redis_epoch WHERE deployment = ? AND idx = ?";
+  Result<QueryResult> r = s0->Query(select, key);
+  if (!r.ok()) {
+    if (!prepare_schema) return Status::OK();  // an older schema without the table
+    return r.status().Annotate("reading seigo_redis_epoch on shard 0");
+  }
+  if (r->rows.empty()) {
+    if (!prepare_schema) return Status::OK();  // changes nothing (`seigo status`)
+    Result<QueryResult> ins =
+        s0->Query("INSERT IGNORE INTO seigo_redis_epoch VALUES (?, ?, ?)", row);
+    if (!ins.ok()) return ins.status().Annotate("recording the epoch of " + name);
+    r = s0->Query(select, key);
+    if (!r.ok()) return r.status();
+  }
+  if (!r->rows.empty() && r->rows[0][0].value_or("") != epoch) {
+    return Status::Corruption(
+        name + " is not the instance this deployment used as participant " +
+        std::to_string(index) + ": its data epoch is " + epoch + ", shard 0 recorded " +
+        r->rows[0][0].value_or("") + ". It lost its data (restarted without its AOF, "
+        "flushed) or was replaced, so intents and commit records on it may be gone. Check "
+        "`seigo status`; to accept it as it is, delete its row from seigo_redis_epoch on "
+        "shard 0 (doc/redis.md)");
   }
   return Status::OK();
 }
@@ -581,6 +578,15 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
       c.connect_timeout_ms = o.connect_timeout_s * 1000;
       c.read_timeout_ms = o.read_timeout_s * 1000;
       c.allow_unsafe_durability = o.redis_allow_unsafe_durability;
+      // Each instance's data epoch is recorded on shard 0, so that an instance that comes back
+      // without its data (or is replaced) is refused by every later process too, not only by
+      // the ones that saw it before (doc/redis.md, "Instance restarted without its data").
+      mariadb::LazyShard* shard0 = parts[0].get();
+      const bool prepare = o.prepare_schema;
+      c.verify_epoch = [shard0, deployment, prepare, name = c.url.Redacted()](
+                           uint32_t index, const std::string& epoch) {
+        return VerifyRedisEpoch(shard0, deployment, prepare, index, epoch, "redis " + name);
+      };
       if (o.max_idle_connections > 0) c.max_idle = static_cast<size_t>(o.max_idle_connections);
       Result<std::unique_ptr<redis::RedisParticipant>> p = redis::RedisParticipant::Open(c);
       if (!p.ok()) return p.status();
@@ -595,11 +601,6 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
     if (map->size() + kv.size() > 1000) {
       return Status::InvalidArgument("at most 1000 shards and Redis instances in all");
     }
-    // Each instance's data epoch is recorded on shard 0, so that an instance that comes back
-    // without its data (or is replaced) is refused by every later process too, not only by
-    // the ones that saw it before (doc/redis.md, "Instance restarted without its data").
-    Status e = CheckRedisEpochs(parts, kv, deployment, o.prepare_schema);
-    if (!e.ok()) return e;
   }
   Env* env = o.env != nullptr ? o.env : DefaultEnv();
   auto impl = std::make_unique<Impl>(std::move(*map), std::move(parts), std::move(kv), deployment,

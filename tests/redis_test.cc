@@ -443,7 +443,7 @@ class RedisRecoveryTest : public RedisTest {
     x.deadline_ms = x.start_ms + ms_left;
     x.branch = static_cast<uint32_t>(coord_->shard_map().size() + instance);
     auto r = coord_->RedisCommand(
-        instance, {"FCALL", "seigo1_prepare", "0", "seigo:" + x.deployment + ":", x.gid,
+        instance, {"FCALL", "seigo2_prepare", "0", "seigo:" + x.deployment + ":", x.gid,
                    x.Gtrid(), x.Bqual(), std::to_string(x.deadline_ms), "0", "1", "0", "set", key,
                    value, ""});
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -479,7 +479,7 @@ TEST_F(RedisRecoveryTest, APreparedIntentLocksItsKeyShowsInStatusAndIsRolledBack
   EXPECT_FALSE(Get(k).has_value());
   // The tombstone refuses the same prepare arriving late.
   auto late = coord_->RedisCommand(
-      0, {"FCALL", "seigo1_prepare", "0", "seigo:" + x.deployment + ":", x.gid, x.Gtrid(),
+      0, {"FCALL", "seigo2_prepare", "0", "seigo:" + x.deployment + ":", x.gid, x.Gtrid(),
           x.Bqual(), std::to_string(NowMs() + 10'000), "0", "1", "0", "set", k, "late", ""});
   EXPECT_FALSE(late.ok());
   EXPECT_NE(late.status().message().find("rolled back"), std::string::npos)
@@ -511,7 +511,7 @@ TEST_F(RedisRecoveryTest, AKeyReadByAPreparedTransactionCannotBeWrittenUntilItsD
   ASSERT_TRUE(d.ok() && d->has_value()) << d.status().ToString();
   digest = **d;
   auto prep = coord_->RedisCommand(
-      0, {"FCALL", "seigo1_prepare", "0", p, x.gid, x.Gtrid(), x.Bqual(),
+      0, {"FCALL", "seigo2_prepare", "0", p, x.gid, x.Gtrid(), x.Bqual(),
           std::to_string(x.deadline_ms), "1", "0", "0", "get", k, "", digest});
   ASSERT_TRUE(prep.ok()) << prep.status().ToString();
   EXPECT_EQ(Bookkeeping(0, "rlock"), 1);
@@ -549,7 +549,7 @@ TEST_F(RedisRecoveryTest, AnotherDeploymentsLockOnAKeyIsRespected) {
   x.deadline_ms = x.start_ms + 60'000;
   x.branch = 7;
   auto prep = coord_->RedisCommand(
-      0, {"FCALL", "seigo1_prepare", "0", other, x.gid, x.Gtrid(), x.Bqual(),
+      0, {"FCALL", "seigo2_prepare", "0", other, x.gid, x.Gtrid(), x.Bqual(),
           std::to_string(x.deadline_ms), "0", "1", "0", "set", k, "theirs", ""});
   ASSERT_TRUE(prep.ok()) << prep.status().ToString();
   CoordinatorOptions o = Options();
@@ -561,7 +561,7 @@ TEST_F(RedisRecoveryTest, AnotherDeploymentsLockOnAKeyIsRespected) {
   EXPECT_NE(w.status.message().find("locked by transaction " + x.gid), std::string::npos)
       << w.status.ToString();
   // Their own rollback (as their resolver would) releases it.
-  auto rb = coord_->RedisCommand(0, {"FCALL", "seigo1_rollback", "0", other, x.gid, "0"});
+  auto rb = coord_->RedisCommand(0, {"FCALL", "seigo2_rollback", "0", other, x.gid, "0"});
   ASSERT_TRUE(rb.ok()) << rb.status().ToString();
   w = (*c)->Run([&](Tx& tx) { return tx.kv().Set(k, "ours"); });
   EXPECT_TRUE(w.committed()) << w.status.ToString();
@@ -592,7 +592,7 @@ TEST_F(RedisRecoveryTest, APreparedIntentWhoseDeciderCommittedIsCommittedByTheRe
   // The decider (Redis instance 1) commits with the decision record, as the coordinator would
   // have before dying.
   auto d = coord_->RedisCommand(
-      1, {"FCALL", "seigo1_decide", "0", "seigo:" + x.deployment + ":", x.gid,
+      1, {"FCALL", "seigo2_decide", "0", "seigo:" + x.deployment + ":", x.gid,
           std::to_string(x.deadline_ms), std::to_string(x.branch) + "," + std::to_string(decider),
           "0", "60000", "0", "0", "0"});
   ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -602,11 +602,11 @@ TEST_F(RedisRecoveryTest, APreparedIntentWhoseDeciderCommittedIsCommittedByTheRe
   EXPECT_EQ(Get(k), "applied");
   EXPECT_EQ(Bookkeeping(0, "prepared"), 0);
   // A repeated commit is a no-op; a rollback of a committed branch is refused loudly.
-  auto again = coord_->RedisCommand(0, {"FCALL", "seigo1_commit", "0",
+  auto again = coord_->RedisCommand(0, {"FCALL", "seigo2_commit", "0",
                                         "seigo:" + x.deployment + ":", x.gid});
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, "DONE");
-  auto rb = coord_->RedisCommand(0, {"FCALL", "seigo1_rollback", "0",
+  auto rb = coord_->RedisCommand(0, {"FCALL", "seigo2_rollback", "0",
                                      "seigo:" + x.deployment + ":", x.gid, "0"});
   EXPECT_FALSE(rb.ok());
   EXPECT_EQ(Get(k), "applied");

@@ -111,6 +111,11 @@ class Conn {
     if (c_ != nullptr) redisFree(c_);
   }
   bool broken() const { return broken_; }
+  // Broken because a call was not sent (the Run's deadline had passed), not because the
+  // connection failed: says nothing about the instance.
+  bool cut() const { return cut_; }
+  // Broken for a reason that may concern the instance (it restarted, it lost its data).
+  bool lost() const { return broken_ && !cut_; }
 
   // One command. kUnavailable when the connection fails (then broken()): the command's effect
   // is unknown. A server error reply is returned as a Reply of type kError, not as a Status.
@@ -121,8 +126,11 @@ class Conn {
     if (deadline_ms > 0) {
       const int64_t left = deadline_ms - UnixMs();
       if (left <= 0) {
-        broken_ = true;  // nothing sent; the connection is dropped like a cut one
-        return Status::Unavailable("the Run's deadline passed before the call");
+        // Nothing sent: not a lost reply. The connection is dropped, since the session's
+        // transaction is over.
+        broken_ = true;
+        cut_ = true;
+        return Status(Code::kDeadlineExceeded, "the Run's deadline passed before the call");
       }
       wait = std::min(wait, left);
     }
@@ -152,6 +160,7 @@ class Conn {
   const int read_timeout_ms_;
   int64_t timeout_set_ = -1;
   bool broken_ = false;
+  bool cut_ = false;
 };
 
 struct Pool {
@@ -188,7 +197,7 @@ Status MapError(const std::string& err, Code refused) {
   return Status::QueryFailed(err);
 }
 
-// What seigo1_commit's reply means: OK / DONE (committed, now or before), PARTIAL n (committed,
+// What seigo2_commit's reply means: OK / DONE (committed, now or before), PARTIAL n (committed,
 // but n writes failed because another client changed a locked key's type), LOST (no trace).
 Status CommitReply(const std::string& name, const std::string& gid, const std::string& reply) {
   if (reply == "OK" || reply == "DONE") return Status::OK();
@@ -267,7 +276,7 @@ class RedisSession final : public Session {
   // A lost connection (also one dropped without Release, after a lost reply): check the
   // instance again before the next use — did it come back with its data?
   ~RedisSession() override {
-    if (conn_ && conn_->broken()) p_->Invalidate();
+    if (conn_ && conn_->lost()) p_->Invalidate();
   }
 
   std::unique_ptr<Conn> TakeConn() { return std::move(conn_); }
@@ -375,7 +384,7 @@ Status RedisSession::StepStatus(const Result<Reply>& r, Code refused, const char
 
 Result<Reply> RedisSession::ServerRead(const std::string& op, const std::string& key,
                                        const std::string& arg) {
-  Result<Reply> r = Fcall("seigo1_read", {p_->prefix(), op, key, arg});
+  Result<Reply> r = Fcall("seigo2_read", {p_->prefix(), op, key, arg});
   Status s = StepStatus(r, Code::kQueryFailed, "read");
   if (!s.ok()) return s;
   if (r->type != Reply::kArray || r->elems.size() != 2) {
@@ -609,7 +618,7 @@ Status RedisSession::Prepare(const Xid& xid) {
                                 I(xid.deadline_ms)};
   AppendBody(&a);
   maybe_prepared_ = true;
-  Result<Reply> r = Fcall("seigo1_prepare", std::move(a));
+  Result<Reply> r = Fcall("seigo2_prepare", std::move(a));
   if (!r.ok()) return r.status().Annotate(p_->name() + ": prepare");  // maybe prepared
   maybe_prepared_ = false;
   // A refusal here (rolled back already, past the deadline) means this attempt cannot
@@ -626,7 +635,7 @@ Status RedisSession::CommitWithDecision(const Decision& d) {
   std::vector<std::string> a = {p_->prefix(), d.gid, I(d.deadline_ms), Join(d.shards),
                                 d.shards.size() <= 1 ? "1" : "0", I(kMinDecisionRetentionMs)};
   AppendBody(&a);
-  Result<Reply> r = Fcall("seigo1_decide", std::move(a));
+  Result<Reply> r = Fcall("seigo2_decide", std::move(a));
   if (!r.ok()) return r.status().Annotate(p_->name() + ": commit");  // outcome unknown
   if (r->type == Reply::kError && r->str.rfind("SEIGO_", 0) != 0 &&
       r->str.rfind("LOADING", 0) != 0 && r->str.rfind("BUSY", 0) != 0) {
@@ -638,7 +647,7 @@ Status RedisSession::CommitWithDecision(const Decision& d) {
 }
 
 Status RedisSession::CommitPrepared(const Xid& xid) {
-  Result<Reply> r = Fcall("seigo1_commit", {p_->prefix(), xid.gid});
+  Result<Reply> r = Fcall("seigo2_commit", {p_->prefix(), xid.gid});
   Status s = StepStatus(r, Code::kCorruption, "commit");
   if (!s.ok()) return s;
   prepared_ = false;
@@ -655,7 +664,7 @@ Status RedisSession::RollbackAll(const Xid* xid, bool prepared) {
       std::vector<std::string> a = {p_->prefix(), "0", "0", "0"};
       a[1] = I(static_cast<int64_t>(reads_.size()));
       for (const Read& r : reads_) a.insert(a.end(), {r.op, r.key, r.arg, r.digest});
-      s = StepStatus(Fcall("seigo1_validate", std::move(a)), Code::kConflict, "validate reads");
+      s = StepStatus(Fcall("seigo2_validate", std::move(a)), Code::kConflict, "validate reads");
     }
   } else if (prepared_ || maybe_prepared_) {
     // The intent is (or may be) stored: roll it back by XID, which also leaves the tombstone
@@ -699,6 +708,8 @@ void RedisParticipant::Invalidate() {
   std::lock_guard<std::mutex> l(mu_);
   ready_ = false;
   last_try_ms_ = -1;
+  // Callers that arrive while another thread re-checks must not take the old OK for it.
+  if (lost_.ok()) last_error_ = Status::Unavailable(name_ + ": being checked again");
 }
 
 bool RedisParticipant::is_up() const {
@@ -793,16 +804,17 @@ Status RedisParticipant::CheckAndLoad(Conn* c) {
   char fresh[17];
   std::snprintf(fresh, sizeof fresh, "%08x%08x", rd(), rd());
   Result<Reply> claim =
-      call({"FCALL", "seigo1_claim", "0", prefix_, std::to_string(config_.index), fresh});
+      call({"FCALL", "seigo2_claim", "0", prefix_, std::to_string(config_.index), fresh});
   if (!claim.ok()) return claim.status();
   if (claim->type != Reply::kArray || claim->elems.size() != 2) {
     return Status::Internal(name_ + ": malformed claim reply");
   }
   const std::string index = claim->elems[0].str, epoch = claim->elems[1].str;
+  bool first = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (epoch_.empty()) {
-      epoch_ = epoch;
+      first = true;
     } else if (epoch_ != epoch) {
       lost_ = Status::Corruption(
           name_ + " lost its data: it was epoch " + epoch_ + " and is now " + epoch +
@@ -811,6 +823,21 @@ Status RedisParticipant::CheckAndLoad(Conn* c) {
           "restart this process (doc/redis.md, \"Instance restarted without its data\")");
       return lost_;
     }
+  }
+  if (first) {
+    // The first contact of this process: what does the deployment's record say (shard 0,
+    // Config::verify_epoch)? Checked before the instance is used at all.
+    if (config_.verify_epoch) {
+      Status v = config_.verify_epoch(config_.index, epoch);
+      if (v.Is(Code::kCorruption)) {
+        std::lock_guard<std::mutex> l(mu_);
+        lost_ = v;
+        return v;
+      }
+      if (!v.ok()) return v;  // cannot tell yet (shard 0 down): try again later
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    epoch_ = epoch;
   }
   if (index != std::to_string(config_.index)) {
     return Status::InvalidArgument(name_ + " is participant " + index + " of deployment " +
@@ -873,6 +900,8 @@ void RedisParticipant::Release(std::unique_ptr<Session> session) {
   if (!session) return;
   auto* s = static_cast<RedisSession*>(session.get());
   if (s->Broken()) {
+    std::unique_ptr<Conn> c = s->TakeConn();
+    if (c && !c->lost()) return;  // cut at the deadline: nothing wrong with the instance
     // A lost connection usually means the instance restarted: every idle one is stale too,
     // and the instance is checked again (its epoch: did it come back with its data?).
     {
@@ -890,7 +919,7 @@ auto RedisParticipant::WithConn(F&& f) -> decltype(f(std::declval<Conn*>())) {
   Result<std::unique_ptr<Conn>> c = Take(0);
   if (!c.ok()) return c.status();
   auto out = f(c->get());
-  if ((*c)->broken()) Invalidate();
+  if ((*c)->lost()) Invalidate();
   Give(std::move(*c));
   return out;
 }
@@ -912,7 +941,7 @@ Result<Reply> Fcall(Conn* c, const std::string& name, const std::string& fn,
 Status RedisParticipant::Finish(const Xid& xid, bool commit) {
   return WithConn([&](Conn* c) -> Status {
     if (commit) {
-      Result<Reply> r = Fcall(c, name_, "seigo1_commit", prefix_, {xid.gid});
+      Result<Reply> r = Fcall(c, name_, "seigo2_commit", prefix_, {xid.gid});
       if (!r.ok()) return r.status();
       return CommitReply(name_, xid.gid, r->str);
     }
@@ -920,7 +949,7 @@ Status RedisParticipant::Finish(const Xid& xid, bool commit) {
     // refused after the deadline anyway (by this server's clock), the tombstone covers clock
     // differences of up to a minute and a half.
     const int64_t until = xid.deadline_ms + kFenceWindowMs + 60'000;
-    return Fcall(c, name_, "seigo1_rollback", prefix_, {xid.gid, I(until)}).status();
+    return Fcall(c, name_, "seigo2_rollback", prefix_, {xid.gid, I(until)}).status();
   });
 }
 
@@ -929,7 +958,7 @@ Status RedisParticipant::RollbackXid(const Xid& xid) { return Finish(xid, false)
 
 Result<std::vector<Xid>> RedisParticipant::RecoverPrepared() {
   return WithConn([&](Conn* c) -> Result<std::vector<Xid>> {
-    Result<Reply> r = Fcall(c, name_, "seigo1_recover", prefix_, {});
+    Result<Reply> r = Fcall(c, name_, "seigo2_recover", prefix_, {});
     if (!r.ok()) return r.status();
     std::vector<Xid> out;
     for (size_t i = 0; i + 1 < r->elems.size(); i += 2) {
@@ -947,7 +976,7 @@ Result<std::vector<BranchTrace>> RedisParticipant::ProbeBranches(
   if (gids.empty()) return std::vector<BranchTrace>{};
   return WithConn([&](Conn* c) -> Result<std::vector<BranchTrace>> {
     Result<Reply> r =
-        Fcall(c, name_, "seigo1_probe", prefix_, std::vector<std::string>(gids.begin(), gids.end()));
+        Fcall(c, name_, "seigo2_probe", prefix_, std::vector<std::string>(gids.begin(), gids.end()));
     if (!r.ok()) return r.status();
     std::vector<BranchTrace> out;
     for (const Reply& e : r->elems) {
@@ -962,7 +991,7 @@ Result<std::vector<BranchTrace>> RedisParticipant::ProbeBranches(
 Status RedisParticipant::ForgetBranches(std::span<const std::string> gids) {
   if (gids.empty()) return Status::OK();
   return WithConn([&](Conn* c) -> Status {
-    return Fcall(c, name_, "seigo1_forget_branches", prefix_,
+    return Fcall(c, name_, "seigo2_forget_branches", prefix_,
                  std::vector<std::string>(gids.begin(), gids.end()))
         .status();
   });
@@ -985,7 +1014,7 @@ Result<std::vector<std::optional<Decision>>> RedisParticipant::ReadDecisions(
     std::span<const std::string> gids) {
   if (gids.empty()) return std::vector<std::optional<Decision>>{};
   return WithConn([&](Conn* c) -> Result<std::vector<std::optional<Decision>>> {
-    Result<Reply> r = Fcall(c, name_, "seigo1_decisions", prefix_,
+    Result<Reply> r = Fcall(c, name_, "seigo2_decisions", prefix_,
                             std::vector<std::string>(gids.begin(), gids.end()));
     if (!r.ok()) return r.status();
     if (r->elems.size() != gids.size() * 4) return Status::Internal(name_ + ": short decisions");
@@ -1004,7 +1033,7 @@ Result<std::optional<Decision>> RedisParticipant::ReadDecision(std::string_view 
 
 Result<Outcome> RedisParticipant::FenceAbort(const Decision& d, bool by_coordinator) {
   return WithConn([&](Conn* c) -> Result<Outcome> {
-    Result<Reply> r = Fcall(c, name_, "seigo1_fence", prefix_,
+    Result<Reply> r = Fcall(c, name_, "seigo2_fence", prefix_,
                             {d.gid, I(d.deadline_ms), Join(d.shards), by_coordinator ? "1" : "0",
                              I(kFenceWindowMs)});
     if (!r.ok()) return r.status();
@@ -1018,7 +1047,7 @@ Result<Outcome> RedisParticipant::FenceAbort(const Decision& d, bool by_coordina
 Result<std::vector<Decision>> RedisParticipant::ListExpiredDecisions(int64_t retention_ms,
                                                                     size_t limit) {
   return WithConn([&](Conn* c) -> Result<std::vector<Decision>> {
-    Result<Reply> r = Fcall(c, name_, "seigo1_expired", prefix_,
+    Result<Reply> r = Fcall(c, name_, "seigo2_expired", prefix_,
                             {I(retention_ms), I(static_cast<int64_t>(limit))});
     if (!r.ok()) return r.status();
     std::vector<Decision> out;
@@ -1033,7 +1062,7 @@ Result<std::vector<Decision>> RedisParticipant::ListExpiredDecisions(int64_t ret
 Status RedisParticipant::ForgetDecisions(std::span<const std::string> gids) {
   if (gids.empty()) return Status::OK();
   return WithConn([&](Conn* c) -> Status {
-    return Fcall(c, name_, "seigo1_forget", prefix_,
+    return Fcall(c, name_, "seigo2_forget", prefix_,
                  std::vector<std::string>(gids.begin(), gids.end()))
         .status();
   });

@@ -17,6 +17,7 @@
 #ifndef SEIGO_REDIS_PARTICIPANT_H_
 #define SEIGO_REDIS_PARTICIPANT_H_
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +46,10 @@ struct Config {
   int read_timeout_ms = 30'000;
   size_t max_idle = 64;
   bool allow_unsafe_durability = false;  // DEVELOPMENT ONLY: see the file comment
+  // Called once, when this process first reaches the instance, with its index and data epoch:
+  // compares them with the deployment's record (shard 0). kCorruption = the instance lost its
+  // data (refused for good); another error = cannot tell now (the check is tried again).
+  std::function<Status(uint32_t index, const std::string& epoch)> verify_epoch;
 };
 
 class Conn;

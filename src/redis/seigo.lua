@@ -1,4 +1,4 @@
-#!lua name=seigo_kv_1
+#!lua name=seigo_kv_2
 -- seigo's Redis participant: every step of the two-phase contract is one function here, run
 -- atomically by the server (doc/redis.md has the key layout and the rules). Loaded with
 -- FUNCTION LOAD REPLACE by the adapter (src/redis/redis_participant.cc); functions survive
@@ -24,9 +24,11 @@
 --   P..'meta'      hash  index: this instance's position in the deployment; epoch: random,
 --                         set once (a new value means the instance lost its data)
 --
--- Versioning: the library name (seigo_kv_1) and the function names (seigo1_*) change together
+-- Versioning: the library name (seigo_kv_2) and the function names (seigo2_*) change together
 -- whenever the arguments or the key layout change, so that coordinators of two seigo versions
--- on one instance never run each other's functions.
+-- on one instance never run each other's functions. (2: the shared G namespace and read
+-- locks. Intents prepared by version 1 are finished by version-1 coordinators only: drain
+-- them — `seigo recover` with the old binary — before upgrading.)
 
 local G = 'seigo:'
 
@@ -46,12 +48,15 @@ end
 
 local MAX_EXACT = 4503599627370496  -- 2^52: sums of two stay exact in doubles
 
-local function read_op(op, key, a)
-  if op == 'get' then return redis.call('GET', key) end
-  if op == 'hget' then return redis.call('HGET', key, a) end
-  if op == 'zscore' then return redis.call('ZSCORE', key, a) end
+-- `call` is redis.call (a read of a transaction: a wrong type is the caller's error) or
+-- redis.pcall (validation: the key's type changed since the read, which is a conflict).
+local function read_op(op, key, a, call)
+  call = call or redis.call
+  if op == 'get' then return call('GET', key) end
+  if op == 'hget' then return call('HGET', key, a) end
+  if op == 'zscore' then return call('ZSCORE', key, a) end
   if op == 'ztop' then
-    return redis.call('ZRANGE', key, 0, tonumber(a) - 1, 'REV', 'WITHSCORES')
+    return call('ZRANGE', key, 0, tonumber(a) - 1, 'REV', 'WITHSCORES')
   end
   error('seigo: unknown read ' .. tostring(op))
 end
@@ -107,7 +112,8 @@ local function validate(P, gid, argv, base)
       read[key] = true
       table.insert(body.r, key)
     end
-    if digest(read_op(op, key, a)) ~= want then
+    local got = read_op(op, key, a, redis.pcall)
+    if (type(got) == 'table' and got.err) or digest(got) ~= want then
       return nil, fail('CONFLICT', key .. ' changed since this transaction read it')
     end
   end
@@ -130,7 +136,11 @@ local function validate(P, gid, argv, base)
     elseif op == 'zadd' or op == 'zrem' then
       local ok, t = fits(key, 'zset')
       if not ok then return nil, fail('TYPE', key .. ' holds a ' .. t .. ', not a sorted set') end
-      if op == 'zadd' and tonumber(b) == nil then return nil, fail('TYPE', 'bad score ' .. b) end
+      local sc = tonumber(b)
+      if op == 'zadd' and (sc == nil or sc ~= sc or sc == math.huge or sc == -math.huge or
+                           string.find(b, '^[-+]?[%d.]') == nil) then
+        return nil, fail('TYPE', 'bad score ' .. b)
+      end
       after[key] = 'zset'
     elseif op == 'set' then
       after[key] = 'string'
@@ -145,6 +155,11 @@ local function validate(P, gid, argv, base)
     local key, delta, min, max, reason = argv[k], tonumber(argv[k + 1]), tonumber(argv[k + 2]),
                                          tonumber(argv[k + 3]), argv[k + 4]
     k = k + 5
+    min = math.max(min, -MAX_EXACT)
+    max = math.min(max, MAX_EXACT)
+    if after[key] then
+      return nil, fail('TYPE', key .. ' is written and incremented in one transaction')
+    end
     local why = taken(key, gid, 'incr')
     if why then return nil, fail('CONFLICT', key .. ' ' .. why) end
     if delta > MAX_EXACT or delta < -MAX_EXACT then
@@ -416,22 +431,22 @@ local function seigo_claim(keys, argv)
   return redis.call('HMGET', argv[1] .. 'meta', 'index', 'epoch')
 end
 
-redis.register_function{function_name = 'seigo1_read', callback = seigo_read, flags = {'no-writes'}}
-redis.register_function{function_name = 'seigo1_validate', callback = seigo_validate,
+redis.register_function{function_name = 'seigo2_read', callback = seigo_read, flags = {'no-writes'}}
+redis.register_function{function_name = 'seigo2_validate', callback = seigo_validate,
                         flags = {'no-writes'}}
-redis.register_function('seigo1_prepare', seigo_prepare)
-redis.register_function('seigo1_commit', seigo_commit)
-redis.register_function('seigo1_rollback', seigo_rollback)
-redis.register_function('seigo1_decide', seigo_decide)
-redis.register_function('seigo1_fence', seigo_fence)
-redis.register_function{function_name = 'seigo1_decisions', callback = seigo_decisions,
+redis.register_function('seigo2_prepare', seigo_prepare)
+redis.register_function('seigo2_commit', seigo_commit)
+redis.register_function('seigo2_rollback', seigo_rollback)
+redis.register_function('seigo2_decide', seigo_decide)
+redis.register_function('seigo2_fence', seigo_fence)
+redis.register_function{function_name = 'seigo2_decisions', callback = seigo_decisions,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'seigo1_expired', callback = seigo_expired,
+redis.register_function{function_name = 'seigo2_expired', callback = seigo_expired,
                         flags = {'no-writes'}}
-redis.register_function('seigo1_forget', seigo_forget)
-redis.register_function('seigo1_forget_branches', seigo_forget_branches)
-redis.register_function{function_name = 'seigo1_recover', callback = seigo_recover,
+redis.register_function('seigo2_forget', seigo_forget)
+redis.register_function('seigo2_forget_branches', seigo_forget_branches)
+redis.register_function{function_name = 'seigo2_recover', callback = seigo_recover,
                         flags = {'no-writes'}}
-redis.register_function{function_name = 'seigo1_probe', callback = seigo_probe,
+redis.register_function{function_name = 'seigo2_probe', callback = seigo_probe,
                         flags = {'no-writes'}}
-redis.register_function('seigo1_claim', seigo_claim)
+redis.register_function('seigo2_claim', seigo_claim)
