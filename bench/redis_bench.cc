@@ -134,14 +134,9 @@ int main(int argc, char** argv) {
   seigo::Coordinator& c = **opened;
   const size_t nshards = c.shard_map().size();
 
-  // Which instance owns each boss (the same routing as Tx::KvStoreFor).
+  // Which instance owns each boss (Tx::kv()'s routing).
   std::vector<size_t> owner(kBosses + 1);
-  for (int64_t b = 1; b <= kBosses; ++b) {
-    c.Run([&](seigo::Tx& tx) {
-      owner[b] = tx.kv().StoreFor(HpKey(b)) - nshards;
-      return seigo::Tx::Abort("routing");
-    });
-  }
+  for (int64_t b = 1; b <= kBosses; ++b) owner[b] = c.RedisInstanceFor(HpKey(b));
   // Setup: players with plenty of stamina, an empty log, bosses with plenty of HP.
   for (uint32_t s = 0; s < nshards; ++s) {
     for (const char* sql : {"DROP TABLE IF EXISTS bench_raid_players",

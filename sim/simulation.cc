@@ -319,15 +319,15 @@ Simulation::Simulation(uint64_t seed, const RunOptions& options)
       redis_servers_[d.redis_server_of[r]]->AddDeployment(d.id, d.shards + r);
     }
     for (int t = 0; t < kTokens && d.redis > 0; ++t) {
-      // The instance that owns the key: Tx::KvStoreFor's hash.
+      // The instance that owns the key: Tx::kv()'s routing.
       const int64_t key = TokenKey(d.key_offset, t);
-      const uint32_t r = ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+      const uint32_t r = ShardMap::KvInstanceFor(RedisKey(key), d.redis);
       redis_servers_[d.redis_server_of[r]]->LoadValue(d.id, key, kInitialTokens);
       initial_rows_[key] = kInitialTokens;
     }
     for (int64_t key : {d.skew_a, d.skew_b}) {
       if (d.redis == 0) break;
-      const uint32_t r = ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+      const uint32_t r = ShardMap::KvInstanceFor(RedisKey(key), d.redis);
       redis_servers_[d.redis_server_of[r]]->LoadValue(d.id, key, kInitialSkew);
       initial_rows_[key] = kInitialSkew;
     }
@@ -409,7 +409,7 @@ void Simulation::DrawDeployment(Deployment& d, bool first) {
   for (uint32_t r = 0; r < d.redis; ++r) d.redis_server_of.push_back(r);
   if (d.redis > 0) {
     auto instance = [&](int64_t key) {
-      return ShardMap::JumpHash(ShardMap::HashString(RedisKey(key)), d.redis);
+      return ShardMap::KvInstanceFor(RedisKey(key), d.redis);
     };
     d.skew_a = SkewKey(kKeyOffset * d.index, 0);
     for (int i = 1; i < 100; ++i) {

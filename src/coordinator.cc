@@ -621,6 +621,9 @@ DeadlockReport Coordinator::LockWaits() { return impl_->LockWaits(); }
 void Coordinator::DrainPhase2() { impl_->DrainPhase2(); }
 const ShardMap& Coordinator::shard_map() const { return impl_->map(); }
 size_t Coordinator::redis_instances() const { return impl_->redis_count(); }
+size_t Coordinator::RedisInstanceFor(std::string_view key) const {
+  return ShardMap::KvInstanceFor(key, static_cast<uint32_t>(impl_->redis_count()));
+}
 
 Result<std::optional<std::string>> Coordinator::RedisCommand(
     size_t instance, const std::vector<std::string>& args) {

@@ -68,9 +68,11 @@ class RedisTest : public DbTest {
       store = tx.kv().StoreFor(key);
       return Tx::Abort("only routing");
     });
+    // The transaction's routing and the coordinator's (what tools use) are one function.
+    EXPECT_EQ(store, coord_->shard_map().size() + coord_->RedisInstanceFor(key)) << key;
     return store;
   }
-  size_t InstanceOf(const std::string& key) { return StoreOf(key) - coord_->shard_map().size(); }
+  size_t InstanceOf(const std::string& key) { return coord_->RedisInstanceFor(key); }
 
   std::optional<std::string> Redis(const std::string& key, std::vector<std::string> cmd) {
     Result<std::optional<std::string>> r = coord_->RedisCommand(InstanceOf(key), cmd);

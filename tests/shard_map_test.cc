@@ -1,6 +1,8 @@
 #include "seigo/shard_map.h"
 
 #include <gtest/gtest.h>
+#include <set>
+#include <string>
 
 namespace seigo {
 namespace {
@@ -68,6 +70,33 @@ TEST(ShardMap, GrowingByOneShardMovesKeysOnlyToTheNewShard) {
     // About 1/(n+1) of the keys move.
     EXPECT_NEAR(moved / 10000.0, 1.0 / (n + 1), 0.03) << n;
   }
+}
+
+}  // namespace
+}  // namespace seigo
+
+namespace seigo {
+namespace {
+
+// Key -> Redis instance (Tx::kv()'s routing): the hash tag decides, as in Redis Cluster.
+TEST(KvInstanceFor, KeysWithTheSameHashTagLiveTogetherAndAnEmptyTagIsNoTag) {
+  for (uint32_t n : {1u, 2u, 5u}) {
+    for (int b = 0; b < 50; ++b) {
+      const std::string tag = std::to_string(b);
+      const uint32_t hp = ShardMap::KvInstanceFor("boss:{" + tag + "}:hp", n);
+      EXPECT_LT(hp, n);
+      EXPECT_EQ(ShardMap::KvInstanceFor("boss:{" + tag + "}:log", n), hp);
+      EXPECT_EQ(ShardMap::KvInstanceFor(tag, n), hp);  // the tag alone hashes the same
+    }
+    // "{}" is not a tag: the whole key is hashed (and only the first '{' counts).
+    EXPECT_EQ(ShardMap::KvInstanceFor("a{}b", n),
+              ShardMap::JumpHash(ShardMap::HashString("a{}b"), n));
+    EXPECT_EQ(ShardMap::KvInstanceFor("x{y}{z}", n), ShardMap::KvInstanceFor("y", n));
+  }
+  // Different tags spread over the instances.
+  std::set<uint32_t> seen;
+  for (int b = 0; b < 100; ++b) seen.insert(ShardMap::KvInstanceFor("{" + std::to_string(b) + "}", 4));
+  EXPECT_EQ(seen.size(), 4u);
 }
 
 }  // namespace

@@ -37,12 +37,7 @@ Result<RaidMeta> ReadRaidMeta(Coordinator& c) {
 // Runs a Redis command on the instance that owns `key`.
 Result<std::optional<std::string>> OnOwner(Coordinator& c, const std::string& key,
                                            std::vector<std::string> cmd) {
-  uint32_t store = 0;
-  c.Run([&](Tx& tx) {
-    store = tx.kv().StoreFor(key);
-    return Tx::Abort("routing only");
-  });
-  return c.RedisCommand(store - c.shard_map().size(), cmd);
+  return c.RedisCommand(c.RedisInstanceFor(key), cmd);
 }
 
 bool NeedRedis(Coordinator& c) {
@@ -154,12 +149,7 @@ int RaidRun(const Common& common, int clients, double seconds, const std::string
   const RaidMeta* meta = &m;
   // Which instance owns each boss (computed once, outside any transaction).
   std::vector<size_t> owner(static_cast<size_t>(meta->bosses) + 1, 0);
-  for (int64_t b = 1; b <= meta->bosses; ++b) {
-    c->Run([&](Tx& tx) {
-      owner[b] = tx.kv().StoreFor(HpKey(b)) - c->shard_map().size();
-      return Tx::Abort("routing only");
-    });
-  }
+  for (int64_t b = 1; b <= meta->bosses; ++b) owner[b] = c->RedisInstanceFor(HpKey(b));
   std::atomic<uint64_t> attacks{0}, refused{0}, gave_up{0}, unknown{0}, half{0};
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(

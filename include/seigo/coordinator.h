@@ -172,6 +172,9 @@ class Coordinator {
   // The Redis instances (CoordinatorOptions::redis); instance i is participant
   // shard_map().size() + i.
   size_t redis_instances() const;
+  // The Redis instance (0-based, as RedisCommand takes it) that owns `key`: what Tx::kv()
+  // routes by (ShardMap::KvInstanceFor). Requires redis_instances() > 0.
+  size_t RedisInstanceFor(std::string_view key) const;
   // Runs one command on Redis instance `instance` outside any transaction (e.g. {"GET", "k"}):
   // for tools and tests. The reply as text (nil = nullopt; array replies are refused).
   Result<std::optional<std::string>> RedisCommand(size_t instance,

@@ -63,6 +63,10 @@ class ShardMap {
   static uint64_t MixKey(int64_t key);             // SplitMix64 finalizer
   static uint64_t HashString(std::string_view s);  // FNV-1a 64
   static uint32_t JumpHash(uint64_t h, uint32_t buckets);
+  // Which of `instances` (> 0) key-value instances (Redis) owns `key`, 0-based: FNV-1a 64 of
+  // its hash tag — the text between the first '{' and the next '}', if not empty, as in Redis
+  // Cluster — else of the whole key, then JumpHash. What Tx::kv() routes by.
+  static uint32_t KvInstanceFor(std::string_view key, uint32_t instances);
 
  private:
   uint32_t ShardForBits(int64_t key) const;

@@ -202,17 +202,7 @@ class Attempt final : public Tx {
   uint32_t KvStoreFor(std::string_view key) const override {
     const uint32_t n = static_cast<uint32_t>(p_.shard_count() - p_.sql_shards_);
     if (n == 0) return static_cast<uint32_t>(p_.shard_count());  // refused by KvOn
-    // A hash tag "{...}" (the first '{' and the next '}', non-empty), as Redis Cluster does:
-    // keys with the same tag live on the same instance.
-    std::string_view h = key;
-    if (size_t open = key.find('{'); open != std::string_view::npos) {
-      size_t close = key.find('}', open + 1);
-      if (close != std::string_view::npos && close > open + 1) {
-        h = key.substr(open + 1, close - open - 1);
-      }
-    }
-    return static_cast<uint32_t>(p_.sql_shards_) +
-           ShardMap::JumpHash(ShardMap::HashString(h), n);
+    return static_cast<uint32_t>(p_.sql_shards_) + ShardMap::KvInstanceFor(key, n);
   }
 
   Status Fail(Status s) override {
@@ -433,16 +423,18 @@ Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit
     }
     b.state = BranchState::kPrepared;
     // Crash window: some branches prepared (durable, holding locks), no decision. A resolver
-    // finds them in XA RECOVER, finds no decision row, waits for the deadline, fences an abort
-    // on the decider and rolls them back. The decider's local work is discarded by its server.
+    // finds them (XA RECOVER; a Redis instance's index of intents, RecoverPrepared), finds no
+    // decision, waits for the deadline, fences an abort on the decider and rolls them back. The
+    // decider's local work is discarded by its server; a Redis decider has sent nothing yet.
     p_.env_->CrashPoint(CrashSite::kAfterPrepare);
   }
 
   p_.env_->CrashPoint(CrashSite::kBeforeDecision);
 
-  // THE COMMIT POINT. The decision row and the decider's work commit in one local transaction.
-  // The server refuses the insert when its clock is past the deadline or a resolver already
-  // fenced this gid; then nothing commits.
+  // THE COMMIT POINT. The decision row and the decider's work commit in one local transaction
+  // (on a Redis decider: one atomic function applies its part and writes the decision). The
+  // store refuses when its clock is past the deadline or a resolver already fenced this gid;
+  // then nothing commits.
   const Decision commit = MakeDecision(Outcome::kCommit);
   Status s = decider.session->CommitWithDecision(commit);
   if (s.ok()) {

@@ -147,6 +147,17 @@ uint64_t ShardMap::HashString(std::string_view s) {
 }
 
 // Lamping & Veach, "A Fast, Minimal Memory, Consistent Hash Algorithm" (2014).
+uint32_t ShardMap::KvInstanceFor(std::string_view key, uint32_t instances) {
+  std::string_view h = key;
+  if (size_t open = key.find('{'); open != std::string_view::npos) {
+    size_t close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1) {
+      h = key.substr(open + 1, close - open - 1);
+    }
+  }
+  return JumpHash(HashString(h), instances);
+}
+
 uint32_t ShardMap::JumpHash(uint64_t key, uint32_t buckets) {
   int64_t b = -1, j = 0;
   while (j < static_cast<int64_t>(buckets)) {

@@ -2,6 +2,8 @@
 // file stages a branch's work, encodes it for those functions and maps their replies.
 #include "redis/redis_participant.h"
 
+#include "seigo/env.h"
+
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -19,11 +21,8 @@ extern const char* const kFunctionLibrary;  // seigo.lua (redis_functions.cc, ge
 
 namespace {
 
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+// Deadlines are unix ms by DefaultEnv's clock (Session::SetDeadline).
+int64_t UnixMs() { return DefaultEnv()->NowMs(); }
 
 int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
