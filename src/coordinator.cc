@@ -15,8 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "amqp/amqp_connection.h"
 #include "core/deadlock.h"
 #include "core/protocol.h"
+#include "core/relay.h"
 #include "mariadb/lazy_shard.h"
 #include "mariadb/mariadb_participant.h"
 #include "redis/redis_participant.h"
@@ -34,6 +36,7 @@ const char* EventKindName(Event::Kind k) {
     case Event::Kind::kResolverPass: return "resolver_pass";
     case Event::Kind::kResolverError: return "resolver_error";
     case Event::Kind::kDeadlockBroken: return "deadlock_broken";
+    case Event::Kind::kRelayError: return "relay_error";
   }
   return "unknown";
 }
@@ -50,8 +53,13 @@ class Coordinator::Impl {
         raw_(RawPointers(owned_, redis_)),
         options_(o),
         env_(env),
-        protocol_(raw_, env, o.protocol, owned_.size()),
+        claim_(NewClaim(env)),
+        protocol_(raw_, env, o.protocol, owned_.size(),
+                  core::OutboxConfig{!o.amqp.empty(), claim_, o.relay.lease_ms}),
         max_queue_(static_cast<size_t>(std::max(1, o.phase2_threads)) * 4) {}
+
+  // The broker for the relay thread (Open parsed and checked the URL).
+  void SetBroker(std::unique_ptr<amqp::AmqpBroker> b) { broker_ = std::move(b); }
 
   ~Impl() { Stop(); }
 
@@ -68,6 +76,7 @@ class Coordinator::Impl {
     if (options_.deadlock.enabled) {
       detector_ = std::thread([this] { DetectorLoop(); });
     }
+    if (broker_) relay_ = std::thread([this] { RelayLoop(); });
   }
 
   void Stop() {
@@ -81,6 +90,12 @@ class Coordinator::Impl {
     for (std::thread& t : phase2_workers_) t.join();
     if (resolver_.joinable()) resolver_.join();
     if (detector_.joinable()) detector_.join();
+    {
+      std::lock_guard<std::mutex> l(relay_mu_);
+      relay_stopping_ = true;
+    }
+    relay_cv_.notify_all();
+    if (relay_.joinable()) relay_.join();
   }
 
   TxResult Run(const TxFn& fn, const RunOptions& run) {
@@ -190,6 +205,18 @@ class Coordinator::Impl {
       std::lock_guard<std::mutex> l(mu_);
       lost_.push_back(std::move(*out.lost));
     }
+    if (!out.messages.empty() && broker_) {
+      // This process publishes its own messages first, at once, off the caller's thread. A
+      // full queue only delays them: they are in the outbox, and a poll takes them after the
+      // lease.
+      std::lock_guard<std::mutex> l(relay_mu_);
+      if (relay_pending_ < kMaxRelayQueue) {
+        relay_pending_ += out.messages.size();
+        relay_queue_.push_back({out.outbox, std::move(out.messages)});
+        ++relay_enqueued_;
+        relay_cv_.notify_one();
+      }
+    }
     if (options_.on_event) {  // after phase 2: the Run's whole duration, as the caller sees it
       const TxResult& res = out.result;
       Event e;
@@ -257,6 +284,19 @@ class Coordinator::Impl {
     return r;
   }
 
+  std::vector<Result<OutboxStats>> OutboxStatus() {
+    std::vector<Result<OutboxStats>> out;
+    for (auto& p : owned_) out.push_back(p->ReadOutboxStats());
+    return out;
+  }
+
+  void DrainRelay() {
+    if (!broker_) return;
+    std::unique_lock<std::mutex> l(relay_mu_);
+    const uint64_t target = relay_enqueued_;
+    relay_drained_cv_.wait(l, [&] { return relay_done_ >= target; });
+  }
+
   InDoubtReport InDoubt() { return core::InspectInDoubt(raw_, env_); }
 
   DeadlockReport LockWaits() {
@@ -288,6 +328,10 @@ class Coordinator::Impl {
     c.deadlock_wait_ms_total = deadlock_wait_ms_total_;
     c.deadlock_wait_ms_max = deadlock_wait_ms_max_;
     c.deadlock_victims = deadlock_victims_;
+    c.messages_confirmed = messages_confirmed_;
+    c.messages_dead = messages_dead_;
+    c.messages_retried = messages_retried_;
+    c.relay_errors = relay_errors_;
     return c;
   }
 
@@ -366,6 +410,73 @@ class Coordinator::Impl {
     }
   }
 
+  static std::string NewClaim(Env* env) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(env->Random64()));
+    return buf;
+  }
+
+  void CountRelay(const core::RelayStats& st, int shard) {
+    messages_confirmed_ += st.confirmed;
+    messages_dead_ += st.dead;
+    messages_retried_ += st.retried;
+    if (st.error.ok()) return;
+    relay_errors_++;
+    Event e;
+    e.kind = Event::Kind::kRelayError;
+    e.shard = shard;
+    e.status = st.error;
+    Emit(e);
+  }
+
+  // The relay (doc/outbox.md): publishes this process's committed messages as they come, and
+  // every poll_interval_ms polls every shard's outbox for messages whose claim expired.
+  void RelayLoop() {
+    const int64_t interval = std::max<int64_t>(10, options_.relay.poll_interval_ms);
+    int64_t next_poll = env_->NowMs();
+    std::unique_lock<std::mutex> l(relay_mu_);
+    for (;;) {
+      const int64_t wait = std::max<int64_t>(0, next_poll - env_->NowMs());
+      relay_cv_.wait_for(l, std::chrono::milliseconds(wait),
+                         [&] { return relay_stopping_ || !relay_queue_.empty(); });
+      std::deque<RelayItem> items;
+      items.swap(relay_queue_);
+      const uint64_t taken = relay_enqueued_;
+      relay_pending_ = 0;
+      const bool stopping = relay_stopping_;
+      l.unlock();
+      // Consecutive items of one outbox go to the broker as one pipelined batch.
+      size_t i = 0;
+      while (i < items.size()) {
+        Participant* outbox = items[i].outbox;
+        std::vector<OutboxEntry> batch;
+        for (; i < items.size() && items[i].outbox == outbox && batch.size() < 4096; ++i) {
+          for (OutboxEntry& e : items[i].entries) batch.push_back(std::move(e));
+        }
+        CountRelay(core::RelayBatch(outbox, broker_.get(), batch, claim_),
+                   static_cast<int>(outbox->index()));
+      }
+      if (!stopping && env_->NowMs() >= next_poll) {
+        for (auto& p : owned_) {
+          if (!p->is_open()) continue;
+          // Several rounds while a poll comes back full: a backlog drains at the broker's pace.
+          for (int round = 0; round < 8; ++round) {
+            core::RelayStats st = core::PollOutbox(p.get(), broker_.get(), claim_,
+                                                   options_.relay.lease_ms,
+                                                   options_.relay.batch_txns);
+            CountRelay(st, static_cast<int>(p->index()));
+            if (!st.error.ok() || st.claimed == 0 || st.retried > 0) break;
+          }
+        }
+        next_poll = env_->NowMs() + interval;
+      }
+      l.lock();
+      relay_done_ = std::max(relay_done_, taken);
+      relay_drained_cv_.notify_all();
+      if (stopping && relay_queue_.empty()) return;
+    }
+  }
+
   void ResolverLoop() {
     std::unique_lock<std::mutex> l(mu_);
     while (!stopping_) {
@@ -429,8 +540,26 @@ class Coordinator::Impl {
   std::vector<Participant*> raw_;
   CoordinatorOptions options_;
   Env* env_;
+  const std::string claim_;  // this process's relay: its outbox claims (doc/outbox.md)
   core::Protocol protocol_;
   const size_t max_queue_;  // phase-2 items queued at most; beyond, callers do their own
+
+  // The relay thread's work: committed messages of this process, by outbox.
+  struct RelayItem {
+    Participant* outbox = nullptr;
+    std::vector<OutboxEntry> entries;
+  };
+  static constexpr size_t kMaxRelayQueue = 100'000;  // messages; beyond, left to the polls
+  std::unique_ptr<amqp::AmqpBroker> broker_;  // used by the relay thread only
+  std::mutex relay_mu_;
+  std::condition_variable relay_cv_, relay_drained_cv_;
+  std::deque<RelayItem> relay_queue_;  // guarded by relay_mu_
+  size_t relay_pending_ = 0;           // guarded by relay_mu_: messages in relay_queue_
+  uint64_t relay_enqueued_ = 0, relay_done_ = 0;  // guarded by relay_mu_
+  bool relay_stopping_ = false;        // guarded by relay_mu_
+  std::thread relay_;
+  std::atomic<uint64_t> messages_confirmed_{0}, messages_dead_{0}, messages_retried_{0};
+  std::atomic<uint64_t> relay_errors_{0};
 
   std::mutex mu_;
   std::condition_variable cv_, drained_cv_, resolver_cv_;
@@ -602,9 +731,30 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
       return Status::InvalidArgument("at most 1000 shards and Redis instances in all");
     }
   }
+  // The broker: a bad URL or refused credentials fail Open (configuration); an unreachable
+  // broker does not (the outbox holds the messages until it is back).
+  std::unique_ptr<amqp::AmqpBroker> broker;
+  if (!o.amqp.empty()) {
+    Result<amqp::AmqpUrl> url = amqp::AmqpUrl::Parse(o.amqp);
+    if (!url.ok()) return url.status();
+    if (o.relay.lease_ms < 100 || o.relay.poll_interval_ms < 10 || o.relay.window < 1 ||
+        o.relay.batch_txns < 1 || o.relay.timeout_ms < 100) {
+      return Status::InvalidArgument("relay options: lease_ms >= 100, poll_interval_ms >= 10, "
+                                     "window >= 1, batch_txns >= 1, timeout_ms >= 100");
+    }
+    broker = std::make_unique<amqp::AmqpBroker>(*url, o.relay.timeout_ms, o.relay.window);
+    Status s = broker->connection().Connect();
+    if (s.Is(Code::kInvalidArgument)) return s;
+    if (!s.ok()) {
+      const std::string m = "seigo: " + s.ToString() + " (messages wait in the outbox)";
+      if (o.log) o.log(m);
+      else std::fprintf(stderr, "%s\n", m.c_str());
+    }
+  }
   Env* env = o.env != nullptr ? o.env : DefaultEnv();
   auto impl = std::make_unique<Impl>(std::move(*map), std::move(parts), std::move(kv), deployment,
                                      o, env);
+  if (broker) impl->SetBroker(std::move(broker));
   if (o.resolver_interval_ms > 0) impl->Recover();  // finish what a crashed predecessor left
   impl->Start();
   return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
@@ -634,6 +784,8 @@ Result<std::optional<std::string>> Coordinator::RedisCommand(
   return impl_->redis(instance)->Command(args);
 }
 const std::string& Coordinator::deployment() const { return impl_->deployment(); }
+std::vector<Result<OutboxStats>> Coordinator::OutboxStatus() { return impl_->OutboxStatus(); }
+void Coordinator::DrainRelay() { impl_->DrainRelay(); }
 Coordinator::Counters Coordinator::counters() const { return impl_->counters(); }
 
 Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,

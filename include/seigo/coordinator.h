@@ -21,6 +21,7 @@
 
 #include "seigo/deadlock.h"
 #include "seigo/env.h"
+#include "seigo/message.h"
 #include "seigo/options.h"
 #include "seigo/resolver.h"
 #include "seigo/shard_map.h"
@@ -60,6 +61,8 @@ struct Event {
     kResolverError,   // a resolver pass could not do part of its work (status)
     kDeadlockBroken,  // this process's detector broke a deadlock (doc/deadlocks.md): gid = the
                       // victim's Run, shard = where it waited, duration_ms = how long
+    kRelayError,      // the relay could not publish or settle messages (doc/outbox.md); they
+                      // stay in the outbox and are retried (shard, status)
   };
   Kind kind = Kind::kAttemptStarted;
   std::string gid;          // "" when not about one transaction
@@ -71,6 +74,18 @@ struct Event {
   const ResolveReport* report = nullptr;  // kResolverPass: valid during the call only
 };
 const char* EventKindName(Event::Kind k);  // "attempt_started", ...
+
+// The relay (doc/outbox.md): publishes committed messages from the shards' outboxes.
+struct RelayOptions {
+  // Committed messages are claimed by the committing process for this long; if it has not
+  // published them by then (it died, the broker was down), any coordinator's poll takes them.
+  int64_t lease_ms = 10'000;
+  // How often every coordinator polls every shard's outbox for such messages.
+  int64_t poll_interval_ms = 500;
+  size_t window = 256;      // publishes awaiting the broker's confirm at once
+  size_t batch_txns = 128;  // transactions claimed per poll and shard
+  int timeout_ms = 5'000;   // connecting to the broker, and waiting for a batch's confirms
+};
 
 struct CoordinatorOptions {
   // Comma-separated shard URLs (ShardMap::Parse). Required.
@@ -85,6 +100,13 @@ struct CoordinatorOptions {
   // noeviction). A crash of such an instance can lose the Redis part of a committed
   // transaction: atomicity is then gone. Never in production.
   bool redis_allow_unsafe_durability = false;
+  // The RabbitMQ broker that Tx::Publish's messages go to (doc/outbox.md):
+  // amqp://user:password@host:port/vhost (never logged with the password). Empty = none, and
+  // Tx::Publish is refused. Open() fails on refused credentials but not on an unreachable
+  // broker: transactions commit, their messages wait in the outbox, and the relay publishes
+  // them once the broker is back.
+  std::string amqp;
+  RelayOptions relay;
   ProtocolOptions protocol;
   ResolverOptions resolver;
   // innodb_lock_wait_timeout of seigo's connections, whole seconds (>= 1): the backstop for
@@ -180,6 +202,13 @@ class Coordinator {
   Result<std::optional<std::string>> RedisCommand(size_t instance,
                                                   const std::vector<std::string>& args);
 
+  // What each shard's outbox holds now (doc/outbox.md), index = shard; a shard that cannot
+  // be read has its error.
+  std::vector<Result<OutboxStats>> OutboxStatus();
+  // Blocks until this process's relay has tried every message committed before the call
+  // (published or left in the outbox for a poll). For tests and tools.
+  void DrainRelay();
+
   // Runs one statement outside any transaction on shard `shard` (autocommit). For tools and
   // tests: schema setup, audits. Not atomic with anything.
   Result<QueryResult> QueryShard(uint32_t shard, std::string_view sql,
@@ -201,6 +230,10 @@ class Coordinator {
     uint64_t deadlocks_cross_shard = 0, deadlocks_local = 0;
     uint64_t deadlock_wait_ms_total = 0, deadlock_wait_ms_max = 0;
     uint64_t deadlock_victims = 0;
+    // The relay (doc/outbox.md): messages confirmed by the broker and removed from the
+    // outbox, moved to the dead-letter record, or left for a retry; failed relay calls.
+    uint64_t messages_confirmed = 0, messages_dead = 0, messages_retried = 0;
+    uint64_t relay_errors = 0;
   };
   Counters counters() const;
 

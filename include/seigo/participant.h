@@ -1,8 +1,8 @@
 // The participant interface: the only way seigo's protocol code talks to a store.
 //
 // A Participant is one store: a SQL shard (a MariaDB database, src/mariadb/) or a key-value
-// instance (a Redis server, src/redis/; RabbitMQ will plug in the same way). The protocol code in src/core/ calls nothing else, which is why
-// the deterministic simulator (sim/) can run the very same protocol code against simulated
+// instance (a Redis server, src/redis/). The protocol code in src/core/ calls nothing else,
+// which is why the deterministic simulator (sim/) can run the very same protocol code against simulated
 // participants.
 //
 // Every kind speaks the same store-neutral two-phase contract — begin, prepare, commit and roll
@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "seigo/kv.h"
+#include "seigo/message.h"
 #include "seigo/status.h"
 
 namespace seigo {
@@ -292,6 +293,22 @@ class Session {
     return Status::InvalidArgument("not a key-value store");
   }
 
+  // Messages of the transaction (Tx::Publish), to be written into this store's outbox as part
+  // of its local transaction: the next CommitLocal or CommitWithDecision commits them with the
+  // rest, atomically (and, where the store can, in the same round trip). Only on the decider
+  // (or the only store). The entries are claimed by `claim` until `lease_ms` after the commit
+  // (the store's clock), so that this process's relay publishes them first and pollers of other
+  // processes take over only if it dies (doc/outbox.md). kUnsupported where the store keeps no
+  // outbox (Participant::has_outbox).
+  virtual Status StageMessages(const std::string& gid, std::span<const Message> messages,
+                               const std::string& claim, int64_t lease_ms) {
+    (void)gid;
+    (void)messages;
+    (void)claim;
+    (void)lease_ms;
+    return Status::Unsupported("this store keeps no outbox");
+  }
+
   // XA END + XA PREPARE in one round trip, with the branch's marker (ProbeBranches) written
   // inside the branch first. OK = the branch is durable and survives crashes.
   virtual Status Prepare(const Xid& xid) = 0;
@@ -408,6 +425,42 @@ class Participant {
   virtual Result<std::vector<Decision>> ListExpiredDecisions(int64_t retention_ms,
                                                             size_t limit) = 0;
   virtual Status ForgetDecisions(std::span<const std::string> gids) = 0;
+
+  // ---- The outbox (doc/outbox.md): committed messages waiting for the broker's confirm ----
+  // True if this store can hold an outbox (StageMessages and the calls below work).
+  virtual bool has_outbox() const { return false; }
+  // Claims up to `max_txns` transactions' entries whose claim has expired (by the store's
+  // clock), skipping entries another relay is claiming right now, for `lease_ms`; returns them
+  // in outbox order, a transaction's entries together and in sequence. A transaction's entries
+  // are always claimed together.
+  virtual Result<std::vector<OutboxEntry>> ClaimOutbox(const std::string& claim,
+                                                       int64_t lease_ms, size_t max_txns) {
+    (void)claim;
+    (void)lease_ms;
+    (void)max_txns;
+    return Status::Unsupported("no outbox on " + name());
+  }
+  // The broker confirmed every entry of these transactions: deletes them, moving the entries in
+  // `dead` to the dead-letter record first, in one local transaction. Idempotent.
+  virtual Status FinishOutbox(std::span<const std::string> gids,
+                              std::span<const DeadLetter> dead) {
+    (void)gids;
+    (void)dead;
+    return Status::Unsupported("no outbox on " + name());
+  }
+  // Publishing these transactions' entries failed (`error`): their claim ends in `retry_ms`,
+  // after which any relay may claim them again. Only entries still claimed by `claim`.
+  virtual Status ReleaseOutbox(std::span<const std::string> gids, const std::string& claim,
+                               int64_t retry_ms, const std::string& error) {
+    (void)gids;
+    (void)claim;
+    (void)retry_ms;
+    (void)error;
+    return Status::Unsupported("no outbox on " + name());
+  }
+  virtual Result<OutboxStats> ReadOutboxStats() {
+    return Status::Unsupported("no outbox on " + name());
+  }
 
   // Deadlock detection (doc/deadlocks.md). The store's identity: the same for every client of
   // one server, whatever address it was reached by ("" = the store reports no lock waits, and

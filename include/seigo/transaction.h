@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "seigo/kv.h"
+#include "seigo/message.h"
 #include "seigo/participant.h"
 #include "seigo/status.h"
 
@@ -177,6 +178,23 @@ class Tx {
   // status from KvOn when there are none).
   virtual uint32_t KvStoreFor(std::string_view key) const = 0;
 
+  // Messages (doc/outbox.md): `m` is published to the broker (CoordinatorOptions::amqp) if and
+  // only if this transaction commits, after the commit, at least once, with the AMQP message-id
+  // "<gid>-<seq>" (seq = 0, 1, ... in the order of the Publish calls); the messages of one
+  // transaction are published in that order. They are written into the outbox of the decider
+  // shard in its commit (a transaction that touched no SQL shard gets one for its outbox).
+  // kInvalidArgument (and the attempt fails) in a read-only Run, without a broker, or beyond the
+  // limits of message.h. Returns the message id.
+  virtual Result<std::string> Publish(Message m) = 0;
+  Result<std::string> Publish(std::string_view exchange, std::string_view routing_key,
+                              std::string_view body) {
+    Message m;
+    m.exchange = exchange;
+    m.routing_key = routing_key;
+    m.body = body;
+    return Publish(std::move(m));
+  }
+
   // Fails the attempt with `s` (not OK) as a failed statement would: nothing of it can commit
   // any more, even if the closure then returns OK. Returns `s`, for `return tx.Fail(...)`.
   virtual Status Fail(Status s) = 0;
@@ -247,7 +265,8 @@ struct TxResult {
   Status status;           // why it did not commit (OK when committed)
   int attempts = 0;        // closure runs
   std::string gid;         // the last attempt's gid ("" for a one-shard transaction without a
-                           // commit record, ProtocolOptions::record_one_shard_commits)
+                           // commit record, ProtocolOptions::record_one_shard_commits, and
+                           // without messages: Tx::Publish)
   uint32_t shards = 0;     // shards touched by the last attempt
   // Committed, but these shards' branches could not be committed before Run() returned (the
   // shard went away after the commit point): the resolver finishes them; until then reads there

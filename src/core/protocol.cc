@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "seigo/shard_map.h"
 
@@ -205,6 +206,50 @@ class Attempt final : public Tx {
     return static_cast<uint32_t>(p_.sql_shards_) + ShardMap::KvInstanceFor(key, n);
   }
 
+  Result<std::string> Publish(Message m) override {
+    if (closed_) return Status::InvalidArgument("Tx used after its closure returned");
+    if (!poison_.ok()) return poison_;
+    Status bad;
+    if (read_only_) {
+      bad = Status::InvalidArgument("a read-only transaction cannot publish messages");
+    } else if (!p_.outbox_.enabled) {
+      bad = Status::InvalidArgument("no message broker is configured (CoordinatorOptions::amqp)");
+    } else if (p_.sql_shards_ == 0) {
+      bad = Status::InvalidArgument("publishing needs a SQL shard for the outbox");
+    } else if (messages_.size() >= kMaxTxMessages) {
+      bad = Status::InvalidArgument("more than " + std::to_string(kMaxTxMessages) +
+                                    " messages in one transaction");
+    } else if (m.body.size() > kMaxMessageBodyBytes) {
+      bad = Status::InvalidArgument("message body of " + std::to_string(m.body.size()) +
+                                    " bytes; at most " + std::to_string(kMaxMessageBodyBytes));
+    } else if (message_bytes_ + m.body.size() > kMaxTxMessageBytes) {
+      bad = Status::InvalidArgument("the transaction's messages exceed " +
+                                    std::to_string(kMaxTxMessageBytes) + " bytes");
+    } else if (m.exchange.size() > kMaxMessageNameBytes ||
+               m.routing_key.size() > kMaxMessageNameBytes ||
+               m.content_type.size() > kMaxMessageNameBytes ||
+               m.type.size() > kMaxMessageNameBytes) {
+      bad = Status::InvalidArgument("exchange, routing key, content type and type are at most " +
+                                    std::to_string(kMaxMessageNameBytes) + " bytes");
+    } else {
+      size_t header_bytes = 0;
+      for (const auto& [k, v] : m.headers) header_bytes += k.size() + v.size();
+      bool bad_key = false;
+      for (const auto& [k, v] : m.headers) bad_key |= k.empty() || k.size() > 128;
+      if (header_bytes > kMaxMessageHeaderBytes || bad_key) {
+        bad = Status::InvalidArgument("headers: keys of 1..128 bytes, at most " +
+                                      std::to_string(kMaxMessageHeaderBytes) + " bytes in all");
+      }
+    }
+    if (!bad.ok()) {
+      poison_ = bad;
+      return bad;
+    }
+    message_bytes_ += m.body.size();
+    messages_.push_back(std::move(m));
+    return gid_ + "-" + std::to_string(messages_.size() - 1);
+  }
+
   Status Fail(Status s) override {
     if (s.ok()) s = Status::Internal("Tx::Fail called with OK");
     if (poison_.ok()) poison_ = s;
@@ -223,6 +268,20 @@ class Attempt final : public Tx {
   void Abort(bool decision_is_abort);
 
   const Status& poison() const { return poison_; }
+  bool has_messages() const { return !messages_.empty(); }
+  // After a successful Commit: the messages it committed and the store whose outbox has them.
+  void TakeMessages(RunOutput* out) {
+    if (messages_.empty() || branches_.empty()) return;
+    out->outbox = branches_[0].participant;
+    for (size_t i = 0; i < messages_.size(); ++i) {
+      OutboxEntry e;
+      e.gid = gid_;
+      e.seq = static_cast<uint32_t>(i);
+      e.msg = std::move(messages_[i]);
+      out->messages.push_back(std::move(e));
+    }
+    messages_.clear();
+  }
   uint32_t shards_touched() const { return static_cast<uint32_t>(branches_.size()); }
 
  private:
@@ -252,6 +311,8 @@ class Attempt final : public Tx {
   std::vector<Branch> branches_;
   int sql_decider_ = -1;
   Status poison_;
+  std::vector<Message> messages_;  // Publish, in order
+  size_t message_bytes_ = 0;
 };
 
 Result<Branch*> Attempt::BranchFor(uint32_t shard) {
@@ -310,9 +371,31 @@ Decision Attempt::MakeDecision(Outcome outcome) const {
 }
 
 Status Attempt::Commit(std::vector<Phase2Item>* phase2, std::optional<LostCommit>* lost) {
+  if (!messages_.empty() && sql_decider_ < 0) {
+    // The outbox lives on the decider, and only SQL shards keep one: a transaction that
+    // touched none (Redis only, or nothing but Publish) gets a local transaction on the shard
+    // its gid hashes to, which then decides. Its messages commit iff that commit does.
+    const uint64_t h = std::strtoull(gid_.substr(0, 16).c_str(), nullptr, 16);
+    const uint32_t shard = ShardMap::JumpHash(h, static_cast<uint32_t>(p_.sql_shards_));
+    Result<Branch*> b = BranchFor(shard);
+    if (!b.ok()) {
+      Abort(false);
+      return b.status().WithShard(static_cast<int>(shard)).Annotate("opening the outbox");
+    }
+  }
   if (branches_.empty()) return Status::OK();  // touched nothing: nothing to commit
   MoveDeciderFirst();
   Branch& decider = branches_[0];
+  if (!messages_.empty()) {
+    // Staged in the decider's session: they are inserted into its outbox in the very commit
+    // below (one-shard COMMIT or the commit point), so they exist iff the transaction commits.
+    Status s = decider.session->StageMessages(gid_, messages_, p_.outbox_.claim,
+                                              p_.outbox_.lease_ms);
+    if (!s.ok()) {
+      Abort(false);
+      return s.Annotate(decider.participant->name());
+    }
+  }
   // Key-value branches get their XIDs now that the decider is known.
   for (size_t i = 1; i < branches_.size(); ++i) {
     Branch& b = branches_[i];
@@ -553,11 +636,12 @@ void Attempt::Abort(bool decision_is_abort) {
 }
 
 Protocol::Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options,
-                   size_t sql_shards)
+                   size_t sql_shards, OutboxConfig outbox)
     : participants_(std::move(participants)),
       sql_shards_(std::min(sql_shards, participants_.size())),
       env_(env),
-      options_(options) {}
+      options_(options),
+      outbox_(std::move(outbox)) {}
 
 RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
   RunOutput out;
@@ -594,8 +678,13 @@ RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
                     (r.shards > 1 || (r.shards == 1 && options_.record_one_shard_commits))
                 ? a.gid()
                 : "";
-    if (s.ok()) s = a.Commit(&out.phase2, &out.lost);
-    else a.Abort(false);
+    if (s.ok()) {
+      s = a.Commit(&out.phase2, &out.lost);
+      r.shards = a.shards_touched();  // the outbox may have opened a shard
+      if (a.has_messages()) r.gid = a.gid();  // the messages' ids are "<gid>-<seq>"
+    } else {
+      a.Abort(false);
+    }
     if (IsRetryable(s) && closure_ms >= options_.txn_timeout_ms) {
       // The closure alone used up the attempt's whole time: every retry would end the same way.
       s = Status(Code::kDeadlineExceeded,
@@ -608,6 +697,7 @@ RunOutput Protocol::Run(const TxFn& fn, const RunOptions& run) const {
     if (s.ok()) {
       r.state = TxState::kCommitted;
       r.status = Status::OK();
+      a.TakeMessages(&out);
       return out;
     }
     r.status = s;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <span>
 #include <vector>
 
@@ -42,8 +43,19 @@ struct LostCommit {
   Decision abort;  // the abort decision to fence with
 };
 
+// Where the messages of committed transactions go (doc/outbox.md).
+struct OutboxConfig {
+  bool enabled = false;   // false: Tx::Publish is refused (no broker configured)
+  std::string claim;      // this process's relay: committed entries are claimed by it first
+  int64_t lease_ms = 10'000;  // ... for this long after the commit, then any relay may take them
+};
+
 struct RunOutput {
   TxResult result;
+  // A committed transaction's messages, now in `outbox` (the decider's participant), for this
+  // process's relay to publish at once (the entries' ids are 0: unknown to the caller).
+  std::vector<OutboxEntry> messages;
+  Participant* outbox = nullptr;
   std::vector<Phase2Item> phase2;  // non-empty only when result is committed
   std::optional<LostCommit> lost;  // set only when result is kOutcomeUnknown
 };
@@ -56,7 +68,7 @@ class Protocol {
   // hashes over them), the rest key-value stores (Tx::KvStoreFor). Pointers must outlive the
   // Protocol.
   Protocol(std::vector<Participant*> participants, Env* env, ProtocolOptions options,
-           size_t sql_shards = SIZE_MAX);
+           size_t sql_shards = SIZE_MAX, OutboxConfig outbox = {});
 
   // Runs `fn` and commits it; retries conflicts. The caller must hand result.phase2 to
   // FinishPhase2 (now or on another thread); dropping an item only delays it until a resolver
@@ -84,6 +96,7 @@ class Protocol {
   size_t sql_shards_;
   Env* env_;
   ProtocolOptions options_;
+  OutboxConfig outbox_;
 };
 
 // One resolver pass over all shards (doc/protocol.md, "Recovery").

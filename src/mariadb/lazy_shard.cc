@@ -157,6 +157,31 @@ Status LazyShard::ForgetDecisions(std::span<const std::string> gids) {
   return p.ok() ? (*p)->ForgetDecisions(gids) : p.status();
 }
 
+Result<std::vector<OutboxEntry>> LazyShard::ClaimOutbox(const std::string& claim,
+                                                        int64_t lease_ms, size_t max_txns) {
+  Result<MariaDbParticipant*> p = Get();
+  if (!p.ok()) return p.status();
+  return (*p)->ClaimOutbox(claim, lease_ms, max_txns);
+}
+
+Status LazyShard::FinishOutbox(std::span<const std::string> gids,
+                               std::span<const DeadLetter> dead) {
+  Result<MariaDbParticipant*> p = Get();
+  return p.ok() ? (*p)->FinishOutbox(gids, dead) : p.status();
+}
+
+Status LazyShard::ReleaseOutbox(std::span<const std::string> gids, const std::string& claim,
+                                int64_t retry_ms, const std::string& error) {
+  Result<MariaDbParticipant*> p = Get();
+  return p.ok() ? (*p)->ReleaseOutbox(gids, claim, retry_ms, error) : p.status();
+}
+
+Result<OutboxStats> LazyShard::ReadOutboxStats() {
+  Result<MariaDbParticipant*> p = Get();
+  if (!p.ok()) return p.status();
+  return (*p)->ReadOutboxStats();
+}
+
 std::string LazyShard::store_id() const {
   MariaDbParticipant* p = open_.load();
   return p != nullptr ? p->store_id() : std::string();

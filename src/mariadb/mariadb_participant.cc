@@ -83,7 +83,49 @@ const char* const kSchemaSql =
     " waiter BIGINT UNSIGNED NOT NULL,"
     " waiter_query BIGINT UNSIGNED NOT NULL,"
     " holder BIGINT UNSIGNED NOT NULL"
-    ") ENGINE=MEMORY";
+    ") ENGINE=MEMORY;"
+    // Committed messages not yet confirmed by the broker, and those that never can be
+    // (doc/outbox.md). Written in the commit of the transaction that published them.
+    "CREATE TABLE IF NOT EXISTS seigo_outbox ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " gid CHAR(32) CHARACTER SET ascii NOT NULL,"
+    " seq INT UNSIGNED NOT NULL,"
+    " exchange VARBINARY(255) NOT NULL,"
+    " routing_key VARBINARY(255) NOT NULL,"
+    " content_type VARBINARY(255) NOT NULL,"
+    " msg_type VARBINARY(255) NOT NULL,"
+    " headers BLOB NOT NULL,"
+    " body MEDIUMBLOB NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " claim CHAR(16) CHARACTER SET ascii NOT NULL,"
+    " claimed_ms BIGINT NOT NULL,"
+    " tries INT NOT NULL DEFAULT 0,"
+    " last_error VARBINARY(500) NOT NULL DEFAULT '',"
+    " UNIQUE KEY by_gid (gid, seq),"
+    " KEY by_claim (seq, claimed_ms)"
+    ") ENGINE=InnoDB;"
+    "CREATE TABLE IF NOT EXISTS seigo_outbox_dead ("
+    " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " gid CHAR(32) CHARACTER SET ascii NOT NULL,"
+    " seq INT UNSIGNED NOT NULL,"
+    " exchange VARBINARY(255) NOT NULL,"
+    " routing_key VARBINARY(255) NOT NULL,"
+    " content_type VARBINARY(255) NOT NULL,"
+    " msg_type VARBINARY(255) NOT NULL,"
+    " headers BLOB NOT NULL,"
+    " body MEDIUMBLOB NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " dead_ms BIGINT NOT NULL,"
+    " reason VARBINARY(1000) NOT NULL"
+    ") ENGINE=InnoDB;"
+    // Messages a consumer applied (seigo::Consumer, RecordInInbox): written in the handler's
+    // transaction, so a redelivery is recognised.
+    "CREATE TABLE IF NOT EXISTS seigo_inbox ("
+    " message_id VARBINARY(128) NOT NULL PRIMARY KEY,"
+    " queue VARBINARY(255) NOT NULL,"
+    " applied_ms BIGINT NOT NULL,"
+    " KEY by_time (applied_ms)"
+    ") ENGINE=InnoDB";
 
 namespace {
 
@@ -136,6 +178,56 @@ std::vector<uint32_t> ParseShardList(std::string_view s) {
     start = comma + 1;
   }
   return out;
+}
+
+// A byte string as an SQL hex literal: X'...' carries any bytes, needs no escaping and no
+// character set.
+std::string HexLiteral(std::string_view v) {
+  static const char* const kDigits = "0123456789abcdef";
+  std::string out = "X'";
+  out.reserve(v.size() * 2 + 3);
+  for (unsigned char c : v) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  out += '\'';
+  return out;
+}
+
+// Message headers as one column: "<key length>:<key><value length>:<value>" repeated
+// (doc/outbox.md, "Format").
+std::string EncodeHeaders(const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string out;
+  for (const auto& [k, v] : headers) {
+    out += std::to_string(k.size()) + ":" + k + std::to_string(v.size()) + ":" + v;
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> DecodeHeaders(std::string_view s) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto field = [&](std::string* dst) -> bool {
+    size_t colon = s.find(':');
+    if (colon == std::string_view::npos || colon == 0) return false;
+    size_t n = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + colon, n);
+    if (ec != std::errc() || p != s.data() + colon || n > s.size() - colon - 1) return false;
+    *dst = std::string(s.substr(colon + 1, n));
+    s.remove_prefix(colon + 1 + n);
+    return true;
+  };
+  while (!s.empty()) {
+    std::string k, v;
+    if (!field(&k) || !field(&v)) return Status::Corruption("bad headers in seigo_outbox");
+    out.emplace_back(std::move(k), std::move(v));
+  }
+  return out;
+}
+
+bool IsClaim(std::string_view c) {
+  return c.size() == 16 && std::all_of(c.begin(), c.end(), [](char ch) {
+           return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+         });
 }
 
 bool IsGid(std::string_view g) {
@@ -672,7 +764,36 @@ class MariaSession final : public Session {
     return s;
   }
 
+  Status StageMessages(const std::string& gid, std::span<const Message> messages,
+                       const std::string& claim, int64_t lease_ms) override {
+    if (state_ != State::kLocal) return Status::Internal("StageMessages outside a local transaction");
+    if (!IsGid(gid) || !IsClaim(claim) || lease_ms < 0) {
+      return Status::InvalidArgument("StageMessages: bad gid, claim or lease");
+    }
+    std::string sql =
+        "INSERT INTO seigo_outbox (gid, seq, exchange, routing_key, content_type, msg_type, "
+        "headers, body, created_ms, claim, claimed_ms) VALUES ";
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const Message& m = messages[i];
+      if (i > 0) sql += ',';
+      sql += "('" + gid + "'," + std::to_string(i) + "," + HexLiteral(m.exchange) + "," +
+             HexLiteral(m.routing_key) + "," + HexLiteral(m.content_type) + "," +
+             HexLiteral(m.type) + "," + HexLiteral(EncodeHeaders(m.headers)) + "," +
+             HexLiteral(m.body) + "," + kServerNowMs + ",'" + claim + "'," + kServerNowMs +
+             " + " + std::to_string(lease_ms) + ")";
+    }
+    if (sql.size() + 4096 > conn_.max_allowed_packet()) {
+      return Status::InvalidArgument(
+          "the transaction's messages need " + std::to_string(sql.size()) + " bytes of SQL, "
+          "more than the shard's max_allowed_packet (" +
+          std::to_string(conn_.max_allowed_packet()) + ")");
+    }
+    staged_ = std::move(sql);
+    return Status::OK();
+  }
+
   Status CommitLocal() override {
+    if (!staged_.empty()) return CommitLocalWithOutbox();
     Status s = conn_.Run("COMMIT");
     if (s.ok()) state_ = State::kNone;
     else if (!s.Is(Code::kUnavailable)) conn_.set_broken();
@@ -687,12 +808,15 @@ class MariaSession final : public Session {
     // One round trip: reset the session clock (a closure may have SET timestamp), insert the
     // commit row, COMMIT. If the insert fails (duplicate gid = fenced; NULL outcome = past the
     // deadline by this server's clock) the server stops the batch and COMMIT never runs.
-    const int reset = tainted_ ? 1 : 0;  // the SET is needed only if a caller changed the session
-    std::string sql = std::string(reset ? "SET @@session.timestamp=DEFAULT;" : "") +
+    // Messages (StageMessages) go into the outbox in the same batch, before the decision row.
+    const int reset = (tainted_ ? 1 : 0) + (staged_.empty() ? 0 : 1);
+    std::string sql = std::string(tainted_ ? "SET @@session.timestamp=DEFAULT;" : "") +
+                      (staged_.empty() ? std::string() : staged_ + ";") +
                       "INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms, decided_ms) "
                       "VALUES ('" + d.gid + "', IF(" + kServerNowMs + " < " +
                       std::to_string(d.deadline_ms) + ", 'C', NULL), '" + ShardList(d.shards) +
                       "', " + std::to_string(d.deadline_ms) + ", " + kServerNowMs + ");COMMIT";
+    staged_.clear();
     Status s = conn_.Run(sql);
     if (s.ok()) {
       state_ = State::kNone;
@@ -723,6 +847,7 @@ class MariaSession final : public Session {
 
   Status RollbackAll(const Xid* xid, bool prepared) override {
     (void)prepared;
+    staged_.clear();
     Status s;
     switch (state_) {
       case State::kNone:
@@ -752,6 +877,25 @@ class MariaSession final : public Session {
   bool Broken() const override { return conn_.broken(); }
 
  private:
+  // The one-shard COMMIT with messages: the outbox rows and COMMIT in one round trip. If the
+  // INSERT fails the server stops the batch before the COMMIT: nothing is committed and the
+  // transaction is still open for the caller's rollback.
+  Status CommitLocalWithOutbox() {
+    const int reset = tainted_ ? 1 : 0;
+    std::string sql = std::string(reset ? "SET @@session.timestamp=DEFAULT;" : "") + staged_ +
+                      ";COMMIT";
+    staged_.clear();
+    Status s = conn_.Run(sql);
+    if (s.ok()) {
+      state_ = State::kNone;
+      return s;
+    }
+    if (s.Is(Code::kUnavailable)) return s;  // outcome unknown; the session is broken
+    if (conn_.failed_at() <= reset) return s.Annotate("writing the outbox");
+    conn_.set_broken();
+    return Status(Code::kOutcomeUnknown, "the COMMIT failed: " + s.message(), s.server_errno());
+  }
+
   enum class State {
     kNone,      // no transaction of ours open (recovery/tool sessions are always here)
     kLocal,     // the decider's (or the only shard's) local transaction
@@ -772,6 +916,7 @@ class MariaSession final : public Session {
   State state_ = State::kNone;
   bool opened_ = false;   // kLocal: the server reported the transaction open after a statement
   bool tainted_ = false;  // a caller's statement changed the session's state
+  std::string staged_;    // StageMessages: the outbox INSERT for the commit batch
   bool read_only_ = false;  // kLocal: BeginReadOnly (statements must be reads)
   std::shared_ptr<OpenCount> counted_;  // set for transaction sessions of a capped pool
   std::shared_ptr<InFlight> inflight_;  // set for transaction sessions (TrackIn)
@@ -2157,6 +2302,151 @@ Result<int64_t> MariaDbParticipant::ServerNowMs() {
     QueryResult r;
     SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string("SELECT ") + kServerNowMs, &r));
     return r.Int(0, 0);
+  });
+}
+
+// ---- The outbox (doc/outbox.md) ----
+
+namespace {
+std::string GidList(std::span<const std::string> gids) {
+  std::string s;
+  for (const std::string& g : gids) {
+    if (!s.empty()) s += ',';
+    s += "'" + g + "'";
+  }
+  return s;
+}
+bool AllGids(std::span<const std::string> gids) {
+  return std::all_of(gids.begin(), gids.end(), [](const std::string& g) { return IsGid(g); });
+}
+constexpr const char* kOutboxColumns =
+    "id, gid, seq, exchange, routing_key, content_type, msg_type, headers, body, created_ms";
+}  // namespace
+
+Result<std::vector<OutboxEntry>> MariaDbParticipant::ClaimOutbox(const std::string& claim,
+                                                                 int64_t lease_ms,
+                                                                 size_t max_txns) {
+  if (!IsClaim(claim) || lease_ms < 0 || max_txns == 0) {
+    return Status::InvalidArgument("ClaimOutbox: bad claim, lease or batch");
+  }
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<OutboxEntry>> {
+    Conn& c = ps.conn();
+    // A transaction's entries are claimed together, through its first entry (seq 0): locked
+    // with SKIP LOCKED, so relays polling at once take different transactions instead of
+    // queueing behind each other. READ COMMITTED: no gap locks, so a commit inserting new
+    // entries never waits for a claim. Any failure leaves the connection broken (never pooled
+    // inside the transaction); the server rolls the claim back.
+    QueryResult heads;
+    Status s = c.Run(std::string("SET TRANSACTION ISOLATION LEVEL READ COMMITTED;"
+                                 "START TRANSACTION;"
+                                 "SELECT gid FROM seigo_outbox WHERE seq = 0 AND claimed_ms < ") +
+                         kServerNowMs + " ORDER BY id LIMIT " + std::to_string(max_txns) +
+                         " FOR UPDATE SKIP LOCKED",
+                     &heads);
+    std::vector<OutboxEntry> out;
+    if (!s.ok()) {
+      c.set_broken();
+      return s.Annotate(name() + ": claiming outbox entries");
+    }
+    if (heads.rows.empty()) {
+      s = c.Run("COMMIT");
+      if (!s.ok()) c.set_broken();
+      return out;
+    }
+    std::vector<std::string> gids;
+    for (const auto& row : heads.rows) {
+      if (row[0] && IsGid(*row[0])) gids.push_back(*row[0]);
+    }
+    QueryResult rows;  // the SELECT's rows (the UPDATE has no result set)
+    s = c.Run("UPDATE seigo_outbox SET claim = '" + claim + "', claimed_ms = " + kServerNowMs +
+                  " + " + std::to_string(lease_ms) + ", tries = tries + 1 WHERE gid IN (" +
+                  GidList(gids) + ");SELECT " + kOutboxColumns + ", tries FROM seigo_outbox " +
+                  "WHERE gid IN (" + GidList(gids) + ") ORDER BY id;COMMIT",
+              &rows);
+    if (!s.ok()) {
+      c.set_broken();
+      return s.Annotate(name() + ": claiming outbox entries");
+    }
+    for (const auto& row : rows.rows) {
+      OutboxEntry e;
+      auto num = [&](size_t i) -> int64_t {
+        int64_t v = 0;
+        if (row[i]) std::from_chars(row[i]->data(), row[i]->data() + row[i]->size(), v);
+        return v;
+      };
+      e.id = static_cast<uint64_t>(num(0));
+      e.gid = row[1].value_or("");
+      e.seq = static_cast<uint32_t>(num(2));
+      e.msg.exchange = row[3].value_or("");
+      e.msg.routing_key = row[4].value_or("");
+      e.msg.content_type = row[5].value_or("");
+      e.msg.type = row[6].value_or("");
+      Result<std::vector<std::pair<std::string, std::string>>> h = DecodeHeaders(row[7].value_or(""));
+      if (!h.ok()) return h.status().Annotate(name() + ", outbox entry " + std::to_string(e.id));
+      e.msg.headers = std::move(*h);
+      e.msg.body = row[8].value_or("");
+      e.created_ms = num(9);
+      e.tries = static_cast<int>(num(10));
+      out.push_back(std::move(e));
+    }
+    return out;
+  });
+}
+
+Status MariaDbParticipant::FinishOutbox(std::span<const std::string> gids,
+                                        std::span<const DeadLetter> dead) {
+  if (gids.empty()) return Status::OK();
+  if (!AllGids(gids)) return Status::InvalidArgument("FinishOutbox: not a gid");
+  return WithSession([&](PooledSession& ps) -> Status {
+    std::string sql = "START TRANSACTION;";
+    for (const DeadLetter& d : dead) {  // rare: one statement each
+      if (!IsGid(d.gid)) return Status::InvalidArgument("FinishOutbox: not a gid");
+      sql += std::string("INSERT IGNORE INTO seigo_outbox_dead (") + kOutboxColumns +
+             ", dead_ms, reason) SELECT " + kOutboxColumns + ", " + kServerNowMs + ", " +
+             HexLiteral(d.reason.substr(0, 1000)) + " FROM seigo_outbox WHERE gid = '" + d.gid +
+             "' AND seq = " + std::to_string(d.seq) + ";";
+    }
+    sql += "DELETE FROM seigo_outbox WHERE gid IN (" + GidList(gids) + ");COMMIT";
+    Status s = ps.conn().Run(sql);
+    if (!s.ok()) ps.conn().set_broken();  // the server rolls back whatever the batch began
+    return s.Annotate(name() + ": finishing outbox entries");
+  });
+}
+
+Status MariaDbParticipant::ReleaseOutbox(std::span<const std::string> gids,
+                                         const std::string& claim, int64_t retry_ms,
+                                         const std::string& error) {
+  if (gids.empty()) return Status::OK();
+  if (!AllGids(gids) || !IsClaim(claim)) return Status::InvalidArgument("ReleaseOutbox: bad gid or claim");
+  return WithSession([&](PooledSession& ps) -> Status {
+    return ps.conn()
+        .Run("UPDATE seigo_outbox SET claimed_ms = " + std::string(kServerNowMs) + " + " +
+             std::to_string(std::max<int64_t>(0, retry_ms)) + ", last_error = " +
+             HexLiteral(error.substr(0, 500)) + " WHERE claim = '" + claim + "' AND gid IN (" +
+             GidList(gids) + ")")
+        .Annotate(name() + ": releasing outbox entries");
+  });
+}
+
+Result<OutboxStats> MariaDbParticipant::ReadOutboxStats() {
+  return WithSession([&](PooledSession& ps) -> Result<OutboxStats> {
+    QueryResult r;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(
+        std::string("SELECT COUNT(*), IFNULL(") + kServerNowMs + " - MIN(created_ms), 0), "
+        "IFNULL(MAX(tries), 0), (SELECT COUNT(*) FROM seigo_outbox_dead), "
+        "(SELECT last_error FROM seigo_outbox ORDER BY tries DESC, id LIMIT 1) FROM seigo_outbox",
+        &r));
+    OutboxStats st;
+    SEIGO_ASSIGN_OR_RETURN(int64_t pending, r.Int(0, 0));
+    SEIGO_ASSIGN_OR_RETURN(int64_t age, r.Int(0, 1));
+    SEIGO_ASSIGN_OR_RETURN(int64_t tries, r.Int(0, 2));
+    SEIGO_ASSIGN_OR_RETURN(int64_t dead, r.Int(0, 3));
+    st.pending = static_cast<uint64_t>(pending);
+    st.oldest_age_ms = pending > 0 ? std::max<int64_t>(0, age) : 0;
+    st.max_tries = static_cast<int>(tries);
+    st.dead = static_cast<uint64_t>(dead);
+    st.last_error = r.rows[0][4].value_or("");
+    return st;
   });
 }
 

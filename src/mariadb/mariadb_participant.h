@@ -107,6 +107,14 @@ class MariaDbParticipant final : public Participant {
   std::vector<LocalWait> LongStatements(int64_t before_ms) override;
   Status ReadLockWaits(std::span<const LocalWait> mine, LockWaits* out) override;
   Status BreakWait(uint64_t thread, uint64_t query) override;
+  bool has_outbox() const override { return true; }
+  Result<std::vector<OutboxEntry>> ClaimOutbox(const std::string& claim, int64_t lease_ms,
+                                               size_t max_txns) override;
+  Status FinishOutbox(std::span<const std::string> gids,
+                      std::span<const DeadLetter> dead) override;
+  Status ReleaseOutbox(std::span<const std::string> gids, const std::string& claim,
+                       int64_t retry_ms, const std::string& error) override;
+  Result<OutboxStats> ReadOutboxStats() override;
 
   // Runs one statement on a pooled connection (for tools: schema setup, audits). A statement
   // that changes session state closes that connection afterwards instead of pooling it.

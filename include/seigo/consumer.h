@@ -1,0 +1,97 @@
+// Consumer: applies each message of a RabbitMQ queue exactly once, inside a seigo transaction
+// (doc/outbox.md, "The inbox").
+//
+// For every delivery the consumer runs one transaction: it inserts the message id into
+// seigo_inbox on the shard of the key `inbox_key` names, then runs `handler`. Both commit
+// together, so a redelivered message (the consumer died between the commit and the ack, the
+// relay published it twice) finds its inbox row and is acknowledged without effect. The ack is
+// sent only after the commit. A handler that fails for good (`kAborted`, a guard) is retried
+// up to `max_tries` deliveries, then rejected to the dead-letter queue `<queue>.dead`.
+//
+//   seigo::ConsumerOptions o;
+//   o.amqp = "amqp://seigo:secret@127.0.0.1:5672/";
+//   o.queue = "collection";
+//   o.inbox_key = [](const seigo::Delivery& d) -> seigo::Result<int64_t> { return PlayerOf(d); };
+//   o.handler = [](seigo::Tx& tx, const seigo::Delivery& d) -> seigo::Status { ... };
+//   auto c = seigo::Consumer::Open(coordinator.get(), o);
+//   (*c)->Run([&] { return stopping; });
+#ifndef SEIGO_CONSUMER_H_
+#define SEIGO_CONSUMER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "seigo/status.h"
+#include "seigo/transaction.h"
+
+namespace seigo {
+
+class Coordinator;
+
+// One message as delivered.
+struct Delivery {
+  uint64_t tag = 0;          // the broker's delivery tag
+  std::string message_id;    // "<gid>-<seq>" for messages of seigo transactions
+  std::string exchange, routing_key, body, content_type, type;
+  std::vector<std::pair<std::string, std::string>> headers;  // string-valued headers only
+  bool redelivered = false;
+  int64_t delivery_count = 0;  // earlier deliveries (a quorum queue's x-delivery-count)
+};
+
+struct ConsumerOptions {
+  std::string amqp;    // broker URL, amqp://user:password@host:port/vhost
+  std::string queue;   // declared if missing: durable, quorum, dead letters to <queue>.dead
+  int prefetch = 32;   // unacknowledged deliveries the broker sends ahead (1..65535)
+  int max_tries = 5;   // deliveries of a message whose handler keeps failing, then dead letter
+  // The key whose shard holds the message's inbox row (the shard the handler writes to, so
+  // that the commit is usually one shard). kInvalidArgument from it = a malformed message:
+  // dead-lettered at once.
+  std::function<Result<int64_t>(const Delivery&)> inbox_key;
+  std::function<Status(Tx&, const Delivery&)> handler;
+  int timeout_ms = 5'000;  // broker round trips
+  // Where warnings go (a dead-lettered message, a lost broker). Empty = stderr.
+  std::function<void(std::string_view)> log;
+};
+
+class Consumer {
+ public:
+  // Checks the options and connects (kInvalidArgument for bad options or refused credentials;
+  // kUnavailable if the broker cannot be reached).
+  static Result<std::unique_ptr<Consumer>> Open(Coordinator* coordinator,
+                                                ConsumerOptions options);
+  ~Consumer();
+
+  // Consumes until `stop()` returns true (checked at least every 200 ms), reconnecting after a
+  // lost broker. Returns OK then, or the error that makes going on pointless (the queue was
+  // deleted, credentials refused).
+  Status Run(const std::function<bool()>& stop);
+
+  struct Counters {
+    uint64_t applied = 0;     // deliveries whose transaction applied them
+    uint64_t duplicates = 0;  // deliveries found in the inbox: acknowledged without effect
+    uint64_t retried = 0;     // deliveries requeued (conflict, store down, handler failure)
+    uint64_t dead = 0;        // deliveries rejected to the dead-letter queue
+    uint64_t reconnects = 0;
+  };
+  Counters counters() const;
+
+ private:
+  class Impl;
+  explicit Consumer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The inbox row a consumer records for `message_id` on the shard of `inbox_key`, in `tx`:
+// true if it is new (apply the message), false if it was recorded before (a duplicate). For
+// applications that consume with their own client but want the same rule.
+Result<bool> RecordInInbox(Tx& tx, int64_t inbox_key, const std::string& message_id,
+                           const std::string& queue);
+
+}  // namespace seigo
+
+#endif  // SEIGO_CONSUMER_H_

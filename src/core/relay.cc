@@ -1,0 +1,120 @@
+// The relay and the inbox rule (doc/outbox.md). See relay.h.
+//
+// Crash windows of the relay, each safe because the outbox is only ever cleared AFTER the
+// broker confirmed (publish at least once) and consumers deduplicate by message id:
+//   * killed before publishing: the entries stay claimed until the lease ends; then any
+//     coordinator's poll claims and publishes them;
+//   * killed after publishing, before the confirm (or the confirm is lost with the
+//     connection): the same; the broker may now hold the message twice — same message id;
+//   * killed after the confirm, before FinishOutbox: republished after the lease: a duplicate;
+//   * FinishOutbox's reply lost: it is idempotent (delete by gid; dead letters INSERT IGNORE),
+//     and a republish after the lease is again only a duplicate.
+
+#include "core/relay.h"
+
+#include <algorithm>
+#include <map>
+
+namespace seigo::core {
+
+int64_t RelayRetryMs(int tries) {
+  const int shift = std::clamp(tries, 0, 7);
+  return std::min<int64_t>(30'000, int64_t{250} << shift);
+}
+
+RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const OutboxEntry> entries,
+                      const std::string& claim) {
+  RelayStats st;
+  if (entries.empty()) return st;
+  std::vector<Broker::Result> results = broker->Publish(entries);
+  if (results.size() != entries.size()) {
+    results.assign(entries.size(), Broker::Result{Broker::Fate::kRetry, "broker gave no result"});
+  }
+  // Settle per transaction, in the order its first entry appears.
+  std::vector<std::string> done, retry;
+  std::vector<DeadLetter> dead;
+  std::string first_error;
+  int max_tries = 0;
+  size_t i = 0;
+  while (i < entries.size()) {
+    const std::string& gid = entries[i].gid;
+    size_t j = i;
+    bool all_settled = true;
+    std::vector<DeadLetter> its_dead;
+    for (; j < entries.size() && entries[j].gid == gid; ++j) {
+      const Broker::Result& r = results[j];
+      if (r.fate == Broker::Fate::kRetry) {
+        all_settled = false;
+        if (first_error.empty()) first_error = r.reason;
+      } else if (r.fate == Broker::Fate::kDead) {
+        its_dead.push_back({gid, entries[j].seq, r.reason});
+      }
+      max_tries = std::max(max_tries, entries[j].tries);
+    }
+    const uint64_t n = j - i;
+    if (all_settled) {
+      done.push_back(gid);
+      st.confirmed += n - its_dead.size();
+      st.dead += its_dead.size();
+      dead.insert(dead.end(), its_dead.begin(), its_dead.end());
+    } else {
+      retry.push_back(gid);
+      st.retried += n;
+    }
+    i = j;
+  }
+  Status s = outbox->FinishOutbox(done, dead);
+  if (!s.ok()) st.error = s;  // the lease ends; a later poll republishes them (duplicates)
+  if (!retry.empty()) {
+    if (first_error.empty()) first_error = "not confirmed";
+    Status r = outbox->ReleaseOutbox(retry, claim, RelayRetryMs(max_tries), first_error);
+    if (st.error.ok()) st.error = Status::Unavailable("publishing: " + first_error);
+    if (!r.ok() && st.error.ok()) st.error = r;
+  }
+  return st;
+}
+
+RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
+                      int64_t lease_ms, size_t max_txns) {
+  RelayStats st;
+  Result<std::vector<OutboxEntry>> claimed = outbox->ClaimOutbox(claim, lease_ms, max_txns);
+  if (!claimed.ok()) {
+    st.error = claimed.status();
+    return st;
+  }
+  st.claimed = claimed->size();
+  RelayStats r = RelayBatch(outbox, broker, *claimed, claim);
+  r.claimed = st.claimed;
+  return r;
+}
+
+DeliveryAction ApplyOnce(const std::function<TxResult(const TxFn&)>& run,
+                         const std::function<Result<bool>(Tx&)>& record, const TxFn& handler,
+                         int tries, int max_tries, bool* applied, Status* why) {
+  *applied = false;
+  bool duplicate = false;
+  TxResult r = run([&](Tx& tx) -> Status {
+    duplicate = false;
+    // The inbox row first: a second delivery of the same message being handled at the same
+    // time waits on this row's lock and then finds it, instead of applying it again.
+    Result<bool> fresh = record(tx);
+    if (!fresh.ok()) return fresh.status();
+    if (!*fresh) {
+      duplicate = true;
+      return Status::OK();  // applied before: commit nothing but the (no-op) read
+    }
+    return handler(tx);
+  });
+  *why = r.status;
+  if (r.committed()) {
+    *applied = !duplicate;
+    return DeliveryAction::kAck;
+  }
+  // Conflicts that outlasted the retries, unavailable stores, a lost commit reply: nothing is
+  // known to be applied, so the message must come again (a lost commit that did apply is then
+  // a duplicate, which the inbox catches).
+  if (r.state != TxState::kAborted) return DeliveryAction::kRetry;
+  return tries >= max_tries ? DeliveryAction::kDeadLetter : DeliveryAction::kRetry;
+}
+
+}  // namespace seigo::core

@@ -1,0 +1,93 @@
+// The relay and the consumer's inbox rule: how committed messages reach the broker, and how a
+// delivered message is applied exactly once (doc/outbox.md). Deterministic like the protocol:
+// the broker is reached only through Broker, the outbox only through Participant, so the
+// simulator (sim/) runs this very code against a simulated broker.
+#ifndef SEIGO_CORE_RELAY_H_
+#define SEIGO_CORE_RELAY_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "seigo/env.h"
+#include "seigo/message.h"
+#include "seigo/participant.h"
+#include "seigo/status.h"
+#include "seigo/transaction.h"
+
+namespace seigo::core {
+
+// The message broker as the relay sees it (src/amqp/ for RabbitMQ; sim/ simulates one).
+class Broker {
+ public:
+  enum class Fate {
+    kConfirmed,  // the broker confirmed it (an ack not preceded by a return): it is durable
+    kDead,       // it can never be delivered (returned unroutable, unknown exchange): `reason`
+    kRetry,      // not confirmed (nack, connection lost, no confirm in time): publish again
+  };
+  struct Result {
+    Fate fate = Fate::kRetry;
+    std::string reason;
+  };
+  virtual ~Broker() = default;
+  // Publishes `entries` in order — persistent, mandatory, message-id = message_id() — with
+  // publisher confirms and many in flight, and returns one Result per entry.
+  virtual std::vector<Result> Publish(std::span<const OutboxEntry> entries) = 0;
+};
+
+struct RelayStats {
+  uint64_t confirmed = 0;  // messages confirmed and removed from the outbox
+  uint64_t dead = 0;       // messages moved to the dead-letter record
+  uint64_t retried = 0;    // messages left for a later try
+  uint64_t claimed = 0;    // messages a poll claimed
+  Status error;            // the first store or broker failure of the call, if any
+  void Add(const RelayStats& o) {
+    confirmed += o.confirmed;
+    dead += o.dead;
+    retried += o.retried;
+    claimed += o.claimed;
+    if (error.ok()) error = o.error;
+  }
+};
+
+// How long a transaction whose publish failed waits before any relay tries it again:
+// 250 ms doubling with its tries, at most 30 s.
+int64_t RelayRetryMs(int tries);
+
+// Publishes `entries` (whole transactions, in outbox order, claimed by `claim` in `outbox`)
+// and settles each transaction in the outbox: when every entry of it is confirmed or dead it
+// is finished (FinishOutbox; the dead ones go to the dead-letter record); otherwise it is
+// released for a retry after RelayRetryMs (all of its entries are published again then: the
+// consumers' inbox drops the ones that had arrived).
+RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const OutboxEntry> entries,
+                      const std::string& claim);
+
+// One poll of one outbox: claims up to `max_txns` transactions whose claim expired (their
+// relay died, or their publish failed) and relays them.
+RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
+                      int64_t lease_ms, size_t max_txns);
+
+// ---- The consumer's inbox (exactly-once application) ----
+
+// What a consumer does with a delivery once its handler's transaction ended.
+enum class DeliveryAction {
+  kAck,         // applied now, or applied before (a duplicate): acknowledge
+  kRetry,       // not applied (conflict, store down, outcome unknown): requeue, try again
+  kDeadLetter,  // the handler failed for good max_tries times: reject to the dead-letter queue
+};
+
+// The transaction a consumer runs for one delivery: `record` inserts the message id into the
+// inbox on the handler's shard (affected rows: 1 = new, 0 = seen before) and `handler` applies
+// it. The inbox row and the handler's writes commit together, so a message is applied at most
+// once; the ack comes only after the commit, so at least once.
+//   run: Coordinator::Run or Protocol::Run
+//   tries: this delivery's number (1 = first; the broker's x-delivery-count + 1)
+//   *applied: set true when this call's transaction applied it
+DeliveryAction ApplyOnce(const std::function<TxResult(const TxFn&)>& run,
+                         const std::function<Result<bool>(Tx&)>& record, const TxFn& handler,
+                         int tries, int max_tries, bool* applied, Status* why);
+
+}  // namespace seigo::core
+
+#endif  // SEIGO_CORE_RELAY_H_
