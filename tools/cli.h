@@ -23,6 +23,7 @@ inline constexpr int kExitLimbo = 5;         // recover: a branch is stuck in th
 struct Common {
   std::string shards;
   std::string redis;                 // Redis URLs (--redis, $SEIGO_REDIS)
+  std::string amqp;                  // RabbitMQ URL (--amqp, $SEIGO_AMQP)
   bool redis_unsafe_durability = false;
   int lock_wait_timeout_s = 2;
   int64_t txn_timeout_ms = 10'000;
@@ -45,6 +46,10 @@ int DemoAudit(const Common& c);
 int RaidSetup(const Common& c, int64_t players, int64_t bosses, int64_t hp);
 int RaidRun(const Common& c, int clients, double seconds, const std::string& mode);
 int RaidAudit(const Common& c);
+int GachaSetup(const Common& c, int64_t players, int64_t gold);
+int GachaRun(const Common& c, int clients, double seconds, const std::string& mode);
+int GachaConsume(const Common& c, const std::string& mode, double idle_exit_s, int prefetch);
+int GachaAudit(const Common& c);
 
 }  // namespace seigo::cli
 

@@ -29,6 +29,7 @@ std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool b
   o.prepare_schema = prepare_schema;
   o.shards = c.shards;
   o.redis = c.redis;
+  o.amqp = c.amqp;
   o.redis_allow_unsafe_durability = c.redis_unsafe_durability;
   o.lock_wait_timeout_s = c.lock_wait_timeout_s;
   o.protocol.txn_timeout_ms = c.txn_timeout_ms;
@@ -97,6 +98,28 @@ int PrintStatus(const Common& c) {
     }
   }
   std::printf("%zu lock wait(s) between seigo transactions\n", w.waits.size());
+  // Committed messages the broker has not confirmed yet, per shard (doc/outbox.md): a growing
+  // count or age means the relay cannot reach the broker.
+  std::printf("\n%-5s  %-8s  %-9s  %-6s  %-5s  %s\n", "SHARD", "OUTBOX", "OLDEST", "DEAD",
+              "TRIES", "LAST ERROR");
+  uint64_t pending = 0;
+  int64_t oldest = 0;
+  std::vector<Result<OutboxStats>> outbox = coord->OutboxStatus();
+  for (size_t s = 0; s < outbox.size(); ++s) {
+    if (!outbox[s].ok()) {
+      std::printf("%-5zu  ?         %s\n", s, outbox[s].status().ToString().c_str());
+      continue;
+    }
+    const OutboxStats& o = *outbox[s];
+    pending += o.pending;
+    oldest = std::max(oldest, o.oldest_age_ms);
+    std::printf("%-5zu  %-8llu  %-9s  %-6llu  %-5d  %s\n", s,
+                static_cast<unsigned long long>(o.pending), secs(o.oldest_age_ms, false).c_str(),
+                static_cast<unsigned long long>(o.dead), o.max_tries,
+                o.last_error.substr(0, 120).c_str());
+  }
+  std::printf("%llu message(s) waiting in outboxes, oldest %s\n",
+              static_cast<unsigned long long>(pending), secs(oldest, false).c_str());
   return r.errors.empty() ? kExitOk : kExitUnavailable;
 }
 
@@ -141,7 +164,7 @@ int main(int argc, char** argv) {
   Common common;
   // Not CLI11's envname(): it would let $SEIGO_SHARDS overwrite an explicit --shards through
   // the other subcommands' options, which share `common`. See ResolveShards below.
-  std::vector<CLI::Option*> shard_options, redis_options;
+  std::vector<CLI::Option*> shard_options, redis_options, amqp_options;
   auto add_common = [&](CLI::App* sub) {
     shard_options.push_back(sub->add_option("--shards", common.shards,
         "comma-separated shard URLs, in shard order (mysql://user:pass@host:port/db,...); "
@@ -149,6 +172,9 @@ int main(int argc, char** argv) {
     redis_options.push_back(sub->add_option("--redis", common.redis,
         "comma-separated Redis URLs, in instance order (redis://[:pass@]host:port[/db],...); "
         "default $SEIGO_REDIS"));
+    amqp_options.push_back(sub->add_option(
+        "--amqp", common.amqp,
+        "RabbitMQ URL amqp://user:password@host:port/vhost; default $SEIGO_AMQP"));
     sub->add_flag("--redis-unsafe-durability", common.redis_unsafe_durability,
                   "DEVELOPMENT ONLY: accept Redis instances that do not fsync every write "
                   "(a crash can then break atomicity)");
@@ -203,6 +229,36 @@ int main(int argc, char** argv) {
   CLI::App* raudit = raid->add_subcommand("audit", "check HP, stamina and raid_log agree");
   add_common(raudit);
 
+  CLI::App* gacha = demo->add_subcommand(
+      "gacha", "the gacha demo: gold and grants on shards, events through RabbitMQ");
+  gacha->require_subcommand(1);
+  int64_t gacha_players = 1000, gacha_gold = 100'000;
+  CLI::App* gsetup = gacha->add_subcommand("setup", "create the gacha tables, declare the queue");
+  add_common(gsetup);
+  gsetup->add_option("--players", gacha_players, "number of players")
+      ->check(CLI::Range(1, 10'000'000));
+  gsetup->add_option("--gold", gacha_gold, "each player's starting gold")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
+  CLI::App* grun = gacha->add_subcommand("run", "concurrent pulls, each publishing an event");
+  add_common(grun);
+  grun->add_option("--clients", clients, "client threads")->check(CLI::Range(1, 1024));
+  grun->add_option("--seconds", seconds, "duration")->check(CLI::Range(0.1, 86400.0));
+  grun->add_option("--mode", mode, "seigo (outbox) or naive (commit, then publish)")
+      ->check(CLI::IsMember({"seigo", "naive"}));
+  double idle_exit = 0;
+  int prefetch = 32;
+  CLI::App* gconsume = gacha->add_subcommand("consume", "the collection service: apply events");
+  add_common(gconsume);
+  gconsume->add_option("--mode", mode, "seigo (inbox, ack after commit) or naive (auto-ack)")
+      ->check(CLI::IsMember({"seigo", "naive"}));
+  gconsume->add_option("--idle-exit", idle_exit,
+                       "exit after this many seconds without an event (0 = run until SIGTERM)")
+      ->check(CLI::Range(0.0, 86400.0));
+  gconsume->add_option("--prefetch", prefetch, "unacknowledged deliveries at once")
+      ->check(CLI::Range(1, 65535));
+  CLI::App* gaudit = gacha->add_subcommand("audit", "check gold, grants, events and collection");
+  add_common(gaudit);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -229,6 +285,12 @@ int main(int argc, char** argv) {
     const char* env = std::getenv("SEIGO_REDIS");
     if (env != nullptr) common.redis = env;
   }
+  given = false;
+  for (CLI::Option* o : amqp_options) given = given || o->count() > 0;
+  if (!given) {
+    const char* env = std::getenv("SEIGO_AMQP");
+    if (env != nullptr) common.amqp = env;
+  }
   if (status->parsed()) return seigo::cli::PrintStatus(common);
   if (recover->parsed()) return seigo::cli::Recover(common);
   if (setup->parsed()) return DemoSetup(common, players, items);
@@ -237,5 +299,9 @@ int main(int argc, char** argv) {
   if (rsetup->parsed()) return RaidSetup(common, raid_players, bosses, start_hp);
   if (rrun->parsed()) return RaidRun(common, clients, seconds, mode);
   if (raudit->parsed()) return RaidAudit(common);
+  if (gsetup->parsed()) return GachaSetup(common, gacha_players, gacha_gold);
+  if (grun->parsed()) return GachaRun(common, clients, seconds, mode);
+  if (gconsume->parsed()) return GachaConsume(common, mode, idle_exit, prefetch);
+  if (gaudit->parsed()) return GachaAudit(common);
   return kExitUsage;
 }
