@@ -8,16 +8,24 @@
 #   Then the raid demo (stamina on the shards, boss HP in Redis; 2 Redis instances on ports
 #   36579-36580, state in $SEIGO_REDIS_DIR, default /tmp/seigo-demo-redis), again naive and
 #   seigo, each time killing Redis instance 0 and shard 1 with kill -9 mid-run and restarting
-#   them, and prints both raid audits side by side. Stops the servers.
-#   Exit status: 0 if both of seigo's audits passed, 1 if one did not.
+#   them, and prints both raid audits side by side.
+#   Then the gacha demo (gold and grants on the shards, one event per pull through RabbitMQ;
+#   a broker on port 5692, state in $SEIGO_RABBITMQ_DIR, default /tmp/seigo-demo-rabbitmq),
+#   naive and seigo: the application (`demo gacha run`) and the collection service (`demo gacha
+#   consume`) run as separate processes; the consumer, the broker and the application are each
+#   killed with kill -9 mid-run and restarted; then the consumer drains the queue and both
+#   gacha audits are printed side by side. Stops the servers.
+#   Exit status: 0 if all three of seigo's audits passed, 1 if one did not.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SECONDS_PER_MODE=${1:-12}
 export SEIGO_STATE_DIR=${SEIGO_STATE_DIR:-/tmp/seigo-demo-servers}
 export SEIGO_REDIS_DIR=${SEIGO_REDIS_DIR:-/tmp/seigo-demo-redis}
+export SEIGO_RABBITMQ_DIR=${SEIGO_RABBITMQ_DIR:-/tmp/seigo-demo-rabbitmq}
 SERVERS=$PWD/scripts/servers.sh
 REDIS=$PWD/scripts/redis.sh
+RABBITMQ=$PWD/scripts/rabbitmq.sh
 SEIGO=$PWD/build/seigo
 
 bash scripts/install-deps.sh
@@ -26,16 +34,22 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2 --target seigo_cli >/dev/null
 echo "=== start 2 MariaDB shards"
 bash "$SERVERS" wipe >/dev/null
-trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true' EXIT
+trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true
+      bash "$RABBITMQ" stop >/dev/null 2>&1 || true' EXIT
 bash "$SERVERS" start 2 --base-port 33261 | tail -1
 echo "=== start 2 Redis instances"
 bash "$REDIS" wipe >/dev/null
 bash "$REDIS" start 2 --base-port 36579 | tail -1
+echo "=== start a RabbitMQ broker"
+bash "$RABBITMQ" wipe >/dev/null
+bash "$RABBITMQ" start --port 5692 | tail -1
+# shellcheck disable=SC1091
+. "$SEIGO_RABBITMQ_DIR/env"
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"
 # shellcheck disable=SC1091
 . "$SEIGO_REDIS_DIR/env"
-export SEIGO_SHARDS SEIGO_REDIS
+export SEIGO_SHARDS SEIGO_REDIS SEIGO_AMQP
 
 out=$(mktemp -d)
 kill_at=$(( SECONDS_PER_MODE / 3 ))
@@ -90,7 +104,52 @@ echo
 echo "naive: $(cat "$out/raid-naive.run")"
 echo "seigo: $(cat "$out/raid-seigo.run")"
 
+q=$(( SECONDS_PER_MODE / 4 ))
+for mode in naive seigo; do
+  echo
+  echo "=== gacha, $mode mode: 8 clients for ${SECONDS_PER_MODE}s; kill -9 the consumer at ${q}s," \
+       "the broker at $(( 2 * q ))s, the application at $(( 3 * q ))s; each restarted"
+  "$SEIGO" demo gacha setup --players 1000
+  "$SEIGO" demo gacha consume --mode "$mode" >"$out/gacha-$mode.consume1" 2>&1 &
+  consumer=$!
+  "$SEIGO" demo gacha run --clients 8 --seconds $(( 3 * q )) --mode "$mode" \
+    >"$out/gacha-$mode.run1" 2>&1 &
+  app=$!
+  sleep "$q"; echo ">>> kill -9 the consumer" >&2; kill -9 "$consumer" 2>/dev/null || true
+  "$SEIGO" demo gacha consume --mode "$mode" >"$out/gacha-$mode.consume2" 2>&1 &
+  consumer=$!
+  echo ">>> consumer restarted" >&2
+  sleep "$q"; echo ">>> kill -9 the broker" >&2; bash "$RABBITMQ" kill >/dev/null
+  bash "$RABBITMQ" restart >/dev/null; echo ">>> broker restarted" >&2
+  sleep 1; echo ">>> kill -9 the application" >&2; kill -9 "$app" 2>/dev/null || true
+  "$SEIGO" demo gacha run --clients 8 --seconds "$q" --mode "$mode" >"$out/gacha-$mode.run2" 2>&1
+  echo ">>> application restarted and finished" >&2
+  kill -TERM "$consumer" 2>/dev/null || true; wait "$consumer" 2>/dev/null || true
+  echo "--- drain: consume until 5 s without an event and every outbox is empty"
+  "$SEIGO" demo gacha consume --mode "$mode" --idle-exit 5 | tee "$out/gacha-$mode.drain"
+  "$SEIGO" demo gacha audit >"$out/gacha-$mode.audit" 2>&1 && echo 0 >"$out/gacha-$mode.rc" ||
+    echo $? >"$out/gacha-$mode.rc"
+  wait 2>/dev/null || true
+done
+echo
+echo "=== gacha audits side by side"
+printf '%-60s | %s\n' "NAIVE (commit, then publish; auto-ack)" "SEIGO (outbox + inbox)"
+printf '%-60s-+-%s\n' "$(printf -- '-%.0s' {1..60})" "$(printf -- '-%.0s' {1..60})"
+paste -d'\t' <(sed 's/^  //' "$out/gacha-naive.audit" | cut -c1-60) \
+  <(sed 's/^  //' "$out/gacha-seigo.audit" | cut -c1-60) |
+  awk -F'\t' '{ printf "%-60s | %s\n", $1, $2 }'
+echo
+for mode in naive seigo; do
+  echo "$mode: $(tail -1 "$out/gacha-$mode.run2" 2>/dev/null)"
+done
+
 rc=0
+if [ "$(cat "$out/gacha-seigo.rc")" = 0 ]; then
+  echo "seigo's gacha audit passed with the consumer, the broker and the application killed mid-run."
+else
+  echo "seigo's gacha audit FAILED: this is a bug, please report it with the output above." >&2
+  rc=1
+fi
 if [ "$(cat "$out/seigo.rc")" = 0 ]; then
   echo "seigo's trade audit passed with a shard killed mid-run."
 else

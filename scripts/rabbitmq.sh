@@ -2,7 +2,7 @@
 # Manage ONE local RabbitMQ broker (seigo's message-queue participant) on 127.0.0.1, without
 # systemd: private Erlang cookie, private epmd, every listener on 127.0.0.1 only.
 #
-# Usage: scripts/rabbitmq.sh start [--port P]  start the broker (default P=35672), create user
+# Usage: scripts/rabbitmq.sh start [--port P]  start the broker (default P=5673), create user
 #                                              seigo/seigo-secret with full rights on vhost /
 #        scripts/rabbitmq.sh stop              graceful stop, then kill its epmd (SIGKILL after 20 s)
 #        scripts/rabbitmq.sh kill              kill -9 the broker VM and wait until it is gone
@@ -17,9 +17,13 @@
 # enabled_plugins, .erlang.cookie (HOME), mnesia/ (data), log/ (seigoP@localhost.log, startup.log),
 # rabbitmq.pid (the beam.smp VM), epmd.pid. Node name: seigoP@localhost. Ports used, all on
 # 127.0.0.1: P (AMQP), P+10000 (Erlang distribution), P+10001..P+10009 (rabbitmqctl's own node),
-# P+20000 (private epmd); so P <= 45535, and brokers running side by side need ports >= 10 apart.
+# P+20000 (private epmd); brokers running side by side need ports >= 10 apart. P must be below
+# 12768, so that P+20000 stays below Linux's ephemeral ports (32768-60999): a client that
+# reconnects in a loop to a port in that range while the broker is down can connect to itself
+# (a TCP self-connect: source port = destination port) and then hold the port, so that the
+# broker cannot listen on it again (seen here: `restart` failed with eaddrinuse).
 # Several brokers can run at once with different ports and state dirs. After start:
-#   . /tmp/seigo-rabbitmq/env   # export SEIGO_AMQP=amqp://seigo:seigo-secret@127.0.0.1:35672/
+#   . /tmp/seigo-rabbitmq/env   # export SEIGO_AMQP=amqp://seigo:seigo-secret@127.0.0.1:5673/
 # Exit codes: 0 ok, 1 error, 2 usage.
 set -euo pipefail
 
@@ -150,10 +154,10 @@ cmd_start() {
     [[ -z $want || $want == "$PORT" ]] ||
       die "$DIR belongs to the broker on port $PORT; wipe it or set SEIGO_RABBITMQ_DIR"
   else
-    PORT=${want:-35672}
+    PORT=${want:-5673}
   fi
-  [[ $PORT =~ ^[0-9]+$ ]] && ((PORT >= 1024 && PORT <= 45535)) ||
-    die "port must be a number in 1024..45535 (P+20000 is the epmd port), got '$PORT'"
+  [[ $PORT =~ ^[0-9]+$ ]] && ((PORT >= 1024 && PORT <= 12767)) ||
+    die "port must be a number in 1024..12767 (below the ephemeral ports even as P+20000, the epmd port), got '$PORT'"
   setup_env
   local pid
   pid=$(pid_of)

@@ -5,7 +5,7 @@
 #   /tmp/seigo-test-servers) and 2 Redis instances on ports 36379-36380 (state in
 #   $SEIGO_REDIS_DIR, default /tmp/seigo-test-redis), runs ctest against them, stops the
 #   servers on exit. Tests get SEIGO_TEST_REDIS (Redis URLs) and SEIGO_REDIS_SCRIPT too.
-#   A RabbitMQ broker on port 35672 (state in $SEIGO_RABBITMQ_DIR, default
+#   A RabbitMQ broker on port 5682 (state in $SEIGO_RABBITMQ_DIR, default
 #   /tmp/seigo-test-rabbitmq): tests get SEIGO_TEST_AMQP (its URL) and SEIGO_RABBITMQ_SCRIPT.
 #   Tests get SEIGO_TEST_SHARDS (shard URLs), SEIGO_SERVERS_SCRIPT and SEIGO_STATE_DIR
 #   (to kill/restart shards with "$SEIGO_SERVERS_SCRIPT" crash I, etc.).
@@ -48,7 +48,7 @@ phase "start servers" bash "$SEIGO_SERVERS_SCRIPT" start 3 --base-port 33161
 phase "wipe old redis" bash "$SEIGO_REDIS_SCRIPT" wipe
 phase "start redis" bash "$SEIGO_REDIS_SCRIPT" start 2 --base-port 36379
 phase "wipe old rabbitmq" bash "$SEIGO_RABBITMQ_SCRIPT" wipe
-phase "start rabbitmq" bash "$SEIGO_RABBITMQ_SCRIPT" start --port 35672
+phase "start rabbitmq" bash "$SEIGO_RABBITMQ_SCRIPT" start --port 5682
 
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"

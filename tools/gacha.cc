@@ -244,8 +244,10 @@ int GachaConsume(const Common& common, const std::string& mode, double idle_exit
   if (!NeedAmqp(common)) return kExitUsage;
   const bool naive = mode == "naive";
   int rc = kExitOk;
+  // In seigo mode the consumer's coordinator has the broker too: its relay polls the outboxes,
+  // so messages a killed application left there are published (and consumed) by this process.
   Common opened = common;
-  opened.amqp.clear();  // the consumer publishes nothing
+  if (naive) opened.amqp.clear();
   auto c = OpenForTool(opened, &rc, /*background=*/true);
   if (!c) return rc;
   signal(SIGTERM, OnSignal);
@@ -256,8 +258,19 @@ int GachaConsume(const Common& common, const std::string& mode, double idle_exit
                std::chrono::steady_clock::now().time_since_epoch()).count();
   };
   last_ms = now_ms();
+  // Idle: no event for idle_exit_s and (seigo mode) nothing left in any outbox.
   auto idle = [&] {
-    return idle_exit_s > 0 && now_ms() - last_ms.load() > static_cast<int64_t>(idle_exit_s * 1000);
+    if (idle_exit_s <= 0 || now_ms() - last_ms.load() <= static_cast<int64_t>(idle_exit_s * 1000)) {
+      return false;
+    }
+    if (naive) return true;
+    for (const Result<OutboxStats>& st : c->OutboxStatus()) {
+      if (!st.ok() || st->pending > 0) {
+        last_ms = now_ms() - static_cast<int64_t>(idle_exit_s * 1000) + 1'000;  // look again in 1 s
+        return false;
+      }
+    }
+    return true;
   };
   uint64_t applied = 0, duplicates = 0, dead = 0, malformed = 0;
   if (naive) {
@@ -265,12 +278,19 @@ int GachaConsume(const Common& common, const std::string& mode, double idle_exit
     Result<amqp::AmqpUrl> url = Url(common);
     if (!url.ok()) return Fail(url.status());
     amqp::Connection conn(*url, 5'000);
-    Status s = conn.DeclareQueue(kQueue, true, std::string(kQueue) + ".dead");
-    if (s.ok()) s = conn.Consume(kQueue, prefetch, /*no_ack=*/true);
-    if (!s.ok()) return Fail(s);
     while (!g_stop && !idle()) {
+      if (!conn.connected()) {
+        Status s = conn.DeclareQueue(kQueue, true, std::string(kQueue) + ".dead");
+        if (s.ok()) s = conn.Consume(kQueue, prefetch, /*no_ack=*/true);
+        if (s.Is(Code::kInvalidArgument)) return Fail(s);
+        if (!s.ok()) {
+          conn.Close();
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          continue;
+        }
+      }
       Result<std::optional<Delivery>> d = conn.Next(200);
-      if (!d.ok()) return Fail(d.status());
+      if (!d.ok()) continue;  // reconnect; what was delivered and not written is lost
       if (!d->has_value()) continue;
       last_ms = now_ms();
       int64_t g, p, it;
@@ -337,24 +357,24 @@ int GachaAudit(const Common& common) {
   };
   const std::string gold = std::to_string(start_gold), price = std::to_string(kPrice);
   std::vector<Check> checks = {
-      {"players whose gold spent != 100 x their grants",
+      {"players: gold spent != 100 x grants",
        "SELECT COUNT(*) FROM gacha_players p WHERE (" + gold + " - p.gold) != " + price +
            " * (SELECT COUNT(*) FROM gacha_grants g WHERE g.player_id = p.player_id)"},
-      {"grants without their event applied (lost events)",
+      {"grants without an applied event (lost)",
        "SELECT COUNT(*) FROM gacha_grants g WHERE NOT EXISTS (SELECT 1 FROM gacha_applied a "
        "WHERE a.grant_id = g.grant_id)"},
-      {"applied events without a grant (events of actions that did not commit)",
+      {"applied events without a grant",
        "SELECT COUNT(*) FROM gacha_applied a WHERE NOT EXISTS (SELECT 1 FROM gacha_grants g "
        "WHERE g.grant_id = a.grant_id)"},
-      {"grants applied more than once (doubled events)",
+      {"grants applied twice or more (doubled)",
        "SELECT COUNT(*) FROM (SELECT grant_id FROM gacha_applied GROUP BY grant_id "
        "HAVING COUNT(*) > 1) d"},
-      {"players whose collection counts != their grants",
+      {"players: collection != grants",
        "SELECT COUNT(*) FROM gacha_players p WHERE (SELECT IFNULL(SUM(count), 0) FROM "
        "gacha_collection c WHERE c.player_id = p.player_id) != (SELECT COUNT(*) FROM "
        "gacha_grants g WHERE g.player_id = p.player_id)"},
-      {"messages still in the outbox", "SELECT COUNT(*) FROM seigo_outbox WHERE exchange = 'gacha'"},
-      {"messages in the outbox's dead-letter record",
+      {"messages left in the outbox", "SELECT COUNT(*) FROM seigo_outbox WHERE exchange = 'gacha'"},
+      {"outbox dead-letter records",
        "SELECT COUNT(*) FROM seigo_outbox_dead WHERE exchange = 'gacha'"},
   };
   uint64_t grants = 0, applied = 0;
@@ -380,15 +400,15 @@ int GachaAudit(const Common& common) {
               static_cast<unsigned long long>(grants), static_cast<unsigned long long>(applied));
   uint64_t violations = 0;
   for (const Check& ch : checks) {
-    std::printf("  %-72s %llu%s\n", ch.what, static_cast<unsigned long long>(ch.bad),
+    std::printf("  %-42s %llu%s\n", ch.what, static_cast<unsigned long long>(ch.bad),
                 ch.bad ? "  VIOLATION" : "");
     violations += ch.bad;
   }
-  std::printf("  %-72s %u%s\n", "messages still in the queue (run consume until idle first)",
+  std::printf("  %-42s %u%s\n", "messages left in the queue",
               *depth, *depth ? "  VIOLATION" : "");
   violations += *depth;
   const uint32_t dd = dead_depth.ok() ? *dead_depth : 0;
-  std::printf("  %-72s %u%s\n", "messages in the queue's dead-letter queue", dd,
+  std::printf("  %-42s %u%s\n", "messages in the dead-letter queue", dd,
               dd ? "  VIOLATION" : "");
   violations += dd;
   std::printf("gacha audit: %s\n", violations == 0 ? "OK" : "VIOLATIONS");
