@@ -226,6 +226,31 @@ TEST_F(OutboxTest, BrokerDownAtCommitThenAnotherCoordinatorsPollPublishes) {
   EXPECT_EQ(got[0].message_id, r.gid + "-0");
 }
 
+TEST_F(OutboxTest, ARelayThatCannotReachItsBrokerDoesNotClaimOtherRelaysWork) {
+  // Found by the gacha demo: a stale process configured with a dead broker kept claiming the
+  // outbox (tries rising, each claim a lease of delay) while healthy relays waited.
+  coord_.reset();  // no healthy relay in this test
+  auto down = OpenWith(kDeadBroker, /*lease_ms=*/100);
+  ASSERT_NE(down, nullptr);
+  TxResult r = down->Run([&](Tx& tx) { return tx.Publish("", queue_, "m").status(); });
+  ASSERT_TRUE(r.committed());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'500));  // many polls past the lease
+  std::vector<Result<OutboxStats>> st = down->OutboxStatus();
+  uint64_t pending = 0;
+  int tries = 0;
+  for (const auto& s : st) {
+    ASSERT_TRUE(s.ok());
+    pending += s->pending;
+    tries = std::max(tries, s->max_tries);
+  }
+  EXPECT_EQ(pending, 1u);
+  EXPECT_EQ(tries, 0) << "polls claimed the entry although the broker was unreachable";
+  coord_ = OpenWith(TestAmqp());  // a healthy relay takes it at once
+  WaitUntil([&] { return Pending() == 0; });
+  EXPECT_EQ(Pending(), 0u);
+  EXPECT_EQ(Receive(1).size(), 1u);
+}
+
 TEST_F(OutboxTest, ConcurrentPollsClaimEachTransactionOnce) {
   // 200 transactions committed while their process cannot reach the broker; then two
   // coordinators poll at once. Claims are exclusive (SKIP LOCKED) and last long: no duplicate.

@@ -97,6 +97,7 @@ class AmqpBroker final : public core::Broker {
   AmqpBroker(AmqpUrl url, int timeout_ms, size_t window)
       : conn_(std::move(url), timeout_ms), window_(window) {}
   std::vector<Result> Publish(std::span<const OutboxEntry> entries) override;
+  bool Ready() override { return conn_.Connect().ok(); }
   Connection& connection() { return conn_; }
 
  private:

@@ -77,6 +77,10 @@ RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const Outbo
 RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns) {
   RelayStats st;
+  if (!broker->Ready()) {
+    st.error = Status::Unavailable("the broker is unreachable: not claiming");
+    return st;
+  }
   Result<std::vector<OutboxEntry>> claimed = outbox->ClaimOutbox(claim, lease_ms, max_txns);
   if (!claimed.ok()) {
     st.error = claimed.status();

@@ -31,6 +31,11 @@ class Broker {
     std::string reason;
   };
   virtual ~Broker() = default;
+  // True if the broker can be reached now (connecting if need be). A relay that cannot reach
+  // its broker must not claim other relays' work: its claims would only delay those messages
+  // by a lease each time (found in the gacha demo: a stale process configured with a dead
+  // broker kept claiming and releasing the outbox while a healthy relay waited).
+  virtual bool Ready() { return true; }
   // Publishes `entries` in order — persistent, mandatory, message-id = message_id() — with
   // publisher confirms and many in flight, and returns one Result per entry.
   virtual std::vector<Result> Publish(std::span<const OutboxEntry> entries) = 0;
@@ -64,7 +69,8 @@ RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const Outbo
                       const std::string& claim);
 
 // One poll of one outbox: claims up to `max_txns` transactions whose claim expired (their
-// relay died, or their publish failed) and relays them.
+// relay died, or their publish failed) and relays them. Claims nothing while the broker is not
+// Ready().
 RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns);
 
