@@ -2,6 +2,8 @@
 #ifndef SEIGO_TOOLS_CLI_H_
 #define SEIGO_TOOLS_CLI_H_
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -36,6 +38,17 @@ struct Common {
 std::unique_ptr<Coordinator> OpenForTool(
     const Common& c, int* exit_code, bool background = false, bool prepare_schema = true,
     const std::function<void(CoordinatorOptions&)>& tweak = nullptr);
+
+// The demos' load loop: runs client(0), ..., client(clients - 1) on their own threads and, until
+// `end` (or *stop turns true), prints progress(seconds since `start`) to stderr once a second (one
+// updating line on a terminal, one line each otherwise); then waits for the clients.
+void RunClients(int clients, std::chrono::steady_clock::time_point start,
+                std::chrono::steady_clock::time_point end, const std::function<void(int)>& client,
+                const std::function<std::string(double)>& progress,
+                const std::atomic<bool>* stop = nullptr);
+
+// printf into a std::string (for progress lines).
+std::string Format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Exit code for a failed Status.
 int ExitCodeFor(const Status& s);

@@ -256,27 +256,20 @@ int DemoRun(const Common& common, int clients, double seconds, const std::string
     latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
   };
 
-  std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) threads.emplace_back(client, i);
-  const bool tty = isatty(STDERR_FILENO);
   uint64_t last = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    uint64_t now = st.committed;
-    std::fprintf(stderr, "%s[%5.1fs] %s: %llu trades (%llu/s)  business-aborts %llu  "
-                 "gave-up %llu  unknown %llu%s%s",
-                 tty ? "\r" : "", el, mode.c_str(), static_cast<unsigned long long>(now),
-                 static_cast<unsigned long long>(now - last),
-                 static_cast<unsigned long long>(st.business_aborts.load()),
-                 static_cast<unsigned long long>(st.gave_up.load()),
-                 static_cast<unsigned long long>(st.unknown.load()),
-                 naive ? ("  half-done " + std::to_string(st.half_done.load())).c_str() : "",
-                 tty ? "   " : "\n");
+  RunClients(clients, start, end, client, [&](double el) {
+    const uint64_t now = st.committed;
+    std::string line = Format("[%5.1fs] %s: %llu trades (%llu/s)  business-aborts %llu  gave-up "
+                              "%llu  unknown %llu", el, mode.c_str(),
+                              static_cast<unsigned long long>(now),
+                              static_cast<unsigned long long>(now - last),
+                              static_cast<unsigned long long>(st.business_aborts.load()),
+                              static_cast<unsigned long long>(st.gave_up.load()),
+                              static_cast<unsigned long long>(st.unknown.load()));
+    if (naive) line += "  half-done " + std::to_string(st.half_done.load());
     last = now;
-  }
-  for (std::thread& t : threads) t.join();
-  if (tty) std::fprintf(stderr, "\n");
+    return line;
+  });
   c->DrainPhase2();
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -202,22 +202,15 @@ int GachaRun(const Common& common, int clients, double seconds, const std::strin
       }
     }
   };
-  std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) threads.emplace_back(client, i);
-  const bool tty = isatty(STDERR_FILENO);
-  while (std::chrono::steady_clock::now() < end && !g_stop) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "%s[%5.1fs] gacha %s: %llu pulls  broke %llu  gave-up %llu  unknown %llu"
-                 "  publish-failed %llu%s", tty ? "\r" : "", el, mode.c_str(),
-                 static_cast<unsigned long long>(pulls.load()),
-                 static_cast<unsigned long long>(broke.load()),
-                 static_cast<unsigned long long>(gave_up.load()),
-                 static_cast<unsigned long long>(unknown.load()),
-                 static_cast<unsigned long long>(lost.load()), tty ? "   " : "\n");
-  }
-  for (std::thread& t : threads) t.join();
-  if (tty) std::fprintf(stderr, "\n");
+  RunClients(clients, start, end, client, [&](double el) {
+    return Format("[%5.1fs] gacha %s: %llu pulls  broke %llu  gave-up %llu  unknown %llu  "
+                  "publish-failed %llu", el, mode.c_str(),
+                  static_cast<unsigned long long>(pulls.load()),
+                  static_cast<unsigned long long>(broke.load()),
+                  static_cast<unsigned long long>(gave_up.load()),
+                  static_cast<unsigned long long>(unknown.load()),
+                  static_cast<unsigned long long>(lost.load()));
+  }, &g_stop);
   c->DrainRelay();
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("gacha %s, %d clients, %.1f s: %llu pulls committed (%.0f/s); not enough gold %llu, "

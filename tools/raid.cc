@@ -207,22 +207,15 @@ int RaidRun(const Common& common, int clients, double seconds, const std::string
       else half++;  // stamina spent and logged, the boss's HP never dropped
     }
   };
-  std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) threads.emplace_back(client, i);
-  const bool tty = isatty(STDERR_FILENO);
-  while (std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "%s[%5.1fs] raid %s: %llu attacks  refused %llu  gave-up %llu  "
-                 "unknown %llu  half-done %llu%s", tty ? "\r" : "", el, mode.c_str(),
-                 static_cast<unsigned long long>(attacks.load()),
-                 static_cast<unsigned long long>(refused.load()),
-                 static_cast<unsigned long long>(gave_up.load()),
-                 static_cast<unsigned long long>(unknown.load()),
-                 static_cast<unsigned long long>(half.load()), tty ? "   " : "\n");
-  }
-  for (std::thread& t : threads) t.join();
-  if (tty) std::fprintf(stderr, "\n");
+  RunClients(clients, start, end, client, [&](double el) {
+    return Format("[%5.1fs] raid %s: %llu attacks  refused %llu  gave-up %llu  unknown %llu  "
+                  "half-done %llu", el, mode.c_str(),
+                  static_cast<unsigned long long>(attacks.load()),
+                  static_cast<unsigned long long>(refused.load()),
+                  static_cast<unsigned long long>(gave_up.load()),
+                  static_cast<unsigned long long>(unknown.load()),
+                  static_cast<unsigned long long>(half.load()));
+  });
   c->DrainPhase2();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("raid %s, %d clients, %.1f s: %llu attacks committed (%.0f/s); refused %llu, gave "

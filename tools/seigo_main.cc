@@ -3,9 +3,15 @@
 //   seigo recover --shards URL,...   one resolver pass
 //   seigo demo setup|run|audit ...   the trade demo
 //   seigo demo raid setup|run|audit  the raid demo (shards + Redis)
+//   seigo demo gacha setup|run|consume|audit  the gacha demo (shards + RabbitMQ)
+#include <unistd.h>
+
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -42,6 +48,32 @@ std::unique_ptr<Coordinator> OpenForTool(const Common& c, int* exit_code, bool b
     return nullptr;
   }
   return std::move(*r);
+}
+
+void RunClients(int clients, std::chrono::steady_clock::time_point start,
+                std::chrono::steady_clock::time_point end, const std::function<void(int)>& client,
+                const std::function<std::string(double)>& progress,
+                const std::atomic<bool>* stop) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) threads.emplace_back(client, i);
+  const bool tty = isatty(STDERR_FILENO);
+  while (std::chrono::steady_clock::now() < end && (stop == nullptr || !stop->load())) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const double el =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "%s%s%s", tty ? "\r" : "", progress(el).c_str(), tty ? "   " : "\n");
+  }
+  for (std::thread& t : threads) t.join();
+  if (tty) std::fprintf(stderr, "\n");
+}
+
+std::string Format(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
 }
 
 namespace {

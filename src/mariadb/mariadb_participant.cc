@@ -37,6 +37,18 @@
 
 namespace seigo::mariadb {
 
+// The columns of one outbox message, shared by seigo_outbox and seigo_outbox_dead.
+#define SEIGO_OUTBOX_MESSAGE_COLUMNS                                         \
+  " gid CHAR(32) CHARACTER SET ascii NOT NULL,"                              \
+  " seq INT UNSIGNED NOT NULL,"                                              \
+  " exchange VARBINARY(255) NOT NULL,"                                       \
+  " routing_key VARBINARY(255) NOT NULL,"                                    \
+  " content_type VARBINARY(255) NOT NULL,"                                   \
+  " msg_type VARBINARY(255) NOT NULL,"                                       \
+  " headers BLOB NOT NULL,"                                                  \
+  " body MEDIUMBLOB NOT NULL,"                                               \
+  " created_ms BIGINT NOT NULL,"
+
 const char* const kSchemaSql =
     "CREATE TABLE IF NOT EXISTS seigo_decision ("
     " gid CHAR(32) CHARACTER SET ascii NOT NULL PRIMARY KEY,"
@@ -88,15 +100,7 @@ const char* const kSchemaSql =
     // (doc/outbox.md). Written in the commit of the transaction that published them.
     "CREATE TABLE IF NOT EXISTS seigo_outbox ("
     " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-    " gid CHAR(32) CHARACTER SET ascii NOT NULL,"
-    " seq INT UNSIGNED NOT NULL,"
-    " exchange VARBINARY(255) NOT NULL,"
-    " routing_key VARBINARY(255) NOT NULL,"
-    " content_type VARBINARY(255) NOT NULL,"
-    " msg_type VARBINARY(255) NOT NULL,"
-    " headers BLOB NOT NULL,"
-    " body MEDIUMBLOB NOT NULL,"
-    " created_ms BIGINT NOT NULL,"
+    SEIGO_OUTBOX_MESSAGE_COLUMNS
     " claim CHAR(16) CHARACTER SET ascii NOT NULL,"
     " claimed_ms BIGINT NOT NULL,"
     " tries INT NOT NULL DEFAULT 0,"
@@ -106,15 +110,7 @@ const char* const kSchemaSql =
     ") ENGINE=InnoDB;"
     "CREATE TABLE IF NOT EXISTS seigo_outbox_dead ("
     " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
-    " gid CHAR(32) CHARACTER SET ascii NOT NULL,"
-    " seq INT UNSIGNED NOT NULL,"
-    " exchange VARBINARY(255) NOT NULL,"
-    " routing_key VARBINARY(255) NOT NULL,"
-    " content_type VARBINARY(255) NOT NULL,"
-    " msg_type VARBINARY(255) NOT NULL,"
-    " headers BLOB NOT NULL,"
-    " body MEDIUMBLOB NOT NULL,"
-    " created_ms BIGINT NOT NULL,"
+    SEIGO_OUTBOX_MESSAGE_COLUMNS
     " dead_ms BIGINT NOT NULL,"
     " reason VARBINARY(1000) NOT NULL"
     ") ENGINE=InnoDB;"
