@@ -47,6 +47,11 @@ void RunClients(int clients, std::chrono::steady_clock::time_point start,
                 const std::function<std::string(double)>& progress,
                 const std::atomic<bool>* stop = nullptr);
 
+// A demo's setup first finishes what is in doubt: leftover prepared branches would hold locks
+// that its DROP TABLE waits on. kExitOk if nothing is left; otherwise prints why and returns
+// kExitInDoubt (or kExitUnavailable when a shard could not be scanned).
+int FinishInDoubtBeforeSetup(Coordinator& c);
+
 // printf into a std::string (for progress lines).
 std::string Format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -58,14 +58,7 @@ int DemoSetup(const Common& common, int64_t players, int items) {
   auto c = OpenForTool(common, &rc);
   if (!c) return rc;
   // Leftover prepared branches would hold locks that DROP TABLE waits on: finish them first.
-  ResolveReport rr = c->Recover();
-  if (!rr.pending.empty() || !rr.complete) {
-    std::fprintf(stderr,
-                 "seigo: %zu transaction(s) still in doubt; run `seigo recover` after their "
-                 "deadline (see `seigo status`) before setting up the demo again\n",
-                 rr.pending.size());
-    return rr.complete ? kExitInDoubt : kExitUnavailable;
-  }
+  if (int r = FinishInDoubtBeforeSetup(*c); r != kExitOk) return r;
   const std::string schema =
       "DROP TABLE IF EXISTS players, inventory, demo_meta";
   if (!OnEveryShard(*c, schema, &rc)) return rc;

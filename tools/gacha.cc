@@ -73,12 +73,7 @@ int GachaSetup(const Common& common, int64_t players, int64_t gold) {
   int rc = kExitOk;
   auto c = OpenForTool(common, &rc);
   if (!c) return rc;
-  ResolveReport rr = c->Recover();
-  if (!rr.pending.empty()) {
-    std::fprintf(stderr, "seigo: %zu transactions are still in doubt; wait for their deadline "
-                 "(`seigo status`) and run setup again\n", rr.pending.size());
-    return kExitInDoubt;
-  }
+  if (int r = FinishInDoubtBeforeSetup(*c); r != kExitOk) return r;
   for (uint32_t s = 0; s < c->shard_map().size(); ++s) {
     for (const char* sql :
          {"DROP TABLE IF EXISTS gacha_players", "DROP TABLE IF EXISTS gacha_grants",

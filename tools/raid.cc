@@ -75,12 +75,7 @@ int RaidSetup(const Common& common, int64_t players, int64_t bosses, int64_t hp)
   if (!c) return rc;
   if (!NeedRedis(*c)) return kExitUsage;
   // What a crashed earlier run left prepared must be finished first (it holds locks).
-  ResolveReport rr = c->Recover();
-  if (!rr.pending.empty()) {
-    std::fprintf(stderr, "seigo: %zu transactions are still in doubt; wait for their deadline "
-                 "(`seigo status`) and run setup again\n", rr.pending.size());
-    return kExitInDoubt;
-  }
+  if (int r = FinishInDoubtBeforeSetup(*c); r != kExitOk) return r;
   for (uint32_t s = 0; s < c->shard_map().size(); ++s) {
     for (const char* sql :
          {"DROP TABLE IF EXISTS raid_players", "DROP TABLE IF EXISTS raid_log",

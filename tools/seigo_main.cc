@@ -67,6 +67,16 @@ void RunClients(int clients, std::chrono::steady_clock::time_point start,
   if (tty) std::fprintf(stderr, "\n");
 }
 
+int FinishInDoubtBeforeSetup(Coordinator& c) {
+  ResolveReport rr = c.Recover();
+  if (rr.pending.empty() && rr.complete) return kExitOk;
+  std::fprintf(stderr,
+               "seigo: %zu transaction(s) still in doubt; run `seigo recover` after their "
+               "deadline (see `seigo status`) before setting up the demo again\n",
+               rr.pending.size());
+  return rr.complete ? kExitInDoubt : kExitUnavailable;
+}
+
 std::string Format(const char* fmt, ...) {
   char buf[512];
   va_list ap;
