@@ -359,6 +359,26 @@ TEST_F(OutboxTest, WrongCredentialsFailOpenWithoutEchoingThePassword) {
   EXPECT_EQ(c.status().ToString().find("WrongPassw0rd"), std::string::npos) << c.status().ToString();
 }
 
+TEST(AmqpUrl, APasswordWithSlashOrAtParsesAndIsNeverEchoed) {
+  // Review finding: the URL was split at the first '/' before the '@', so part of such a
+  // password became the host, the port and the vhost, and was printed in errors.
+  auto u = amqp::AmqpUrl::Parse("amqp://user:se/cr@t123@broker.example:5673/game");
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_EQ(u->user, "user");
+  EXPECT_EQ(u->password, "se/cr@t123");
+  EXPECT_EQ(u->host, "broker.example");
+  EXPECT_EQ(u->port, 5673);
+  EXPECT_EQ(u->vhost, "game");
+  EXPECT_EQ(u->Redacted().find("se/cr"), std::string::npos) << u->Redacted();
+  for (const char* bad : {"amqp://user:s3cr3tpw@host:99999/", "amqp://user:s3cr3tpw@host:x/",
+                          "amqp://user:s3cr3tpw%zz@host/", "http://user:s3cr3tpw@host/"}) {
+    auto r = amqp::AmqpUrl::Parse(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(r.status().Is(Code::kInvalidArgument));
+    EXPECT_EQ(r.status().ToString().find("s3cr3tpw"), std::string::npos) << r.status().ToString();
+  }
+}
+
 // ---- The consumer ----
 
 class ConsumerTest : public OutboxTest {

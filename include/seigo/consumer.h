@@ -66,9 +66,9 @@ class Consumer {
                                                 ConsumerOptions options);
   ~Consumer();
 
-  // Consumes until `stop()` returns true (checked at least every 200 ms), reconnecting after a
-  // lost broker. Returns OK then, or the error that makes going on pointless (the queue was
-  // deleted, credentials refused).
+  // Consumes until `stop()` returns true (checked at least every 200 ms), reconnecting (and
+  // re-declaring the queue) after a lost broker. Returns OK then, or the error that makes going
+  // on pointless (credentials or vhost refused).
   Status Run(const std::function<bool()>& stop);
 
   struct Counters {

@@ -104,10 +104,15 @@ Result<AmqpUrl> AmqpUrl::Parse(std::string_view url) {
     return Status::InvalidArgument("broker URL must start with amqp://");
   }
   std::string_view rest = url.substr(kScheme.size());
-  const size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
+  // The credentials end at the LAST '@' (a password may hold '/' or '@' unescaped); only then
+  // does the path start. Nothing of the user info is ever echoed in an error.
+  const size_t at = rest.rfind('@');
+  std::string_view cred = at == std::string_view::npos ? std::string_view() : rest.substr(0, at);
+  std::string_view after = at == std::string_view::npos ? rest : rest.substr(at + 1);
+  const size_t slash = after.find('/');
+  std::string_view authority = after.substr(0, slash);
   if (slash != std::string_view::npos) {
-    std::string_view vhost = rest.substr(slash + 1);
+    std::string_view vhost = after.substr(slash + 1);
     if (vhost.find_first_of("?#") != std::string_view::npos) {
       return Status::InvalidArgument("broker URL: query strings are not supported");
     }
@@ -115,14 +120,15 @@ Result<AmqpUrl> AmqpUrl::Parse(std::string_view url) {
       SEIGO_ASSIGN_OR_RETURN(u.vhost, Decode(vhost));
     }
   }
-  const size_t at = authority.rfind('@');
   if (at != std::string_view::npos) {
-    std::string_view cred = authority.substr(0, at);
-    authority = authority.substr(at + 1);
     const size_t colon = cred.find(':');
-    SEIGO_ASSIGN_OR_RETURN(u.user, Decode(cred.substr(0, colon)));
+    Result<std::string> user = Decode(cred.substr(0, colon));
+    if (!user.ok()) return Status::InvalidArgument("broker URL: bad %-escape in the user");
+    u.user = *user;
     if (colon != std::string_view::npos) {
-      SEIGO_ASSIGN_OR_RETURN(u.password, Decode(cred.substr(colon + 1)));
+      Result<std::string> pw = Decode(cred.substr(colon + 1));
+      if (!pw.ok()) return Status::InvalidArgument("broker URL: bad %-escape in the password");
+      u.password = *pw;
     } else {
       u.password.clear();
     }
@@ -140,8 +146,7 @@ Result<AmqpUrl> AmqpUrl::Parse(std::string_view url) {
       port = port * 10 + (c - '0');
     }
     if (p.empty() || port <= 0 || port > 65535) {
-      return Status::InvalidArgument("broker URL " + u.Redacted() + ": bad port '" +
-                                     std::string(p) + "'");
+      return Status::InvalidArgument("broker URL: bad port (1..65535 expected)");
     }
     u.port = port;
   }

@@ -45,7 +45,7 @@ namespace seigo::mariadb {
   " routing_key VARBINARY(255) NOT NULL,"                                    \
   " content_type VARBINARY(255) NOT NULL,"                                   \
   " msg_type VARBINARY(255) NOT NULL,"                                       \
-  " headers BLOB NOT NULL,"                                                  \
+  " headers MEDIUMBLOB NOT NULL,"                                            \
   " body MEDIUMBLOB NOT NULL,"                                               \
   " created_ms BIGINT NOT NULL,"
 
