@@ -750,7 +750,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOptions&
       if (!m.ok()) continue;
       Result<QueryResult> q =
           (*m)->Query("SELECT id FROM seigo_outbox WHERE 1 = 0 FOR UPDATE SKIP LOCKED");
-      if (!q.ok() && !q.status().Is(Code::kUnavailable)) {
+      // 1064 = a syntax error: the server has no SKIP LOCKED. (A missing table — an older schema
+      // opened without prepare_schema — is not this check's business.)
+      if (!q.ok() && q.status().server_errno() == 1064) {
         return Status::Unsupported(p->name() + " cannot serve the outbox's polls (SELECT ... FOR "
                                    "UPDATE SKIP LOCKED needs MariaDB 10.6 or MySQL 8.0.1): " +
                                    q.status().ToString());
