@@ -29,6 +29,7 @@ RABBITMQ=$PWD/scripts/rabbitmq.sh
 SEIGO=$PWD/build/seigo
 
 bash scripts/install-deps.sh
+bash scripts/reserve-ports.sh
 echo "=== build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j2 --target seigo_cli >/dev/null

@@ -39,6 +39,7 @@ configure_and_build() {
 
 phase "install dependencies" bash scripts/install-deps.sh
 phase "configure and build" configure_and_build
+phase "reserve server ports" bash scripts/reserve-ports.sh
 trap 'phase "stop servers" bash "$SEIGO_SERVERS_SCRIPT" stop || true
       phase "stop redis" bash "$SEIGO_REDIS_SCRIPT" stop || true
       phase "stop rabbitmq" bash "$SEIGO_RABBITMQ_SCRIPT" stop || true' EXIT
