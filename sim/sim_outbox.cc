@@ -10,6 +10,8 @@
 // confirms (the message may or may not be queued), crashes losing unconfirmed messages, and
 // returns unroutable ones. A consumer applies deliveries through ApplyOnce; its transactions
 // conflict, lose their commit reply (committed or not), and its acks get lost (redelivery).
+// The relay and the consumer also die at their crash points (relay_after_publish,
+// consumer_before_commit, consumer_after_commit: env.h), from inside the real core code.
 // At the end the faults stop and everything drains. The checker: every committed message was
 // applied exactly once (or is in a dead-letter record: unroutable, or poison after max_tries),
 // no message of an aborted transaction was applied, and the outbox and queue are empty.
@@ -235,6 +237,30 @@ class SimTx final : public Tx {
   std::string gid_ = "sim";
 };
 
+// The process crashes at the relay's and the consumer's crash points (env.h) with probability
+// 0.1 while faults are on: CrashPoint throws, unwinding out of RelayBatch / ApplyOnce exactly
+// where the real process would die; the driver then drops what that process held in memory.
+struct Crashed {};
+class SimOutboxEnv final : public Env {
+ public:
+  SimOutboxEnv(Rng* rng, int64_t* now, const bool* faults) : rng_(rng), now_(now), faults_(faults) {}
+  int64_t NowMs() override { return *now_; }
+  void SleepMs(int64_t ms) override { *now_ += ms; }
+  uint64_t Random64() override { return rng_->g(); }
+  void CrashPoint(CrashSite) override {
+    if (*faults_ && rng_->P(0.1)) {
+      crashes++;
+      throw Crashed{};
+    }
+  }
+  uint64_t crashes = 0;
+
+ private:
+  Rng* rng_;
+  int64_t* now_;
+  const bool* faults_;
+};
+
 struct Result1 {
   bool ok = true;
   std::string why;
@@ -246,6 +272,7 @@ Result1 RunSeed(uint64_t seed, bool verbose) {
   bool faults = true;
   SimOutbox outbox(&rng, &now, &faults);
   SimBroker broker(&rng, &faults);
+  SimOutboxEnv env(&rng, &now, &faults);
   const char* claims[2] = {"00000000000000a1", "00000000000000b2"};
   const int64_t lease = 1'000;
   std::vector<OutboxEntry> pending[2];  // what each relay holds in memory (its own commits)
@@ -313,8 +340,14 @@ Result1 RunSeed(uint64_t seed, bool verbose) {
     };
     bool did = false;
     Status why;
-    core::DeliveryAction a = core::ApplyOnce(run, record, handler, q.deliveries, max_tries,
-                                             &did, &why);
+    core::DeliveryAction a;
+    try {
+      a = core::ApplyOnce(&env, run, record, handler, q.deliveries, max_tries, &did, &why);
+    } catch (const Crashed&) {
+      // The consumer died before its ack (before or after its commit): redelivered.
+      broker.queue.push_back(q);
+      return;
+    }
     const bool ack_lost = faults && rng.P(0.1);  // the consumer dies before its ack arrives
     if (a == core::DeliveryAction::kAck && !ack_lost) return;
     if (a == core::DeliveryAction::kDeadLetter && !ack_lost) {
@@ -354,11 +387,17 @@ Result1 RunSeed(uint64_t seed, bool verbose) {
         break;
       }
       case 1:  // the relay publishes what it committed
-        core::RelayBatch(&outbox, &broker, pending[r], claims[r]);
+        try {
+          core::RelayBatch(&env, &outbox, &broker, pending[r], claims[r]);
+        } catch (const Crashed&) {  // killed after publishing: its claims stay until the lease
+        }
         pending[r].clear();
         break;
       case 2:
-        core::PollOutbox(&outbox, &broker, claims[r], lease, 1 + rng.U(4));
+        try {
+          core::PollOutbox(&env, &outbox, &broker, claims[r], lease, 1 + rng.U(4));
+        } catch (const Crashed&) {
+        }
         break;
       case 3:
         if (faults && rng.P(0.2)) pending[r].clear();  // the relay process crashes
@@ -380,9 +419,9 @@ Result1 RunSeed(uint64_t seed, bool verbose) {
        ++round) {
     now += 500;
     for (int r = 0; r < 2; ++r) {
-      core::RelayBatch(&outbox, &broker, pending[r], claims[r]);
+      core::RelayBatch(&env, &outbox, &broker, pending[r], claims[r]);
       pending[r].clear();
-      core::PollOutbox(&outbox, &broker, claims[r], lease, 16);
+      core::PollOutbox(&env, &outbox, &broker, claims[r], lease, 16);
     }
     while (!broker.queue.empty()) consume_one();
   }
@@ -409,9 +448,11 @@ Result1 RunSeed(uint64_t seed, bool verbose) {
   }
   if (verbose || !res.ok) {
     std::printf("seed %llu: %zu committed messages, %zu aborted, %zu dead (relay), %zu in DLQ, "
-                "%llu returns: %s\n", static_cast<unsigned long long>(seed), committed.size(),
-                aborted.size(), outbox.dead.size(), broker.dlq.size(),
+                "%llu returns, %llu crash-point kills: %s\n",
+                static_cast<unsigned long long>(seed), committed.size(), aborted.size(),
+                outbox.dead.size(), broker.dlq.size(),
                 static_cast<unsigned long long>(broker.returned),
+                static_cast<unsigned long long>(env.crashes),
                 res.ok ? "ok" : res.why.c_str());
   }
   return res;

@@ -576,8 +576,8 @@ void Simulation::OnCrashPoint(int process, CrashSite site) {
   Process* p = FindProcess(process);
   if (p == nullptr || !p->alive) throw ProcessKilled{};
   if (p->kind == ProcessKind::kFinalResolver || p->kind == ProcessKind::kProbe) return;
-  if (faults_.Fire(CrashPointSite(site)))
-    CrashCurrentProcess(*p, FaultSiteName(CrashPointSite(site)));
+  const FaultSite f = CrashPointSite(site);
+  if (f != FaultSite::kCount && faults_.Fire(f)) CrashCurrentProcess(*p, FaultSiteName(f));
 }
 
 void Simulation::CrashServer(uint32_t server) {

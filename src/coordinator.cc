@@ -453,7 +453,7 @@ class Coordinator::Impl {
         for (; i < items.size() && items[i].outbox == outbox && batch.size() < 4096; ++i) {
           for (OutboxEntry& e : items[i].entries) batch.push_back(std::move(e));
         }
-        CountRelay(core::RelayBatch(outbox, broker_.get(), batch, claim_),
+        CountRelay(core::RelayBatch(env_, outbox, broker_.get(), batch, claim_),
                    static_cast<int>(outbox->index()));
       }
       if (!stopping && env_->NowMs() >= next_poll) {
@@ -461,7 +461,7 @@ class Coordinator::Impl {
           if (!p->is_open()) continue;
           // Several rounds while a poll comes back full: a backlog drains at the broker's pace.
           for (int round = 0; round < 8; ++round) {
-            core::RelayStats st = core::PollOutbox(p.get(), broker_.get(), claim_,
+            core::RelayStats st = core::PollOutbox(env_, p.get(), broker_.get(), claim_,
                                                    options_.relay.lease_ms,
                                                    options_.relay.batch_txns);
             CountRelay(st, static_cast<int>(p->index()));

@@ -25,6 +25,9 @@ const char* CrashSiteName(CrashSite site) {
     case CrashSite::kDuringPhase2: return "during_phase2";
     case CrashSite::kResolverAfterFence: return "resolver_after_fence";
     case CrashSite::kResolverBeforeApply: return "resolver_before_apply";
+    case CrashSite::kRelayAfterPublish: return "relay_after_publish";
+    case CrashSite::kConsumerBeforeCommit: return "consumer_before_commit";
+    case CrashSite::kConsumerAfterCommit: return "consumer_after_commit";
   }
   return "unknown";
 }

@@ -16,7 +16,8 @@
 namespace seigo {
 
 // Named places in the protocol where a test may make the process die (doc/protocol.md lists
-// what is durable at each). Each is reached by the coordinator or the resolver.
+// what is durable at each; doc/outbox.md for the relay's and the consumer's). Each is reached by
+// the coordinator, the resolver, the relay or the consumer.
 enum class CrashSite {
   kBeforePrepare,        // work done on every branch, nothing prepared yet
   kAfterPrepare,         // after each successful XA PREPARE (fires once per branch)
@@ -25,10 +26,13 @@ enum class CrashSite {
   kDuringPhase2,         // after each XA COMMIT of phase 2
   kResolverAfterFence,   // a resolver wrote an abort decision, branches untouched
   kResolverBeforeApply,  // a resolver knows the outcome, is about to commit/roll back a branch
+  kRelayAfterPublish,    // the relay published a batch and has its confirms; outbox not settled
+  kConsumerBeforeCommit,  // a delivery's handler ran inside its transaction; not committed
+  kConsumerAfterCommit,   // a delivery's transaction committed; the message not acknowledged
 };
 const char* CrashSiteName(CrashSite site);  // "after_prepare", ...
 bool ParseCrashSite(std::string_view name, CrashSite* out);
-inline constexpr int kCrashSiteCount = 7;
+inline constexpr int kCrashSiteCount = 10;
 
 class Env {
  public:

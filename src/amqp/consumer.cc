@@ -86,7 +86,7 @@ class Consumer::Impl {
       action = core::DeliveryAction::kDeadLetter;  // malformed: no retry can help
     } else {
       action = core::ApplyOnce(
-          [&](const TxFn& fn) { return c_->Run(fn); },
+          DefaultEnv(), [&](const TxFn& fn) { return c_->Run(fn); },
           [&](Tx& tx) { return RecordInInbox(tx, *key, d.message_id, o_.queue); },
           [&](Tx& tx) { return o_.handler(tx, d); }, tries, o_.max_tries, &applied, &why);
     }

@@ -22,11 +22,15 @@ int64_t RelayRetryMs(int tries) {
   return std::min<int64_t>(30'000, int64_t{250} << shift);
 }
 
-RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const OutboxEntry> entries,
-                      const std::string& claim) {
+RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
+                      std::span<const OutboxEntry> entries, const std::string& claim) {
   RelayStats st;
   if (entries.empty()) return st;
   std::vector<Broker::Result> results = broker->Publish(entries);
+  // Killed here, the broker holds (some of) the messages and the outbox still has them, claimed
+  // by a process that is gone: after the lease a poll publishes them again (duplicates, which
+  // the inbox drops).
+  env->CrashPoint(CrashSite::kRelayAfterPublish);
   if (results.size() != entries.size()) {
     results.assign(entries.size(), Broker::Result{Broker::Fate::kRetry, "broker gave no result"});
   }
@@ -74,7 +78,7 @@ RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const Outbo
   return st;
 }
 
-RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
+RelayStats PollOutbox(Env* env, Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns) {
   RelayStats st;
   if (!broker->Ready()) {
@@ -87,12 +91,12 @@ RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& cl
     return st;
   }
   st.claimed = claimed->size();
-  RelayStats r = RelayBatch(outbox, broker, *claimed, claim);
+  RelayStats r = RelayBatch(env, outbox, broker, *claimed, claim);
   r.claimed = st.claimed;
   return r;
 }
 
-DeliveryAction ApplyOnce(const std::function<TxResult(const TxFn&)>& run,
+DeliveryAction ApplyOnce(Env* env, const std::function<TxResult(const TxFn&)>& run,
                          const std::function<Result<bool>(Tx&)>& record, const TxFn& handler,
                          int tries, int max_tries, bool* applied, Status* why) {
   *applied = false;
@@ -107,10 +111,17 @@ DeliveryAction ApplyOnce(const std::function<TxResult(const TxFn&)>& run,
       duplicate = true;
       return Status::OK();  // applied before: commit nothing but the (no-op) read
     }
-    return handler(tx);
+    Status s = handler(tx);
+    // Killed here, the transaction (inbox row and handler's writes) rolls back with the dead
+    // connection and the broker redelivers the unacknowledged message: applied later, once.
+    if (s.ok()) env->CrashPoint(CrashSite::kConsumerBeforeCommit);
+    return s;
   });
   *why = r.status;
   if (r.committed()) {
+    // Killed here, the message is applied and not acknowledged: the broker redelivers it and
+    // the inbox row makes the redelivery a duplicate.
+    env->CrashPoint(CrashSite::kConsumerAfterCommit);
     *applied = !duplicate;
     return DeliveryAction::kAck;
   }

@@ -64,14 +64,15 @@ int64_t RelayRetryMs(int tries);
 // and settles each transaction in the outbox: when every entry of it is confirmed or dead it
 // is finished (FinishOutbox; the dead ones go to the dead-letter record); otherwise it is
 // released for a retry after RelayRetryMs (all of its entries are published again then: the
-// consumers' inbox drops the ones that had arrived).
-RelayStats RelayBatch(Participant* outbox, Broker* broker, std::span<const OutboxEntry> entries,
-                      const std::string& claim);
+// consumers' inbox drops the ones that had arrived). `env` gives the crash point
+// kRelayAfterPublish, between the confirms and the settling.
+RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
+                      std::span<const OutboxEntry> entries, const std::string& claim);
 
 // One poll of one outbox: claims up to `max_txns` transactions whose claim expired (their
 // relay died, or their publish failed) and relays them. Claims nothing while the broker is not
 // Ready().
-RelayStats PollOutbox(Participant* outbox, Broker* broker, const std::string& claim,
+RelayStats PollOutbox(Env* env, Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns);
 
 // ---- The consumer's inbox (exactly-once application) ----
@@ -90,7 +91,9 @@ enum class DeliveryAction {
 //   run: Coordinator::Run or Protocol::Run
 //   tries: this delivery's number (1 = first; the broker's x-delivery-count + 1)
 //   *applied: set true when this call's transaction applied it
-DeliveryAction ApplyOnce(const std::function<TxResult(const TxFn&)>& run,
+// `env` gives the crash points kConsumerBeforeCommit (the handler ran, inside the transaction)
+// and kConsumerAfterCommit (committed, not yet acknowledged).
+DeliveryAction ApplyOnce(Env* env, const std::function<TxResult(const TxFn&)>& run,
                          const std::function<Result<bool>(Tx&)>& record, const TxFn& handler,
                          int tries, int max_tries, bool* applied, Status* why);
 
