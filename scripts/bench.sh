@@ -9,7 +9,13 @@
 #   Then the Redis cells (bench/redis_bench.cc; 2 Redis instances on ports 36679-36680, state in
 #   /tmp/seigo-bench-redis) at 32 clients: K2/K1, RA/RN, RH/RA, RM/RA, written to
 #   build-bench/bench-redis.json. SEIGO_BENCH_ONLY=redis runs only those.
-#   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64).
+#   Then the RabbitMQ cells (bench/amqp_bench.cc; a broker on port 5722, state in
+#   /tmp/seigo-bench-rabbitmq) at 32 clients: A1 raw confirmed publishes, A2/A2s the relay
+#   draining an outbox backlog, E1/E10 end-to-end publishing transactions, G0/G1 the gacha pull
+#   without/with its event, L commit-to-applied latency through a seigo::Consumer; prints A2/A1,
+#   G1/G0 and L p50/p99, written to build-bench/bench-amqp.json. SEIGO_BENCH_ONLY=amqp runs only
+#   those.
+#   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64), SEIGO_BENCH_ONLY (redis or amqp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,22 +23,38 @@ CELL_SECONDS=${1:-3}
 CLIENTS=${SEIGO_BENCH_CLIENTS:-1,8,32,64}
 export SEIGO_STATE_DIR=/tmp/seigo-bench-servers
 export SEIGO_REDIS_DIR=/tmp/seigo-bench-redis
+export SEIGO_RABBITMQ_DIR=/tmp/seigo-bench-rabbitmq
 SERVERS=$PWD/scripts/servers.sh
 REDIS=$PWD/scripts/redis.sh
+RABBITMQ=$PWD/scripts/rabbitmq.sh
 OUT=$PWD/build-bench
+ONLY=${SEIGO_BENCH_ONLY:-}
+case $ONLY in
+  '' | redis | amqp) ;;
+  *) echo "bench.sh: SEIGO_BENCH_ONLY must be redis or amqp, not '$ONLY'" >&2; exit 2 ;;
+esac
 
 bash scripts/install-deps.sh
 cmake -S . -B "$OUT" -DCMAKE_BUILD_TYPE=Release -DSEIGO_BUILD_TESTS=OFF >/dev/null
-cmake --build "$OUT" -j2 --target seigo_bench seigo_redis_bench >/dev/null
+cmake --build "$OUT" -j2 --target seigo_bench seigo_redis_bench seigo_amqp_bench >/dev/null
 bash "$SERVERS" wipe >/dev/null
 bash "$REDIS" wipe >/dev/null
-trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true' EXIT
+bash "$RABBITMQ" wipe >/dev/null
+trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/null 2>&1 || true
+      bash "$RABBITMQ" stop >/dev/null 2>&1 || true' EXIT
 bash "$SERVERS" start 2 --base-port 33561 | tail -1
-bash "$REDIS" start 2 --base-port 36679 | tail -1
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"
-# shellcheck disable=SC1091
-. "$SEIGO_REDIS_DIR/env"
+if [[ $ONLY != amqp ]]; then
+  bash "$REDIS" start 2 --base-port 36679 | tail -1
+  # shellcheck disable=SC1091
+  . "$SEIGO_REDIS_DIR/env"
+fi
+if [[ $ONLY != redis ]]; then
+  bash "$RABBITMQ" start --port 5722 | tail -1
+  # shellcheck disable=SC1091
+  . "$SEIGO_RABBITMQ_DIR/env"
+fi
 
 redis_cells() {
   echo "=== Redis cells (32 clients, $CELL_SECONDS s each)"
@@ -40,8 +62,18 @@ redis_cells() {
     --seconds "$CELL_SECONDS" --clients 32 --json "$OUT/bench-redis.json" |
     tee "$OUT/bench-redis.txt"
 }
-if [[ ${SEIGO_BENCH_ONLY:-} == redis ]]; then
+amqp_cells() {
+  echo "=== RabbitMQ cells (32 clients, $CELL_SECONDS s each)"
+  "$OUT/bench/seigo_amqp_bench" --shards "$SEIGO_SHARDS" --amqp "$SEIGO_AMQP" \
+    --seconds "$CELL_SECONDS" --clients 32 --json "$OUT/bench-amqp.json" |
+    tee "$OUT/bench-amqp.txt"
+}
+if [[ $ONLY == redis ]]; then
   redis_cells
+  exit 0
+fi
+if [[ $ONLY == amqp ]]; then
+  amqp_cells
   exit 0
 fi
 
@@ -84,4 +116,5 @@ d.update({"P4_us": p4, "P4_instructions_per_txn": ir_per_txn,
 json.dump(d, open(path, "w"), indent=2)
 EOF
 redis_cells
-echo "results: $OUT/bench-results.json, $OUT/bench-redis.json"
+amqp_cells
+echo "results: $OUT/bench-results.json, $OUT/bench-redis.json, $OUT/bench-amqp.json"
