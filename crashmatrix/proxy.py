@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A fault-injecting TCP proxy for the MySQL/MariaDB client protocol, or (--protocol resp) for
-Redis's RESP (crash matrix, TESTING.md).
+Redis's RESP, or (--protocol amqp) for AMQP 0-9-1 (crash matrix, TESTING.md).
 
 It sits between seigo and one shard on 127.0.0.1 and forwards bytes both ways. It understands
 just enough of the protocol to find command boundaries: every client->server packet with
@@ -18,6 +18,14 @@ COM_QUERY (0x03) carries its SQL text. Faults, each with a seeded probability pe
 RESP (--protocol resp): a command is one RESP array of bulk strings; --drop-match is matched
 against its words joined by spaces ("FCALL seigo2_prepare 0 ..."); a dropped command's whole
 reply (one RESP value, arrays included) is read and swallowed, then both sides are closed.
+
+AMQP 0-9-1 (--protocol amqp): the client's protocol header is forwarded, then frames both ways
+(type, channel, size, payload, 0xCE). A method frame is named "<dir> <class>.<method>", dir "c"
+for client->server and "s" for server->client ("c basic.ack" = a consumer's ack, "s basic.ack"
+= a publisher confirm, "c basic.publish"). cut: before forwarding a client method frame, the
+connection is closed instead. drop: a method frame matching --drop-match is NOT forwarded and
+both sides are closed at once: a lost consumer ack (the broker redelivers) or a lost confirm of
+a message the broker has stored (the publisher must publish it again).
 
 Control: a line protocol on --control PORT (127.0.0.1). Each line gets one reply line:
   stats                       -> "conns=.. open=.. cmds=.. matched=.. dropped=.. cut=.. cut_all=.."
@@ -96,7 +104,7 @@ class Proxy:
         self.cut_all_every_ms = args.cut_all_every_ms
         self.conns = set()
         self.verbose = args.verbose
-        self.resp = args.protocol == "resp"
+        self.protocol = args.protocol
         self.zero()
 
     def zero(self):
@@ -119,7 +127,8 @@ class Proxy:
             cwriter.close()  # shard down: the client sees a refused/lost connection
             return
         self.n_conns += 1
-        conn = (RespConn if self.resp else Conn)(self, creader, cwriter, sreader, swriter)
+        kind = {"resp": RespConn, "amqp": AmqpConn}.get(self.protocol, Conn)
+        conn = kind(self, creader, cwriter, sreader, swriter)
         self.conns.add(conn)
         try:
             await conn.run()
@@ -381,6 +390,80 @@ class Conn:
 
 RespConn.close = Conn.close
 
+AMQP_METHODS = {
+    (10, 10): "connection.start", (10, 11): "connection.start-ok", (10, 30): "connection.tune",
+    (10, 31): "connection.tune-ok", (10, 40): "connection.open", (10, 41): "connection.open-ok",
+    (10, 50): "connection.close", (10, 51): "connection.close-ok",
+    (20, 10): "channel.open", (20, 11): "channel.open-ok", (20, 40): "channel.close",
+    (20, 41): "channel.close-ok", (40, 10): "exchange.declare", (40, 11): "exchange.declare-ok",
+    (50, 10): "queue.declare", (50, 11): "queue.declare-ok", (50, 20): "queue.bind",
+    (50, 21): "queue.bind-ok", (50, 30): "queue.purge", (50, 31): "queue.purge-ok",
+    (60, 10): "basic.qos", (60, 11): "basic.qos-ok", (60, 20): "basic.consume",
+    (60, 21): "basic.consume-ok", (60, 40): "basic.publish", (60, 50): "basic.return",
+    (60, 60): "basic.deliver", (60, 80): "basic.ack", (60, 90): "basic.reject",
+    (60, 120): "basic.nack", (85, 10): "confirm.select", (85, 11): "confirm.select-ok",
+}
+
+
+async def read_amqp_frame(reader):
+    """One AMQP frame: (its raw bytes, its method name or None), or None at EOF."""
+    try:
+        head = await reader.readexactly(7)
+        size = int.from_bytes(head[3:7], "big")
+        rest = await reader.readexactly(size + 1)
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        return None
+    if rest[-1] != 0xCE:
+        return None  # not AMQP framing: treat as a broken connection
+    name = None
+    if head[0] == 1 and size >= 4:
+        key = (int.from_bytes(rest[0:2], "big"), int.from_bytes(rest[2:4], "big"))
+        name = AMQP_METHODS.get(key, f"{key[0]}.{key[1]}")
+    return head + rest, name
+
+
+class AmqpConn(Conn):
+    """AMQP 0-9-1: frames both ways, faults on method frames (see the docstring)."""
+
+    async def client_to_server(self):
+        try:
+            header = await self.creader.readexactly(8)  # "AMQP\0\0\x09\x01"
+            self.swriter.write(header)
+            await self.swriter.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            return
+        await self.pump(self.creader, self.swriter, "c")
+
+    async def server_to_client(self):
+        await self.pump(self.sreader, self.cwriter, "s")
+
+    async def pump(self, reader, writer, side):
+        p = self.p
+        while not self.closed:
+            got = await read_amqp_frame(reader)
+            if got is None:
+                return
+            raw, name = got
+            if name is not None:
+                text = f"{side} {name}"
+                if side == "c":
+                    p.n_cmds += 1
+                    if p.cut_prob > 0 and p.rng.random() < p.cut_prob:
+                        p.n_cut += 1
+                        p.log(f"cut before {text}")
+                        return
+                if p.drop_prob > 0 and p.drop_match.search(text):
+                    p.n_matched += 1
+                    if p.rng.random() < p.drop_prob:
+                        p.n_dropped += 1
+                        p.log(f"dropped {text} and closed")
+                        return
+            try:
+                writer.write(raw)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                return
+
 
 async def watch_parent(pid):
     """Exits when the process that started us is gone (a killed driver must not leave the
@@ -397,11 +480,12 @@ def main():
     ap.add_argument("--target", required=True, help="HOST:PORT of the shard")
     ap.add_argument("--control", type=int, default=0, help="control port (127.0.0.1), 0 = none")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--protocol", choices=["mysql", "resp"], default="mysql")
+    ap.add_argument("--protocol", choices=["mysql", "resp", "amqp"], default="mysql")
     ap.add_argument("--cut-prob", type=float, default=0.0)
     ap.add_argument("--drop-prob", type=float, default=0.0)
     ap.add_argument("--drop-match", default=".",
-                    help="regex on the SQL of a COM_QUERY (resp: on the command's words)")
+                    help="regex on the SQL of a COM_QUERY (resp: on the command's words; "
+                         "amqp: on '<c|s> <class>.<method>')")
     ap.add_argument("--cut-all-every-ms", type=float, default=0.0,
                     help="on average, cut every connection this often (exponential), 0 = never")
     ap.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")

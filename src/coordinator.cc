@@ -6,6 +6,7 @@
 
 #include "seigo/coordinator.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <condition_variable>
@@ -209,10 +210,13 @@ class Coordinator::Impl {
       // This process publishes its own messages first, at once, off the caller's thread. A
       // full queue only delays them: they are in the outbox, and a poll takes them after the
       // lease.
+      size_t bytes = 0;
+      for (const OutboxEntry& e : out.messages) bytes += e.msg.body.size() + 256;
       std::lock_guard<std::mutex> l(relay_mu_);
-      if (relay_pending_ < kMaxRelayQueue) {
+      if (relay_pending_ < kMaxRelayQueue && relay_pending_bytes_ < kMaxRelayQueueBytes) {
         relay_pending_ += out.messages.size();
-        relay_queue_.push_back({out.outbox, std::move(out.messages)});
+        relay_pending_bytes_ += bytes;
+        relay_queue_.push_back({out.outbox, std::move(out.messages), env_->NowMs()});
         ++relay_enqueued_;
         relay_cv_.notify_one();
       }
@@ -443,16 +447,29 @@ class Coordinator::Impl {
       items.swap(relay_queue_);
       const uint64_t taken = relay_enqueued_;
       relay_pending_ = 0;
+      relay_pending_bytes_ = 0;
       const bool stopping = relay_stopping_;
       l.unlock();
-      // Consecutive items of one outbox go to the broker as one pipelined batch.
-      size_t i = 0;
-      while (i < items.size()) {
-        Participant* outbox = items[i].outbox;
-        std::vector<OutboxEntry> batch;
-        for (; i < items.size() && items[i].outbox == outbox && batch.size() < 4096; ++i) {
-          for (OutboxEntry& e : items[i].entries) batch.push_back(std::move(e));
-        }
+      // Every item of one outbox goes to the broker in one pipelined batch (up to 4096
+      // messages), in the order they came: one wait for confirms and one outbox delete per
+      // outbox and round. (Batching only runs of consecutive items of one outbox, as before,
+      // made batches of one or two messages when commits alternate between shards: the relay
+      // fell behind the commits, and entries left unpublished past their lease were claimed
+      // and published a second time by other processes' polls: found by the gacha crash
+      // matrix's baseline cell.)
+      std::vector<std::pair<Participant*, std::vector<OutboxEntry>>> batches;
+      const int64_t stale_before = env_->NowMs() - options_.relay.lease_ms / 2;
+      for (RelayItem& item : items) {
+        // Near the end of its claim a poll elsewhere may take it: leave it to the polls rather
+        // than publish it twice (a backlog behind a slow or absent broker).
+        if (item.enqueued_ms < stale_before) continue;
+        auto b = std::find_if(batches.begin(), batches.end(), [&](const auto& x) {
+          return x.first == item.outbox && x.second.size() < 4096;
+        });
+        if (b == batches.end()) b = batches.insert(batches.end(), {item.outbox, {}});
+        for (OutboxEntry& e : item.entries) b->second.push_back(std::move(e));
+      }
+      for (auto& [outbox, batch] : batches) {
         CountRelay(core::RelayBatch(env_, outbox, broker_.get(), batch, claim_),
                    static_cast<int>(outbox->index()));
       }
@@ -548,13 +565,17 @@ class Coordinator::Impl {
   struct RelayItem {
     Participant* outbox = nullptr;
     std::vector<OutboxEntry> entries;
+    int64_t enqueued_ms = 0;
   };
-  static constexpr size_t kMaxRelayQueue = 100'000;  // messages; beyond, left to the polls
+  // Beyond either bound, commits' messages are left to the polls (they are in the outbox).
+  static constexpr size_t kMaxRelayQueue = 100'000;                  // messages
+  static constexpr size_t kMaxRelayQueueBytes = size_t{64} << 20;    // bodies + 256 each
   std::unique_ptr<amqp::AmqpBroker> broker_;  // used by the relay thread only
   std::mutex relay_mu_;
   std::condition_variable relay_cv_, relay_drained_cv_;
   std::deque<RelayItem> relay_queue_;  // guarded by relay_mu_
   size_t relay_pending_ = 0;           // guarded by relay_mu_: messages in relay_queue_
+  size_t relay_pending_bytes_ = 0;     // guarded by relay_mu_: their approximate size
   uint64_t relay_enqueued_ = 0, relay_done_ = 0;  // guarded by relay_mu_
   bool relay_stopping_ = false;        // guarded by relay_mu_
   std::thread relay_;

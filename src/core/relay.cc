@@ -35,15 +35,16 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
     results.assign(entries.size(), Broker::Result{Broker::Fate::kRetry, "broker gave no result"});
   }
   // Settle per transaction, in the order its first entry appears.
-  std::vector<std::string> done, retry;
+  std::vector<std::string> done;
+  std::map<int, std::vector<std::string>> retry;  // by the transaction's tries: its backoff
   std::vector<DeadLetter> dead;
   std::string first_error;
-  int max_tries = 0;
   size_t i = 0;
   while (i < entries.size()) {
     const std::string& gid = entries[i].gid;
     size_t j = i;
     bool all_settled = true;
+    int tries = 0;
     std::vector<DeadLetter> its_dead;
     for (; j < entries.size() && entries[j].gid == gid; ++j) {
       const Broker::Result& r = results[j];
@@ -53,7 +54,7 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
       } else if (r.fate == Broker::Fate::kDead) {
         its_dead.push_back({gid, entries[j].seq, r.reason});
       }
-      max_tries = std::max(max_tries, entries[j].tries);
+      tries = std::max(tries, entries[j].tries);
     }
     const uint64_t n = j - i;
     if (all_settled) {
@@ -62,7 +63,7 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
       st.dead += its_dead.size();
       dead.insert(dead.end(), its_dead.begin(), its_dead.end());
     } else {
-      retry.push_back(gid);
+      retry[tries].push_back(gid);
       st.retried += n;
     }
     i = j;
@@ -71,9 +72,13 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
   if (!s.ok()) st.error = s;  // the lease ends; a later poll republishes them (duplicates)
   if (!retry.empty()) {
     if (first_error.empty()) first_error = "not confirmed";
-    Status r = outbox->ReleaseOutbox(retry, claim, RelayRetryMs(max_tries), first_error);
     if (st.error.ok()) st.error = Status::Unavailable("publishing: " + first_error);
-    if (!r.ok() && st.error.ok()) st.error = r;
+    // Each transaction waits by its own tries: a fresh commit caught in a batch with an old
+    // failing transaction is not held back for the old one's 30 s.
+    for (const auto& [tries, gids] : retry) {
+      Status r = outbox->ReleaseOutbox(gids, claim, RelayRetryMs(tries), first_error);
+      if (!r.ok() && st.error.ok()) st.error = r;
+    }
   }
   return st;
 }
