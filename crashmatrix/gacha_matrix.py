@@ -6,8 +6,9 @@ RabbitMQ"). ctest CrashMatrixGachaWithRabbitMq runs it, or:
 
 It starts its own servers: 2 MariaDB shards on ports 33481+ (state /tmp/seigo-crashmatrix-gacha)
 and one RabbitMQ broker on port 5702 (state /tmp/seigo-crashmatrix-gacha-rabbitmq), which the
-application and the consumer reach through crashmatrix/proxy.py --protocol amqp (port 36781);
-setup, the drain and the audit talk to the broker directly. For every cell (fault x mode) it
+application and the consumer reach through crashmatrix/proxy.py --protocol amqp (port 36781,
+control 36782); setup, the final drain and the audit talk to the broker directly. Faults last as
+long as the application runs; then they stop and the cell's consumer drains. For every cell (fault x mode) it
 runs `seigo demo gacha setup`, then the collection service (`demo gacha consume`) and the
 application (`demo gacha run`) side by side while injecting the fault, restarts whatever was
 killed, drains (`demo gacha consume --idle-exit`: until no event came for a while and every
@@ -54,7 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SERVERS = os.path.join(ROOT, "scripts", "servers.sh")
 RABBITMQ = os.path.join(ROOT, "scripts", "rabbitmq.sh")
-SHARD_BASE, BROKER_PORT, PROXY_PORT = 33481, 5702, 36781
+SHARD_BASE, BROKER_PORT, PROXY_PORT = 33481, 5702, 36781  # and PROXY_PORT + 1: its control
 USERPASS = "seigo:seigo-secret"
 
 
@@ -115,9 +116,17 @@ class World:
              "--listen", str(PROXY_PORT), "--target", f"127.0.0.1:{BROKER_PORT}",
              "--seed", str(self.args.seed), "--cut-prob", str(cut),
              "--cut-all-every-ms", str(cut_all_ms), "--drop-prob", str(drop),
-             "--drop-match", match, "--parent-pid", str(os.getpid())],
+             "--drop-match", match, "--control", str(PROXY_PORT + 1),
+             "--parent-pid", str(os.getpid())],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.proxy.stdout.readline()  # "listening on ..."
+
+    def proxy_pass(self):
+        """Faults off, connections kept (the drain after the run must end)."""
+        import socket
+        with socket.create_connection(("127.0.0.1", PROXY_PORT + 1), timeout=5) as c:
+            c.sendall(b"pass\n")
+            c.recv(100)
 
     def stop_proxy(self):
         if self.proxy is None:
@@ -229,7 +238,9 @@ def run_cell(w, fault, mode, rng, log, tag):
         if time.time() - t0 > seconds + 150:
             raise RuntimeError("the application did not finish in time")
         time.sleep(0.05)
-    # The application has finished; the consumer drains (restarted if a crash point kills it).
+    # The application has finished; the consumer drains (restarted if a crash point kills it),
+    # with the proxy's faults off: under faults that never stop a drain need not end.
+    w.proxy_pass()
     while True:
         try:
             consumer.wait(timeout=240)
