@@ -709,7 +709,17 @@ TEST_F(EnvelopeTest, SeigoTablesAreFreeOf2038AndOldTablesAreUpgraded) {
                      "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB// INSERT "
                      "INTO seigo_shard (one, shard_index) VALUES (1, " + std::to_string(s) +
                      ")// INSERT INTO seigo_decision (gid, outcome, shards, deadline_ms) VALUES "
-                     "('0123456789abcdef0123456789abcdef', 'C', '0,1', 1)"),
+                     "('0123456789abcdef0123456789abcdef', 'C', '0,1', 1)// "
+                     // seigo_outbox_dead as session 6 made it: keyed by the outbox's id.
+                     "CREATE TABLE seigo_outbox_dead (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
+                     "gid CHAR(32) CHARACTER SET ascii NOT NULL, seq INT UNSIGNED NOT NULL, "
+                     "exchange VARBINARY(255) NOT NULL, routing_key VARBINARY(255) NOT NULL, "
+                     "content_type VARBINARY(255) NOT NULL, msg_type VARBINARY(255) NOT NULL, "
+                     "headers MEDIUMBLOB NOT NULL, body MEDIUMBLOB NOT NULL, created_ms BIGINT "
+                     "NOT NULL, dead_ms BIGINT NOT NULL, reason VARBINARY(1000) NOT NULL) "
+                     "ENGINE=InnoDB// INSERT INTO seigo_outbox_dead VALUES (7, "
+                     "'0123456789abcdef0123456789abcdef', 0, 'x', 'k', '', '', '', 'b', 1, 2, "
+                     "'old')"),
               0);
   }
   auto c = Coordinator::Open(o);
@@ -726,6 +736,21 @@ TEST_F(EnvelopeTest, SeigoTablesAreFreeOf2038AndOldTablesAreUpgraded) {
   auto kept = (*c)->QueryShard(0, "SELECT outcome FROM seigo_decision");
   ASSERT_TRUE(kept.ok());
   EXPECT_EQ(kept->rows.size(), 1u) << "the upgrade must keep decision rows";
+  // The dead-letter table is rekeyed by (gid, seq), its rows kept: a second dead letter with
+  // the same id (MySQL 5.7 reuses AUTO_INCREMENT values after a restart) is no longer dropped
+  // by FinishOutbox's INSERT IGNORE.
+  auto pk = (*c)->QueryShard(0, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM "
+                                "information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+                                "AND TABLE_NAME = 'seigo_outbox_dead' AND INDEX_NAME = 'PRIMARY'");
+  ASSERT_TRUE(pk.ok());
+  EXPECT_EQ(pk->rows[0][0].value_or(""), "gid,seq");
+  auto reused = (*c)->QueryShard(0, "INSERT IGNORE INTO seigo_outbox_dead VALUES (7, "
+                                    "'fedcba9876543210fedcba9876543210', 0, 'x', 'k', '', '', '', "
+                                    "'b', 1, 2, 'new')");
+  ASSERT_TRUE(reused.ok()) << reused.status().ToString();
+  auto dead = (*c)->QueryShard(0, "SELECT COUNT(*) FROM seigo_outbox_dead WHERE id = 7");
+  ASSERT_TRUE(dead.ok());
+  EXPECT_EQ(*dead->Int(0, 0), 2) << "both dead letters kept";
   c->reset();
   DropDatabase("game_old");
 }

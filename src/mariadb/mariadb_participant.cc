@@ -108,11 +108,16 @@ const char* const kSchemaSql =
     " UNIQUE KEY by_gid (gid, seq),"
     " KEY by_claim (seq, claimed_ms)"
     ") ENGINE=InnoDB;"
+    // Keyed by (gid, seq), not by the outbox's id: MySQL before 8.0 reuses AUTO_INCREMENT
+    // values after a restart, and a reused id would make FinishOutbox's INSERT IGNORE drop
+    // the new dead letter while the DELETE removes its outbox row: the message would vanish.
     "CREATE TABLE IF NOT EXISTS seigo_outbox_dead ("
-    " id BIGINT UNSIGNED NOT NULL PRIMARY KEY,"
+    " id BIGINT UNSIGNED NOT NULL,"
     SEIGO_OUTBOX_MESSAGE_COLUMNS
     " dead_ms BIGINT NOT NULL,"
-    " reason VARBINARY(1000) NOT NULL"
+    " reason VARBINARY(1000) NOT NULL,"
+    " PRIMARY KEY (gid, seq),"
+    " KEY by_id (id)"
     ") ENGINE=InnoDB;"
     // Messages a consumer applied (seigo::Consumer, RecordInInbox): written in the handler's
     // transaction, so a redelivery is recognised.
@@ -1296,6 +1301,16 @@ Status MigrateSchema(Conn& c) {
   };
   for (const Step& st : kSteps) {
     if (has(st.table, st.column) != st.want) SEIGO_RETURN_IF_ERROR(c.Run(st.sql));
+  }
+  // seigo_outbox_dead as first made (session 6) had PRIMARY KEY (id): rekey it by (gid, seq).
+  QueryResult pk;
+  SEIGO_RETURN_IF_ERROR(c.Run("SELECT COUNT(*) FROM information_schema.STATISTICS WHERE "
+                              "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'seigo_outbox_dead' "
+                              "AND INDEX_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'",
+                              &pk));
+  if (!pk.rows.empty() && pk.rows[0][0] && *pk.rows[0][0] != "0") {
+    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_outbox_dead DROP PRIMARY KEY, "
+                                "ADD PRIMARY KEY (gid, seq), ADD KEY by_id (id)"));
   }
   return Status::OK();
 }
