@@ -3,8 +3,8 @@
 //
 //   seigo_amqp_bench --shards URL,... --amqp URL [--seconds S] [--clients C] [--messages N]
 //                    [--per-tx K] [--body-bytes B] [--consumers K] [--l-rate R] [--json F]
-//                    [--drain-poll-ms MS] [--drain-batch-txns T]
-// Defaults: 5 s cells, 32 clients, 50,000 messages of 100 bytes, 10 per transaction in A2, 4
+//                    [--drain-poll-ms MS] [--drain-batch-txns T] [--only A,E,G,L]
+// Defaults: 5 s cells, 32 clients, 50,000 messages of 100 bytes, 10 per transaction in A2, 8
 // consumers. The --drain-* options change A2's draining relay (RelayOptions::poll_interval_ms,
 // batch_txns) for investigating its limits; the figures in BENCHMARKS.md use the defaults.
 //
@@ -31,7 +31,9 @@
 //                        thread and connection) applies with its inbox: commit-to-applied
 //                        latency
 //   Lmax                 L unpaced (C clients as fast as they go)
-// Ratios: A2/A1 (goal >= 0.5), G1/G0 (goal >= 0.8); L p50/p99 with its load.
+// Ratios: A2/A1 (goal >= 0.5), G1/G0 (goal >= 0.8); L p50/p99 with its load. For comparison:
+// A2s/A1, and G1c/G0 (G1's pulls over the window plus the time the relay then needed to confirm
+// the events it was behind on: the rate at which pulls AND their events get through).
 //
 // "Committed" for L = the client's clock right after Run returned (a commit time cannot travel
 // inside a message staged before the commit: it is kept in this process, by grant id); the
@@ -240,9 +242,9 @@ bool ParseEvent(const std::string& b, int64_t* grant, int64_t* player, int64_t* 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shards, amqp_url, json;
+  std::string shards, amqp_url, json, only;
   double seconds = 5, l_rate = 0;
-  int clients = 32, consumers = 4, per_tx = 10, body_bytes = 100;
+  int clients = 32, consumers = 8, per_tx = 10, body_bytes = 100;
   size_t messages = 50'000;
   const size_t window = seigo::RelayOptions{}.window;
   seigo::RelayOptions drain_relay;  // A2's draining coordinator: the defaults unless asked
@@ -263,6 +265,7 @@ int main(int argc, char** argv) {
     else if (a == "--l-rate") l_rate = std::atof(next().c_str());
     else if (a == "--drain-poll-ms") drain_relay.poll_interval_ms = std::atol(next().c_str());
     else if (a == "--drain-batch-txns") drain_relay.batch_txns = std::atol(next().c_str());
+    else if (a == "--only") only = next();
     else if (a == "--json") json = next();
     else Die("unknown argument " + a);
   }
@@ -274,6 +277,9 @@ int main(int argc, char** argv) {
         "--messages >= 1, --l-rate >= 0");
   }
   messages = (messages + per_tx - 1) / per_tx * per_tx;  // whole transactions for A2
+  // --only A,E,G,L: just those groups of cells (for investigating; ratios of skipped cells are 0).
+  auto want = [&](char group) { return only.empty() || only.find(group) != std::string::npos; };
+  if (want('L') && !want('G') && l_rate <= 0) Die("--only without G needs --l-rate");
   auto url = seigo::amqp::AmqpUrl::Parse(amqp_url);
   if (!url.ok()) Die(url.status().ToString());
   const std::string body(static_cast<size_t>(body_bytes), 'x');
@@ -350,7 +356,7 @@ int main(int argc, char** argv) {
 
   // ---- A1: raw confirmed publishes, window 256, one stream of N.
   double a1 = 0;
-  {
+  if (want('A')) {
     seigo::amqp::Connection raw(*url, 300'000);  // the deadline covers the whole stream
     const uint64_t run = std::random_device{}();
     std::vector<seigo::OutboxEntry> warm(200), entries(messages);
@@ -453,8 +459,8 @@ int main(int argc, char** argv) {
     purge(kQueueA);
     return rate;
   };
-  const double a2 = relay_drain("A2 relay-drain", per_tx);
-  const double a2s = per_tx == 1 ? a2 : relay_drain("A2s relay-drain-1", 1);
+  const double a2 = want('A') ? relay_drain("A2 relay-drain", per_tx) : 0;
+  const double a2s = per_tx == 1 || !want('A') ? a2 : relay_drain("A2s relay-drain-1", 1);
   js["A2_msgs_per_s"] = a2;
   js["A2s_msgs_per_s"] = a2s;
 
@@ -488,8 +494,10 @@ int main(int argc, char** argv) {
     js[key + "_tx_per_s"] = l.tps();
     purge(kQueueA);
   };
-  e2e("E1 e2e-1msg", "E1", 1);
-  e2e("E10 e2e-10msg", "E10", 10);
+  if (want('E')) {
+    e2e("E1 e2e-1msg", "E1", 1);
+    e2e("E10 e2e-10msg", "E10", 10);
+  }
 
   // ---- G0, G1: the gacha pull without and with its event.
   std::atomic<int64_t> next_grant{1};
@@ -515,21 +523,34 @@ int main(int argc, char** argv) {
     }).committed();
   };
   std::map<std::string, Load> gl;
+  double g1_confirmed = 0;  // G1's pulls over the window plus the relay's catching up
   for (const char* name : {"G0 pull", "G1 pull-event"}) {
+    if (!want('G')) break;
     const bool event = name[1] == '1';
     const uint64_t base = Settled(*c);
     Load l = RunLoad(clients, seconds, 0, [&](int, std::mt19937_64& rng) {
       int64_t g;
       return pull(*c, rng, event ? kKeyG : nullptr, &g, 0);
     });
+    // G1: how far the relay was behind when the load stopped, and how long it then took to
+    // confirm the rest (work the window did not pay for).
+    const uint64_t lag = l.committed - std::min(l.committed, Settled(*c) - base);
+    const auto t_end = Clock::now();
     c->DrainRelay();
     if (event && !WaitSettled(*c, base + l.committed, std::chrono::seconds(120))) {
       Die("G1: the relay did not confirm the events");
     }
+    const double drain_s = Sec(Clock::now() - t_end);
     const Pct p = Percentiles(l.lat_ms);
-    std::printf("%-20s %3d clients %8.0f pulls/s  p50 %.2f p99 %.2f ms  failed %llu%s\n", name,
-                clients, l.tps(), p.p50, p.p99, static_cast<unsigned long long>(l.failed),
-                RelayErrors().c_str());
+    std::printf("%-20s %3d clients %8.0f pulls/s  p50 %.2f p99 %.2f ms  failed %llu", name,
+                clients, l.tps(), p.p50, p.p99, static_cast<unsigned long long>(l.failed));
+    if (event) {
+      g1_confirmed = static_cast<double>(l.committed) / (l.seconds + drain_s);
+      std::printf("  (relay behind by %llu events at the end, confirmed %.2f s later: %.0f "
+                  "pulls/s with their events confirmed)", static_cast<unsigned long long>(lag),
+                  drain_s, g1_confirmed);
+    }
+    std::printf("%s\n", RelayErrors().c_str());
     std::fflush(stdout);
     js[std::string(name).substr(0, 2) + "_pulls_per_s"] = l.tps();
     js[std::string(name).substr(0, 2) + "_p50_ms"] = p.p50;
@@ -537,7 +558,9 @@ int main(int argc, char** argv) {
     gl[name] = std::move(l);
   }
   purge(kQueueG);
-  const double g1g0 = gl["G0 pull"].tps() > 0 ? gl["G1 pull-event"].tps() / gl["G0 pull"].tps() : 0;
+  const double g0 = gl["G0 pull"].tps();
+  const double g1g0 = g0 > 0 ? gl["G1 pull-event"].tps() / g0 : 0;
+  const double g1cg0 = g0 > 0 ? g1_confirmed / g0 : 0;
 
   // ---- L: pulls whose events consumers apply; commit-to-applied latency. Paced at
   // --l-rate pulls/s (default: half of G1's rate in this run), and unpaced (Lmax).
@@ -586,6 +609,25 @@ int main(int argc, char** argv) {
         if (!s.ok()) Die("consumer: " + s.ToString());
       });
     }
+    // Where the backlog is, every 200 ms while the load runs: in the outbox (committed, not yet
+    // confirmed) or in the queue (confirmed, not yet delivered to a consumer).
+    std::atomic<bool> load_done{false};
+    int64_t outbox_max = 0, queue_max = 0, samples = 0;
+    double outbox_sum = 0, queue_sum = 0;
+    std::thread sampler([&] {
+      seigo::amqp::Connection conn(*url, 10'000);
+      while (!load_done.load()) {
+        const int64_t o = PendingRows(*sql, kKeyL);
+        auto q = conn.QueueDepth(kQueueL);
+        const int64_t qd = q.ok() ? *q : 0;
+        outbox_max = std::max(outbox_max, o);
+        queue_max = std::max(queue_max, qd);
+        outbox_sum += static_cast<double>(o);
+        queue_sum += static_cast<double>(qd);
+        samples++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
     Load l = RunLoad(clients, seconds, rate, [&](int t, std::mt19937_64& rng) {
       int64_t g = 0;
       const int64_t t0 = NowNs();
@@ -594,6 +636,8 @@ int main(int argc, char** argv) {
       return true;
     });
     res.load = l.tps();
+    load_done = true;
+    sampler.join();
     // Every committed pull's event applied (or give up after two minutes, and say so).
     auto applied_now = [&] {
       uint64_t n = 0;
@@ -644,11 +688,14 @@ int main(int argc, char** argv) {
         rate > 0 ? " (paced at " + std::to_string(static_cast<int>(rate)) + ")" : " (unpaced)";
     std::printf("%-20s %3d clients %8.0f pulls/s%s  Run p50 %.2f p99 %.2f ms  commit->applied "
                 "p50 %.2f p99 %.2f ms  before-Run->applied p50 %.2f p99 %.2f ms  (%d consumers; "
-                "applied %zu of %llu, the last %.2f s after the load; duplicates %llu, retried "
-                "%llu, dead %llu, applied before Run returned %llu%s)\n", name, clients, res.load,
+                "applied %zu of %llu, the last %.2f s after the load; backlog mean/max: outbox "
+                "%.0f/%lld, queue %.0f/%lld; duplicates %llu, retried %llu, dead %llu, applied "
+                "before Run returned %llu%s)\n", name, clients, res.load,
                 paced.c_str(), run.p50, run.p99, res.commit.p50, res.commit.p99, res.start.p50,
                 res.start.p99, consumers, applied_at.size(),
                 static_cast<unsigned long long>(l.committed), catch_up,
+                samples ? outbox_sum / samples : 0.0, static_cast<long long>(outbox_max),
+                samples ? queue_sum / samples : 0.0, static_cast<long long>(queue_max),
                 static_cast<unsigned long long>(kc.duplicates),
                 static_cast<unsigned long long>(kc.retried),
                 static_cast<unsigned long long>(kc.dead), static_cast<unsigned long long>(negative),
@@ -666,8 +713,8 @@ int main(int argc, char** argv) {
     return res;
   };
   const double rate = l_rate > 0 ? l_rate : gl["G1 pull-event"].tps() / 2;
-  const LResult lr = l_cell("L pull-applied", "L", std::max(1.0, rate));
-  const LResult lmax = l_cell("Lmax pull-applied", "Lmax", 0);
+  const LResult lr = want('L') ? l_cell("L pull-applied", "L", std::max(1.0, rate)) : LResult{};
+  const LResult lmax = want('L') ? l_cell("Lmax pull-applied", "Lmax", 0) : LResult{};
   js["L_consumers"] = consumers;
 
   const double a2a1 = a1 > 0 ? a2 / a1 : 0, a2sa1 = a1 > 0 ? a2s / a1 : 0;
@@ -676,6 +723,7 @@ int main(int argc, char** argv) {
   std::printf("A2s/A1 %.2f (comparison: the same with 1-message transactions)\n", a2sa1);
   std::printf("G1/G0 %.2f (goal >= 0.8: gacha pull with its event / without, %d clients)\n", g1g0,
               clients);
+  std::printf("G1c/G0 %.2f (comparison: G1 counted until its last event was confirmed)\n", g1cg0);
   std::printf("L p50 %.1f ms p99 %.1f ms (commit-to-applied at %.0f pulls/s, %d consumers; from "
               "before Run: p50 %.1f ms p99 %.1f ms; unpaced at %.0f pulls/s: p50 %.1f ms p99 %.1f "
               "ms)\n", lr.commit.p50, lr.commit.p99, lr.load, consumers, lr.start.p50,
@@ -684,6 +732,7 @@ int main(int argc, char** argv) {
     js["A2_over_A1"] = a2a1;
     js["A2s_over_A1"] = a2sa1;
     js["G1_over_G0"] = g1g0;
+    js["G1c_over_G0"] = g1cg0;
     js["clients"] = clients;
     js["seconds"] = seconds;
     js["messages"] = static_cast<double>(messages);
