@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "amqp/amqp_connection.h"
 #include "tools/cli.h"
 
 namespace seigo::cli {
@@ -162,7 +163,38 @@ int PrintStatus(const Common& c) {
   }
   std::printf("%llu message(s) waiting in outboxes, oldest %s\n",
               static_cast<unsigned long long>(pending), secs(oldest, false).c_str());
-  return r.errors.empty() ? kExitOk : kExitUnavailable;
+  // The consumers' queues (registered by seigo::Consumer on shard 0) and their dead-letter
+  // queues: a message there failed its handler max_tries times or was malformed.
+  bool broker_ok = true;
+  Result<QueryResult> queues =
+      coord->QueryShard(0, "SELECT queue FROM seigo_queue ORDER BY queue");
+  if (queues.ok() && !queues->rows.empty() && c.amqp.empty()) {
+    std::printf("\n%zu consumer queue(s) registered; pass --amqp (or set SEIGO_AMQP) to see "
+                "their depths\n", queues->rows.size());
+  } else if (queues.ok() && !queues->rows.empty()) {
+    Result<amqp::AmqpUrl> url = amqp::AmqpUrl::Parse(c.amqp);
+    if (!url.ok()) {
+      std::fprintf(stderr, "seigo: %s\n", url.status().ToString().c_str());
+      return kExitUsage;
+    }
+    amqp::Connection conn(*url, 5'000);
+    std::printf("\n%-40s  %-8s  %s\n", "QUEUE", "READY", "DEAD-LETTERED (<queue>.dead)");
+    uint64_t dead_total = 0;
+    for (const auto& row : queues->rows) {
+      const std::string q = row[0].value_or("");
+      Result<uint32_t> depth = conn.QueueDepth(q);
+      Result<uint32_t> dead = conn.QueueDepth(q + ".dead");
+      auto show = [&](const Result<uint32_t>& d) {
+        return d.ok() ? std::to_string(*d) : "? " + d.status().ToString();
+      };
+      if (!depth.ok() || !dead.ok()) broker_ok = false;
+      if (dead.ok()) dead_total += *dead;
+      std::printf("%-40s  %-8s  %s\n", q.c_str(), show(depth).c_str(), show(dead).c_str());
+    }
+    std::printf("%llu message(s) in dead-letter queues\n",
+                static_cast<unsigned long long>(dead_total));
+  }
+  return r.errors.empty() && broker_ok ? kExitOk : kExitUnavailable;
 }
 
 int Recover(const Common& c) {

@@ -119,6 +119,12 @@ const char* const kSchemaSql =
     " PRIMARY KEY (gid, seq),"
     " KEY by_id (id)"
     ") ENGINE=InnoDB;"
+    // The queues seigo::Consumer instances consume (on shard 0 only), so that `seigo status`
+    // can show each one's depth and its dead-letter queue's: AMQP cannot list queues.
+    "CREATE TABLE IF NOT EXISTS seigo_queue ("
+    " queue VARBINARY(255) NOT NULL PRIMARY KEY,"
+    " registered_ms BIGINT NOT NULL"
+    ") ENGINE=InnoDB;"
     // Messages a consumer applied (seigo::Consumer, RecordInInbox): written in the handler's
     // transaction, so a redelivery is recognised.
     "CREATE TABLE IF NOT EXISTS seigo_inbox ("
