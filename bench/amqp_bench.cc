@@ -4,7 +4,7 @@
 //   seigo_amqp_bench --shards URL,... --amqp URL [--seconds S] [--clients C] [--messages N]
 //                    [--per-tx K] [--body-bytes B] [--consumers K] [--l-rate R] [--json F]
 //                    [--drain-poll-ms MS] [--drain-batch-txns T] [--only A,E,G,L]
-// Defaults: 5 s cells, 32 clients, 50,000 messages of 100 bytes, 10 per transaction in A2, 8
+// Defaults: 5 s cells, 32 clients, 50,000 messages of 100 bytes, 10 per transaction in A2, 16
 // consumers. The --drain-* options change A2's draining relay (RelayOptions::poll_interval_ms,
 // batch_txns) for investigating its limits; the figures in BENCHMARKS.md use the defaults.
 //
@@ -26,11 +26,14 @@
 //   G0  pull             the gacha pull of tools/gacha.cc (gold - 100 guarded >= 0, a grant
 //                        row, on the player's shard), C clients
 //   G1  pull-event       the same pull with one tx.Publish event
-//   L   pull-applied     G1's pull, paced at --l-rate pulls/s (default: half of G1's rate in
-//                        this run), whose event a seigo::Consumer (K of them, each with its own
-//                        thread and connection) applies with its inbox: commit-to-applied
-//                        latency
-//   Lmax                 L unpaced (C clients as fast as they go)
+//   L   pull-applied     G1's pull, paced at --l-rate pulls/s (default: a quarter of G1's rate
+//                        in this run), whose event a seigo::Consumer (K of them, each with its
+//                        own thread and connection) applies with its inbox: commit-to-applied
+//                        latency. Applying an event is a transaction as dear as the pull, so
+//                        the consumers double the database's work per pull.
+//   L2                   L at twice that rate (half of G1's)
+//   Lmax                 L unpaced (C clients as fast as they go): the system saturated, so
+//                        latency grows with the cell's length; for the backlog's location
 // Ratios: A2/A1 (goal >= 0.5), G1/G0 (goal >= 0.8); L p50/p99 with its load. For comparison:
 // A2s/A1, and G1c/G0 (G1's pulls over the window plus the time the relay then needed to confirm
 // the events it was behind on: the rate at which pulls AND their events get through).
@@ -244,7 +247,7 @@ bool ParseEvent(const std::string& b, int64_t* grant, int64_t* player, int64_t* 
 int main(int argc, char** argv) {
   std::string shards, amqp_url, json, only;
   double seconds = 5, l_rate = 0;
-  int clients = 32, consumers = 8, per_tx = 10, body_bytes = 100;
+  int clients = 32, consumers = 16, per_tx = 10, body_bytes = 100;
   size_t messages = 50'000;
   const size_t window = seigo::RelayOptions{}.window;
   seigo::RelayOptions drain_relay;  // A2's draining coordinator: the defaults unless asked
@@ -562,8 +565,8 @@ int main(int argc, char** argv) {
   const double g1g0 = g0 > 0 ? gl["G1 pull-event"].tps() / g0 : 0;
   const double g1cg0 = g0 > 0 ? g1_confirmed / g0 : 0;
 
-  // ---- L: pulls whose events consumers apply; commit-to-applied latency. Paced at
-  // --l-rate pulls/s (default: half of G1's rate in this run), and unpaced (Lmax).
+  // ---- L: pulls whose events consumers apply; commit-to-applied latency. Paced at --l-rate
+  // pulls/s (default: a quarter of G1's rate in this run), at twice that (L2), and unpaced (Lmax).
   struct LResult {
     Pct commit, start;
     double load = 0;
@@ -712,8 +715,9 @@ int main(int argc, char** argv) {
     js[key + "_start_to_applied_p99_ms"] = res.start.p99;
     return res;
   };
-  const double rate = l_rate > 0 ? l_rate : gl["G1 pull-event"].tps() / 2;
-  const LResult lr = want('L') ? l_cell("L pull-applied", "L", std::max(1.0, rate)) : LResult{};
+  const double rate = std::max(1.0, l_rate > 0 ? l_rate : gl["G1 pull-event"].tps() / 4);
+  const LResult lr = want('L') ? l_cell("L pull-applied", "L", rate) : LResult{};
+  const LResult l2 = want('L') ? l_cell("L2 pull-applied", "L2", 2 * rate) : LResult{};
   const LResult lmax = want('L') ? l_cell("Lmax pull-applied", "Lmax", 0) : LResult{};
   js["L_consumers"] = consumers;
 
@@ -725,9 +729,10 @@ int main(int argc, char** argv) {
               clients);
   std::printf("G1c/G0 %.2f (comparison: G1 counted until its last event was confirmed)\n", g1cg0);
   std::printf("L p50 %.1f ms p99 %.1f ms (commit-to-applied at %.0f pulls/s, %d consumers; from "
-              "before Run: p50 %.1f ms p99 %.1f ms; unpaced at %.0f pulls/s: p50 %.1f ms p99 %.1f "
-              "ms)\n", lr.commit.p50, lr.commit.p99, lr.load, consumers, lr.start.p50,
-              lr.start.p99, lmax.load, lmax.commit.p50, lmax.commit.p99);
+              "before Run: p50 %.1f ms p99 %.1f ms; at %.0f pulls/s: p50 %.1f ms p99 %.1f ms; "
+              "unpaced at %.0f pulls/s: p50 %.1f ms p99 %.1f ms)\n", lr.commit.p50, lr.commit.p99,
+              lr.load, consumers, lr.start.p50, lr.start.p99, l2.load, l2.commit.p50,
+              l2.commit.p99, lmax.load, lmax.commit.p50, lmax.commit.p99);
   if (!json.empty()) {
     js["A2_over_A1"] = a2a1;
     js["A2s_over_A1"] = a2sa1;
