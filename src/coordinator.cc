@@ -294,6 +294,44 @@ class Coordinator::Impl {
     return out;
   }
 
+  std::vector<Result<std::vector<DeadRecord>>> DeadLetters(size_t limit) {
+    std::vector<Result<std::vector<DeadRecord>>> out;
+    for (auto& p : owned_) out.push_back(p->ListDeadLetters(limit));
+    return out;
+  }
+
+  Result<size_t> ResendDeadLetters(std::span<const std::string> ids, bool all) {
+    std::set<std::string> wanted(ids.begin(), ids.end());
+    size_t moved = 0;
+    for (auto& p : owned_) {
+      Result<std::vector<DeadRecord>> dead = p->ListDeadLetters(10'000);
+      if (!dead.ok()) return dead.status();
+      // One new transaction per old one, its letters in their old order.
+      std::vector<std::pair<std::string, std::vector<DeadLetter>>> groups;
+      for (const DeadRecord& d : *dead) {
+        const std::string id = d.entry.message_id();
+        if (!all && wanted.erase(id) == 0) continue;
+        if (groups.empty() || groups.back().first != d.entry.gid) groups.push_back({d.entry.gid, {}});
+        groups.back().second.push_back({d.entry.gid, d.entry.seq, ""});
+      }
+      for (auto& [gid, letters] : groups) {
+        std::sort(letters.begin(), letters.end(),
+                  [](const DeadLetter& a, const DeadLetter& b) { return a.seq < b.seq; });
+        Result<size_t> n = p->ResendDeadLetters(letters, core::NewGid(env_));
+        if (!n.ok()) return n.status();
+        moved += *n;
+      }
+    }
+    if (!all && !wanted.empty()) {
+      return Status::NotFound("no dead letter " + *wanted.begin() +
+                              (wanted.size() > 1 ? " (and " + std::to_string(wanted.size() - 1) +
+                                                       " more)"
+                                                 : std::string()) +
+                              "; " + std::to_string(moved) + " resent");
+    }
+    return moved;
+  }
+
   void DrainRelay() {
     if (!broker_) return;
     std::unique_lock<std::mutex> l(relay_mu_);
@@ -823,6 +861,12 @@ Result<std::optional<std::string>> Coordinator::RedisCommand(
 const std::string& Coordinator::deployment() const { return impl_->deployment(); }
 std::vector<Result<OutboxStats>> Coordinator::OutboxStatus() { return impl_->OutboxStatus(); }
 void Coordinator::DrainRelay() { impl_->DrainRelay(); }
+std::vector<Result<std::vector<DeadRecord>>> Coordinator::DeadLetters(size_t limit) {
+  return impl_->DeadLetters(limit);
+}
+Result<size_t> Coordinator::ResendDeadLetters(std::span<const std::string> message_ids, bool all) {
+  return impl_->ResendDeadLetters(message_ids, all);
+}
 Coordinator::Counters Coordinator::counters() const { return impl_->counters(); }
 
 Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,

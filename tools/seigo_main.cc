@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 
 #include "amqp/amqp_connection.h"
+#include "mariadb/mariadb_participant.h"
 #include "tools/cli.h"
 
 namespace seigo::cli {
@@ -228,6 +229,58 @@ int Recover(const Common& c) {
   return r.pending.empty() ? kExitOk : kExitInDoubt;
 }
 
+// `seigo outbox dead`: every shard's dead-letter records.
+int OutboxDead(const Common& c, size_t limit) {
+  int rc = kExitOk;
+  auto coord = OpenForTool(c, &rc, /*background=*/false, /*prepare_schema=*/false);
+  if (!coord) return rc;
+  std::printf("%-5s  %-44s  %-24s  %-24s  %-9s  %s\n", "SHARD", "MESSAGE ID", "EXCHANGE",
+              "ROUTING KEY", "DEAD FOR", "REASON");
+  std::vector<Result<std::vector<DeadRecord>>> dead = coord->DeadLetters(limit);
+  size_t n = 0;
+  bool complete = true;
+  for (size_t s = 0; s < dead.size(); ++s) {
+    if (!dead[s].ok()) {
+      std::fprintf(stderr, "seigo: shard %zu: %s\n", s, dead[s].status().ToString().c_str());
+      complete = false;
+      continue;
+    }
+    Result<QueryResult> clock = coord->QueryShard(static_cast<uint32_t>(s),
+                                                  std::string("SELECT ") + mariadb::ServerNowMsSql());
+    const int64_t now_ms = clock.ok() ? clock->Int(0, 0).value() : 0;
+    for (const DeadRecord& d : *dead[s]) {
+      ++n;
+      char age[32];
+      std::snprintf(age, sizeof age, "%.0fs",
+                    now_ms > 0 ? static_cast<double>(now_ms - d.dead_ms) / 1000.0 : 0.0);
+      std::printf("%-5zu  %-44s  %-24s  %-24s  %-9s  %s\n", s, d.entry.message_id().c_str(),
+                  d.entry.msg.exchange.empty() ? "(default)" : d.entry.msg.exchange.c_str(),
+                  d.entry.msg.routing_key.c_str(), age, d.reason.substr(0, 160).c_str());
+    }
+  }
+  std::printf("%zu dead letter(s)%s\n", n, complete ? "" : " (some shards could not be read)");
+  return complete ? kExitOk : kExitUnavailable;
+}
+
+// `seigo outbox resend`: dead letters back into their outbox, for the relays to publish.
+int OutboxResend(const Common& c, const std::vector<std::string>& ids, bool all) {
+  if (all == !ids.empty()) {
+    std::fprintf(stderr, "seigo: outbox resend: name message ids or pass --all (not both)\n");
+    return kExitUsage;
+  }
+  int rc = kExitOk;
+  auto coord = OpenForTool(c, &rc);
+  if (!coord) return rc;
+  Result<size_t> n = coord->ResendDeadLetters(ids, all);
+  if (!n.ok()) {
+    std::fprintf(stderr, "seigo: %s\n", n.status().ToString().c_str());
+    return ExitCodeFor(n.status());
+  }
+  std::printf("%zu dead letter(s) back in the outbox, with new message ids (header %s = the "
+              "old id); a relay publishes them at its next poll\n", *n, kResentFromHeader);
+  return kExitOk;
+}
+
 }  // namespace
 }  // namespace seigo::cli
 
@@ -264,6 +317,21 @@ int main(int argc, char** argv) {
   add_common(status);
   CLI::App* recover = app.add_subcommand("recover", "one resolver pass; prints what it did");
   add_common(recover);
+
+  CLI::App* outbox = app.add_subcommand("outbox", "the outboxes' dead letters");
+  outbox->require_subcommand(1);
+  size_t dead_limit = 1000;
+  CLI::App* odead = outbox->add_subcommand("dead", "list every shard's dead-letter records");
+  add_common(odead);
+  odead->add_option("--limit", dead_limit, "at most this many per shard")
+      ->check(CLI::Range(1, 1'000'000));
+  CLI::App* oresend = outbox->add_subcommand(
+      "resend", "put dead letters back into the outbox (after fixing what killed them)");
+  add_common(oresend);
+  std::vector<std::string> resend_ids;
+  bool resend_all = false;
+  oresend->add_option("message_ids", resend_ids, "message ids <gid>-<seq> (seigo outbox dead)");
+  oresend->add_flag("--all", resend_all, "every dead letter (up to 10,000 per shard)");
 
   CLI::App* demo = app.add_subcommand("demo", "the trade demo");
   demo->require_subcommand(1);
@@ -367,6 +435,8 @@ int main(int argc, char** argv) {
   }
   if (status->parsed()) return seigo::cli::PrintStatus(common);
   if (recover->parsed()) return seigo::cli::Recover(common);
+  if (odead->parsed()) return seigo::cli::OutboxDead(common, dead_limit);
+  if (oresend->parsed()) return seigo::cli::OutboxResend(common, resend_ids, resend_all);
   if (setup->parsed()) return DemoSetup(common, players, items);
   if (run->parsed()) return DemoRun(common, clients, seconds, mode);
   if (audit->parsed()) return DemoAudit(common);

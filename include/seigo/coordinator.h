@@ -205,6 +205,15 @@ class Coordinator {
   // What each shard's outbox holds now (doc/outbox.md), index = shard; a shard that cannot
   // be read has its error.
   std::vector<Result<OutboxStats>> OutboxStatus();
+  // Every shard's dead-letter records (doc/outbox.md, "Dead letters"), oldest first, at most
+  // `limit` per shard; index = shard.
+  std::vector<Result<std::vector<DeadRecord>>> DeadLetters(size_t limit = 1000);
+  // Puts dead letters back into their shard's outbox, to be published again: the ones whose
+  // message id ("<gid>-<seq>") is in `message_ids`, or with `all` every one (up to 10,000 per
+  // shard per call). The dead letters of one old transaction become one new transaction, with
+  // new message ids and the header x-seigo-resent-from = the old id. Returns how many moved;
+  // an id that names no dead letter is kNotFound (nothing moved for it).
+  Result<size_t> ResendDeadLetters(std::span<const std::string> message_ids, bool all = false);
   // Blocks until this process's relay has tried every message committed before the call
   // (published or left in the outbox for a poll). For tests and tools.
   void DrainRelay();

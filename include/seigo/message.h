@@ -51,6 +51,16 @@ struct DeadLetter {
   std::string reason;
 };
 
+// A dead-letter record as stored: the entry, when it died and why (`seigo outbox dead`).
+struct DeadRecord {
+  OutboxEntry entry;
+  int64_t dead_ms = 0;  // the store's clock, unix ms
+  std::string reason;
+};
+
+// The header a resent dead letter carries: the message id it had when it died.
+inline constexpr const char* kResentFromHeader = "x-seigo-resent-from";
+
 // What an outbox holds now (for `seigo status`, metrics).
 struct OutboxStats {
   uint64_t pending = 0;        // committed messages not yet confirmed by the broker

@@ -461,6 +461,23 @@ class Participant {
   virtual Result<OutboxStats> ReadOutboxStats() {
     return Status::Unsupported("no outbox on " + name());
   }
+  // The dead-letter record, oldest first, at most `limit` records.
+  virtual Result<std::vector<DeadRecord>> ListDeadLetters(size_t limit) {
+    (void)limit;
+    return Status::Unsupported("no outbox on " + name());
+  }
+  // An operator fixed what killed them (a missing exchange, binding, permission): moves these
+  // dead letters back into the outbox as ONE new transaction `new_gid` (seq 0, 1, ... in the
+  // order given; each with the header kResentFromHeader = its old message id), claimable at
+  // once, in one local transaction. Returns how many moved (records not found are skipped, so
+  // a repeated call moves nothing twice). The new message ids are new: a dead letter was never
+  // delivered, so no consumer's inbox knows the old one.
+  virtual Result<size_t> ResendDeadLetters(std::span<const DeadLetter> which,
+                                           const std::string& new_gid) {
+    (void)which;
+    (void)new_gid;
+    return Status::Unsupported("no outbox on " + name());
+  }
 
   // Deadlock detection (doc/deadlocks.md). The store's identity: the same for every client of
   // one server, whatever address it was reached by ("" = the store reports no lock waits, and

@@ -182,6 +182,19 @@ Result<OutboxStats> LazyShard::ReadOutboxStats() {
   return (*p)->ReadOutboxStats();
 }
 
+Result<std::vector<DeadRecord>> LazyShard::ListDeadLetters(size_t limit) {
+  Result<MariaDbParticipant*> p = Get();
+  if (!p.ok()) return p.status();
+  return (*p)->ListDeadLetters(limit);
+}
+
+Result<size_t> LazyShard::ResendDeadLetters(std::span<const DeadLetter> which,
+                                            const std::string& new_gid) {
+  Result<MariaDbParticipant*> p = Get();
+  if (!p.ok()) return p.status();
+  return (*p)->ResendDeadLetters(which, new_gid);
+}
+
 std::string LazyShard::store_id() const {
   MariaDbParticipant* p = open_.load();
   return p != nullptr ? p->store_id() : std::string();

@@ -69,6 +69,9 @@ class LazyShard final : public Participant {
   Status ReleaseOutbox(std::span<const std::string> gids, const std::string& claim,
                        int64_t retry_ms, const std::string& error) override;
   Result<OutboxStats> ReadOutboxStats() override;
+  Result<std::vector<DeadRecord>> ListDeadLetters(size_t limit) override;
+  Result<size_t> ResendDeadLetters(std::span<const DeadLetter> which,
+                                   const std::string& new_gid) override;
 
  private:
   static constexpr int64_t kRetryMs = 1'000;

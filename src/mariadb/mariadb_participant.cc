@@ -2340,6 +2340,33 @@ constexpr const char* kOutboxColumns =
     "id, gid, seq, exchange, routing_key, content_type, msg_type, headers, body, created_ms";
 }  // namespace
 
+namespace {
+int64_t NumOfRow(const std::vector<std::optional<std::string>>& row, size_t i) {
+  int64_t v = 0;
+  if (i < row.size() && row[i]) std::from_chars(row[i]->data(), row[i]->data() + row[i]->size(), v);
+  return v;
+}
+
+// A row that starts with kOutboxColumns.
+Result<OutboxEntry> EntryOfRow(const std::vector<std::optional<std::string>>& row) {
+  if (row.size() < 10) return Status::Internal("outbox row: too few columns");
+  OutboxEntry e;
+  e.id = static_cast<uint64_t>(NumOfRow(row, 0));
+  e.gid = row[1].value_or("");
+  e.seq = static_cast<uint32_t>(NumOfRow(row, 2));
+  e.msg.exchange = row[3].value_or("");
+  e.msg.routing_key = row[4].value_or("");
+  e.msg.content_type = row[5].value_or("");
+  e.msg.type = row[6].value_or("");
+  Result<std::vector<std::pair<std::string, std::string>>> h = DecodeHeaders(row[7].value_or(""));
+  if (!h.ok()) return h.status().Annotate("outbox entry " + std::to_string(e.id));
+  e.msg.headers = std::move(*h);
+  e.msg.body = row[8].value_or("");
+  e.created_ms = NumOfRow(row, 9);
+  return e;
+}
+}  // namespace
+
 Result<std::vector<OutboxEntry>> MariaDbParticipant::ClaimOutbox(const std::string& claim,
                                                                  int64_t lease_ms,
                                                                  size_t max_txns) {
@@ -2391,26 +2418,10 @@ Result<std::vector<OutboxEntry>> MariaDbParticipant::ClaimOutbox(const std::stri
       return s.Annotate(name() + ": claiming outbox entries");
     }
     for (const auto& row : rows.rows) {
-      OutboxEntry e;
-      auto num = [&](size_t i) -> int64_t {
-        int64_t v = 0;
-        if (row[i]) std::from_chars(row[i]->data(), row[i]->data() + row[i]->size(), v);
-        return v;
-      };
-      e.id = static_cast<uint64_t>(num(0));
-      e.gid = row[1].value_or("");
-      e.seq = static_cast<uint32_t>(num(2));
-      e.msg.exchange = row[3].value_or("");
-      e.msg.routing_key = row[4].value_or("");
-      e.msg.content_type = row[5].value_or("");
-      e.msg.type = row[6].value_or("");
-      Result<std::vector<std::pair<std::string, std::string>>> h = DecodeHeaders(row[7].value_or(""));
-      if (!h.ok()) return h.status().Annotate(name() + ", outbox entry " + std::to_string(e.id));
-      e.msg.headers = std::move(*h);
-      e.msg.body = row[8].value_or("");
-      e.created_ms = num(9);
-      e.tries = static_cast<int>(num(10));
-      out.push_back(std::move(e));
+      Result<OutboxEntry> e = EntryOfRow(row);
+      if (!e.ok()) return e.status().Annotate(name());
+      e->tries = static_cast<int>(NumOfRow(row, 10));
+      out.push_back(std::move(*e));
     }
     return out;
   });
@@ -2470,6 +2481,89 @@ Result<OutboxStats> MariaDbParticipant::ReadOutboxStats() {
     st.dead = static_cast<uint64_t>(dead);
     st.last_error = r.rows[0][4].value_or("");
     return st;
+  });
+}
+
+Result<std::vector<DeadRecord>> MariaDbParticipant::ListDeadLetters(size_t limit) {
+  return WithSession([&](PooledSession& ps) -> Result<std::vector<DeadRecord>> {
+    QueryResult r;
+    SEIGO_RETURN_IF_ERROR(ps.conn().Run(std::string("SELECT ") + kOutboxColumns +
+                                            ", dead_ms, reason FROM seigo_outbox_dead ORDER BY "
+                                            "dead_ms, gid, seq LIMIT " +
+                                            std::to_string(std::max<size_t>(1, limit)),
+                                        &r));
+    std::vector<DeadRecord> out;
+    for (const auto& row : r.rows) {
+      Result<OutboxEntry> e = EntryOfRow(row);
+      if (!e.ok()) return e.status().Annotate(name() + ", dead-letter record");
+      out.push_back({std::move(*e), NumOfRow(row, 10), row.size() > 11 ? row[11].value_or("") : ""});
+    }
+    return out;
+  });
+}
+
+Result<size_t> MariaDbParticipant::ResendDeadLetters(std::span<const DeadLetter> which,
+                                                     const std::string& new_gid) {
+  if (!IsGid(new_gid)) return Status::InvalidArgument("ResendDeadLetters: bad gid");
+  for (const DeadLetter& d : which) {
+    if (!IsGid(d.gid)) return Status::InvalidArgument("ResendDeadLetters: not a gid: " + d.gid);
+  }
+  if (which.empty()) return size_t{0};
+  return WithSession([&](PooledSession& ps) -> Result<size_t> {
+    Conn& c = ps.conn();
+    // Locked for the move: a second resend of the same records at the same time waits, then
+    // finds them gone.
+    std::string where;
+    for (const DeadLetter& d : which) {
+      where += std::string(where.empty() ? "" : " OR ") + "(gid = '" + d.gid +
+               "' AND seq = " + std::to_string(d.seq) + ")";
+    }
+    QueryResult rows;
+    Status s = c.Run(std::string("START TRANSACTION;SELECT ") + kOutboxColumns +
+                         " FROM seigo_outbox_dead WHERE " + where + " FOR UPDATE",
+                     &rows);
+    if (!s.ok()) {
+      c.set_broken();  // the server rolls back
+      return s.Annotate(name() + ": reading dead letters");
+    }
+    std::map<std::pair<std::string, uint32_t>, OutboxEntry> found;
+    for (const auto& row : rows.rows) {
+      Result<OutboxEntry> e = EntryOfRow(row);
+      if (!e.ok()) {
+        c.set_broken();
+        return e.status().Annotate(name());
+      }
+      found[{e->gid, e->seq}] = std::move(*e);
+    }
+    std::string sql;
+    uint32_t seq = 0;
+    for (const DeadLetter& d : which) {
+      auto it = found.find({d.gid, d.seq});
+      if (it == found.end()) continue;
+      Message m = it->second.msg;
+      m.headers.emplace_back(kResentFromHeader, it->second.message_id());
+      sql += std::string(sql.empty() ? "INSERT INTO seigo_outbox (gid, seq, exchange, "
+                                       "routing_key, content_type, msg_type, headers, body, "
+                                       "created_ms, claim, claimed_ms) VALUES "
+                                     : ",") +
+             "('" + new_gid + "'," + std::to_string(seq++) + "," + HexLiteral(m.exchange) + "," +
+             HexLiteral(m.routing_key) + "," + HexLiteral(m.content_type) + "," +
+             HexLiteral(m.type) + "," + HexLiteral(EncodeHeaders(m.headers)) + "," +
+             HexLiteral(m.body) + "," + kServerNowMs + ",'0000000000000000',0)";
+      found.erase(it);  // named twice: moved once
+    }
+    if (seq == 0) {
+      s = c.Run("COMMIT");
+      if (!s.ok()) c.set_broken();
+      return s.ok() ? Result<size_t>(size_t{0}) : Result<size_t>(s);
+    }
+    sql += ";DELETE FROM seigo_outbox_dead WHERE " + where + ";COMMIT";
+    s = c.Run(sql);
+    if (!s.ok()) {
+      c.set_broken();
+      return s.Annotate(name() + ": resending dead letters");
+    }
+    return size_t{seq};
   });
 }
 

@@ -115,6 +115,9 @@ class MariaDbParticipant final : public Participant {
   Status ReleaseOutbox(std::span<const std::string> gids, const std::string& claim,
                        int64_t retry_ms, const std::string& error) override;
   Result<OutboxStats> ReadOutboxStats() override;
+  Result<std::vector<DeadRecord>> ListDeadLetters(size_t limit) override;
+  Result<size_t> ResendDeadLetters(std::span<const DeadLetter> which,
+                                   const std::string& new_gid) override;
 
   // Runs one statement on a pooled connection (for tools: schema setup, audits). A statement
   // that changes session state closes that connection afterwards instead of pooling it.
