@@ -247,7 +247,11 @@ int OutboxDead(const Common& c, size_t limit) {
     }
     Result<QueryResult> clock = coord->QueryShard(static_cast<uint32_t>(s),
                                                   std::string("SELECT ") + mariadb::ServerNowMsSql());
-    const int64_t now_ms = clock.ok() ? clock->Int(0, 0).value() : 0;
+    int64_t now_ms = 0;  // the shard's clock: dead_ms is by it
+    if (clock.ok()) {
+      Result<int64_t> v = clock->Int(0, 0);
+      if (v.ok()) now_ms = *v;
+    }
     for (const DeadRecord& d : *dead[s]) {
       ++n;
       char age[32];
