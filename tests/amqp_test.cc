@@ -1,11 +1,19 @@
 // Messages published iff committed, and applied exactly once (doc/outbox.md), against the real
 // MariaDB shards, Redis instances and RabbitMQ broker that scripts/test.sh starts
 // (SEIGO_TEST_SHARDS, SEIGO_TEST_REDIS, SEIGO_TEST_AMQP).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -23,6 +31,187 @@ std::string TestAmqp() {
 std::string TestRedis() {
   const char* s = std::getenv("SEIGO_TEST_REDIS");
   return s == nullptr ? "" : s;
+}
+
+
+// Ports for this file's stand-ins (below the ephemeral range, 10 apart from the brokers that
+// scripts/test.sh and the demos start).
+constexpr int kProxyPort = 5742;
+constexpr int kHangUpPort = 5752;
+
+int Listen(int port, int rcvbuf) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // Set before listen(), so that accepted sockets start with it (and a small window).
+  if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 16) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A TCP proxy from 127.0.0.1:port to the test broker. Freeze() makes it a broker that stops
+// reading (like one stopped with SIGSTOP or under a resource alarm): nothing is read from
+// either side, so the client's writes fill the socket buffers and no reply comes back. Cut()
+// closes every proxied connection.
+class TcpProxy {
+ public:
+  TcpProxy(int port, const std::string& host, int to_port) : to_port_(to_port) {
+    to_host_ = host == "localhost" ? "127.0.0.1" : host;
+    listen_fd_ = Listen(port, 16 << 10);
+    if (listen_fd_ >= 0) thread_ = std::thread([this] { Loop(); });
+  }
+  ~TcpProxy() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    for (auto& [a, b] : pairs_) {
+      ::close(a);
+      ::close(b);
+    }
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+  }
+  bool ok() const { return listen_fd_ >= 0; }
+  void Freeze() { frozen_ = true; }
+  void Thaw() { frozen_ = false; }
+  void Cut() {
+    cut_ = true;
+    while (cut_ && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
+ private:
+  void Loop() {
+    char buf[64 << 10];
+    while (!stop_) {
+      if (cut_) {
+        for (auto& [a, b] : pairs_) {
+          ::close(a);
+          ::close(b);
+        }
+        pairs_.clear();
+        cut_ = false;
+      }
+      const bool frozen = frozen_;
+      std::vector<pollfd> fds{{listen_fd_, static_cast<short>(frozen ? 0 : POLLIN), 0}};
+      for (auto& [a, b] : pairs_) {
+        fds.push_back({a, static_cast<short>(frozen ? 0 : POLLIN), 0});
+        fds.push_back({b, static_cast<short>(frozen ? 0 : POLLIN), 0});
+      }
+      if (::poll(fds.data(), fds.size(), 20) <= 0 || frozen) continue;
+      if (fds[0].revents & POLLIN) {
+        const int c = ::accept(listen_fd_, nullptr, nullptr);
+        if (c >= 0) {
+          const int u = ::socket(AF_INET, SOCK_STREAM, 0);
+          sockaddr_in a{};
+          a.sin_family = AF_INET;
+          a.sin_port = htons(static_cast<uint16_t>(to_port_));
+          ::inet_pton(AF_INET, to_host_.c_str(), &a.sin_addr);
+          if (::connect(u, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+            pairs_.push_back({c, u});
+          } else {
+            ::close(c);
+            ::close(u);
+          }
+        }
+      }
+      std::vector<size_t> dead;
+      for (size_t p = 0; p < pairs_.size() && 1 + 2 * p + 1 < fds.size(); ++p) {
+        for (int side = 0; side < 2; ++side) {
+          if (!(fds[1 + 2 * p + side].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+          const int from = side == 0 ? pairs_[p].first : pairs_[p].second;
+          const int to = side == 0 ? pairs_[p].second : pairs_[p].first;
+          const ssize_t n = ::read(from, buf, sizeof(buf));
+          bool good = n > 0;
+          for (ssize_t off = 0; good && off < n;) {
+            const ssize_t w = ::send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+            if (w <= 0) good = false;
+            else off += w;
+          }
+          if (!good) {
+            dead.push_back(p);
+            break;
+          }
+        }
+      }
+      for (auto it = dead.rbegin(); it != dead.rend(); ++it) {
+        ::close(pairs_[*it].first);
+        ::close(pairs_[*it].second);
+        pairs_.erase(pairs_.begin() + static_cast<std::ptrdiff_t>(*it));
+      }
+    }
+  }
+
+  std::string to_host_;
+  int to_port_;
+  int listen_fd_ = -1;
+  std::vector<std::pair<int, int>> pairs_;  // (client, broker), the loop's own
+  std::atomic<bool> stop_{false}, frozen_{false}, cut_{false};
+  std::thread thread_;
+};
+
+// A "broker" that accepts, reads the AMQP protocol header and hangs up: what a client sees
+// from a broker that is shutting down or still booting, or from a TCP proxy without a backend.
+class HangUpServer {
+ public:
+  explicit HangUpServer(int port) : fd_(Listen(port, 0)) {
+    if (fd_ >= 0) {
+      thread_ = std::thread([this] {
+        while (!stop_) {
+          pollfd p{fd_, POLLIN, 0};
+          if (::poll(&p, 1, 20) <= 0) continue;
+          const int c = ::accept(fd_, nullptr, nullptr);
+          if (c < 0) continue;
+          char header[8];
+          size_t got = 0;
+          for (int i = 0; i < 100 && got < sizeof(header); ++i) {
+            pollfd q{c, POLLIN, 0};
+            if (::poll(&q, 1, 20) <= 0) continue;
+            const ssize_t n = ::read(c, header + got, sizeof(header) - got);
+            if (n <= 0) break;
+            got += static_cast<size_t>(n);
+          }
+          ::close(c);  // all read: an orderly FIN, not a reset
+          ++hang_ups_;
+        }
+      });
+    }
+  }
+  ~HangUpServer() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  int hang_ups() const { return hang_ups_; }
+
+ private:
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> hang_ups_{0};
+  std::thread thread_;
+};
+
+OutboxEntry Entry(const std::string& gid, const std::string& exchange, const std::string& key,
+                  std::string body = "m") {
+  OutboxEntry e;
+  e.gid = gid;
+  e.msg.exchange = exchange;
+  e.msg.routing_key = key;
+  e.msg.body = std::move(body);
+  return e;
+}
+
+// A gid no earlier run used (message ids must not collide across runs in a shared queue).
+std::string FreshGid(const std::string& tag) {
+  static std::atomic<int> n{0};
+  return tag + "-" + std::to_string(::getpid()) + "-" +
+         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
+         std::to_string(n++);
 }
 
 class OutboxTest : public ::testing::Test {
@@ -45,11 +234,11 @@ class OutboxTest : public ::testing::Test {
   }
 
   std::unique_ptr<Coordinator> OpenWith(const std::string& amqp, int64_t lease_ms = 10'000,
-                                        bool redis = false) {
+                                        bool redis = false, int64_t poll_interval_ms = 50) {
     CoordinatorOptions o = testing::TestOptions();
     o.amqp = amqp;
     o.relay.lease_ms = lease_ms;
-    o.relay.poll_interval_ms = 50;
+    o.relay.poll_interval_ms = poll_interval_ms;
     o.relay.timeout_ms = 2'000;
     if (redis) o.redis = TestRedis();
     auto c = Coordinator::Open(o);
@@ -359,6 +548,324 @@ TEST_F(OutboxTest, WrongCredentialsFailOpenWithoutEchoingThePassword) {
   EXPECT_EQ(c.status().ToString().find("WrongPassw0rd"), std::string::npos) << c.status().ToString();
 }
 
+// ---- The AMQP adapter (src/amqp/amqp_connection.cc): review findings ----
+
+// Review finding 1: one publish that makes the broker close the publishing channel (here 403
+// ACCESS_REFUSED: the user may not write to one exchange) failed the whole batch. The old code
+// took the channel.close as a lost connection: every entry still in flight — those of other
+// exchanges too — came back kRetry ("no confirm"), and so again on every retry of a batch
+// holding such a transaction. Now only the entries of the exchange the broker names get kRetry
+// with its reason; the others are published again on a reopened channel and confirmed.
+TEST_F(OutboxTest, AChannelClosingPublishFailsOnlyTheEntriesOfItsExchange) {
+  const char* script = std::getenv("SEIGO_RABBITMQ_SCRIPT");
+  ASSERT_NE(script, nullptr) << "run with scripts/test.sh (SEIGO_RABBITMQ_SCRIPT, to set permissions)";
+  // A vhost of its own, with a user that may not write to one exchange.
+  const std::string vhost = "seigo-test-perm", user = "seigo-test-limited", pw = "Lim1ted-pw";
+  const std::string ctl = std::string("\"") + script + "\" ctl -q ";
+  const std::string setup =
+      ctl + "add_vhost " + vhost + " >/dev/null 2>&1; " + ctl + "add_user " + user + " " + pw +
+      " >/dev/null 2>&1; " + ctl + "set_permissions -p " + vhost + " " + user +
+      " '.*' '^(?!seigo-forbidden$).*' '.*' >/dev/null && " + ctl + "set_permissions -p " +
+      vhost + " " + url_.user + " '.*' '.*' '.*' >/dev/null";
+  ASSERT_EQ(std::system(setup.c_str()), 0) << setup;
+  amqp::AmqpUrl admin = url_;
+  admin.vhost = vhost;
+  amqp::Connection a(admin, 5'000);
+  const std::string q = "seigo-test-perm-q";
+  ASSERT_TRUE(a.DeclareExchange("seigo-allowed", "direct").ok());
+  ASSERT_TRUE(a.DeclareExchange("seigo-forbidden", "direct").ok());
+  ASSERT_TRUE(a.DeclareQueue(q, /*quorum=*/false, "").ok());
+  ASSERT_TRUE(a.PurgeQueue(q).ok());
+  ASSERT_TRUE(a.BindQueue(q, "seigo-allowed", "k").ok());
+  ASSERT_TRUE(a.BindQueue(q, "seigo-forbidden", "k").ok());
+
+  amqp::AmqpUrl limited = admin;
+  limited.user = user;
+  limited.password = pw;
+  amqp::AmqpBroker broker(limited, 2'000, 256);
+  ASSERT_TRUE(broker.Ready());
+  std::vector<OutboxEntry> entries;
+  std::set<std::string> allowed_ids;
+  for (int i = 0; i < 30; ++i) {
+    const bool forbidden = i % 3 == 1;
+    entries.push_back(Entry(FreshGid("perm"), forbidden ? "seigo-forbidden" : "seigo-allowed",
+                            "k", std::to_string(i)));
+    if (!forbidden) allowed_ids.insert(entries.back().message_id());
+  }
+  for (int pass = 0; pass < 2; ++pass) {  // and again: nothing of the first call lingers
+    std::vector<core::Broker::Result> res = broker.Publish(entries);
+    ASSERT_EQ(res.size(), entries.size());
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (entries[i].msg.exchange == "seigo-forbidden") {
+        EXPECT_EQ(res[i].fate, core::Broker::Fate::kRetry) << i;
+        EXPECT_NE(res[i].reason.find("403"), std::string::npos) << res[i].reason;
+        EXPECT_NE(res[i].reason.find("ACCESS_REFUSED"), std::string::npos) << res[i].reason;
+      } else {
+        EXPECT_EQ(res[i].fate, core::Broker::Fate::kConfirmed) << i << ": " << res[i].reason;
+      }
+    }
+  }
+  EXPECT_TRUE(broker.connection().connected()) << "a channel error does not cost the connection";
+  // What arrived: every allowed message (a resend after the close may add duplicates), no
+  // forbidden one.
+  amqp::Connection c(admin, 5'000);
+  ASSERT_TRUE(c.Consume(q, 500, /*no_ack=*/true).ok());
+  std::set<std::string> got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got.size() < allowed_ids.size() && std::chrono::steady_clock::now() < end) {
+    auto d = c.Next(100);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    if (d->has_value()) got.insert((*d)->message_id);
+  }
+  EXPECT_EQ(got, allowed_ids);
+  c.Close();
+  a.Close();
+  std::system((ctl + "delete_vhost " + vhost + " >/dev/null 2>&1; " + ctl + "delete_user " +
+               user + " >/dev/null 2>&1").c_str());
+}
+
+// Review findings 1 and 5: an exchange deleted after its passive check (the check is cached
+// for a minute) made the broker close the publishing channel with 404. The old code failed
+// the whole batch and kept the cache, so every batch failed the same way for up to a minute.
+// Now the deleted exchange's entries get kRetry with the 404, the others are confirmed, and
+// the 404 clears the cache: the next call finds the exchange missing (dead-letter record).
+TEST_F(OutboxTest, AnExchangeDeletedAfterItsCheckFailsOnlyItsEntriesThenIsDead) {
+  const std::string x = "seigo-test-deleted-x";
+  ASSERT_TRUE(peer_->DeclareExchange(x, "direct").ok());
+  ASSERT_TRUE(peer_->BindQueue(queue_, x, "k").ok());
+  amqp::AmqpBroker broker(url_, 2'000, 256);
+  std::vector<OutboxEntry> first{Entry(FreshGid("del"), x, "k")};
+  ASSERT_EQ(broker.Publish(first)[0].fate, core::Broker::Fate::kConfirmed);  // x is cached now
+  ASSERT_TRUE(peer_->DeleteExchange(x).ok());
+  std::vector<OutboxEntry> batch{Entry(FreshGid("del"), "", queue_), Entry(FreshGid("del"), x, "k"),
+                                 Entry(FreshGid("del"), "", queue_)};
+  std::vector<core::Broker::Result> res = broker.Publish(batch);
+  EXPECT_EQ(res[0].fate, core::Broker::Fate::kConfirmed) << res[0].reason;
+  EXPECT_EQ(res[1].fate, core::Broker::Fate::kRetry);
+  EXPECT_NE(res[1].reason.find("404"), std::string::npos) << res[1].reason;
+  EXPECT_EQ(res[2].fate, core::Broker::Fate::kConfirmed) << res[2].reason;
+  res = broker.Publish(std::span<const OutboxEntry>(&batch[1], 1));
+  EXPECT_EQ(res[0].fate, core::Broker::Fate::kDead) << res[0].reason;
+  EXPECT_NE(res[0].reason.find("does not exist"), std::string::npos) << res[0].reason;
+  std::set<std::string> ids;
+  for (const Delivery& d : Receive(3)) ids.insert(d.message_id);
+  EXPECT_EQ(ids, (std::set<std::string>{first[0].message_id(), batch[0].message_id(),
+                                        batch[2].message_id()}));
+}
+
+// Review finding 5: the exchange cache survived a reconnect, so a new connection (perhaps to a
+// broker node with other definitions) trusted checks made on the old one. The old code then
+// published to the deleted exchange and lost the batch's confirms to the 404; now the new
+// connection checks again and the entry is dead at once.
+TEST_F(OutboxTest, TheExchangeCacheIsClearedOnReconnect) {
+  const std::string x = "seigo-test-reconnect-x";
+  ASSERT_TRUE(peer_->DeclareExchange(x, "direct").ok());
+  amqp::AmqpBroker broker(url_, 2'000, 256);
+  std::vector<OutboxEntry> one{Entry(FreshGid("rc"), x, "k")};
+  ASSERT_NE(broker.Publish(one)[0].fate, core::Broker::Fate::kRetry);  // unroutable: dead, fine
+  ASSERT_TRUE(peer_->DeleteExchange(x).ok());
+  broker.connection().Close();
+  one[0] = Entry(FreshGid("rc"), x, "k");
+  std::vector<core::Broker::Result> res = broker.Publish(one);
+  EXPECT_EQ(res[0].fate, core::Broker::Fate::kDead) << res[0].reason;
+  EXPECT_NE(res[0].reason.find("does not exist"), std::string::npos) << res[0].reason;
+}
+
+// Review finding 3: frames were not checked for their channel. On a connection that both
+// consumes (channel 3) and publishes (channel 1), the old PublishConfirmed read and dropped the
+// deliveries that arrived among the confirms (they were never handed out, and stayed unacked),
+// and the old Next took channel 1's close (a publish to a missing exchange) for the end of the
+// consumer and dropped the connection. Now each frame goes to its channel.
+TEST_F(OutboxTest, OneConnectionPublishingAndConsumingKeepsEachChannelsFrames) {
+  amqp::Connection c(url_, 5'000);
+  ASSERT_TRUE(c.Consume(queue_, 500, /*no_ack=*/false).ok());
+  std::vector<OutboxEntry> entries;
+  for (int i = 0; i < 60; ++i) entries.push_back(Entry(FreshGid("mix"), "", queue_));
+  for (const auto& r : c.PublishConfirmed(entries, 4)) {
+    ASSERT_EQ(r.fate, core::Broker::Fate::kConfirmed) << r.reason;
+  }
+  std::set<std::string> got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (got.size() < entries.size() && std::chrono::steady_clock::now() < end) {
+    auto d = c.Next(100);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    if (!d->has_value()) continue;
+    got.insert((*d)->message_id);
+    ASSERT_TRUE(c.Ack((*d)->tag).ok());
+  }
+  EXPECT_EQ(got.size(), entries.size()) << "deliveries read among the confirms were lost";
+  // The broker closes channel 1 (404): the consumer on channel 3 goes on.
+  Message bad;
+  bad.exchange = "seigo-test-no-such-exchange";
+  bad.routing_key = "k";
+  ASSERT_TRUE(c.PublishUnconfirmed(bad, FreshGid("bad")).ok());
+  Message m;
+  m.routing_key = queue_;
+  m.body = "after";
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, FreshGid("after")).ok());
+  std::optional<Delivery> after;
+  for (int i = 0; i < 50 && !after; ++i) {
+    auto d = c.Next(100);
+    ASSERT_TRUE(d.ok()) << "channel 1's close ended the consumer: " << d.status().ToString();
+    if (d->has_value()) after = **d;
+  }
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->body, "after");
+  ASSERT_TRUE(c.Ack(after->tag).ok());
+  // And channel 1 is reopened for the next publish.
+  std::vector<OutboxEntry> again{Entry(FreshGid("mix"), "", queue_)};
+  EXPECT_EQ(c.PublishConfirmed(again, 4)[0].fate, core::Broker::Fate::kConfirmed);
+}
+
+// Review finding 2: rabbitmq-c writes publishes with no deadline. A broker that stops reading
+// (here a proxy that stops reading either side; a SIGSTOPped broker or a resource alarm look
+// the same) made the old PublishConfirmed block in its send forever. Now every write and every
+// wait for a confirm gives up after timeout_ms without progress: the entries are kRetry and the
+// connection is dropped.
+TEST_F(OutboxTest, ABrokerThatStopsReadingCannotBlockAPublish) {
+  TcpProxy proxy(kProxyPort, url_.host, url_.port);
+  ASSERT_TRUE(proxy.ok()) << "port " << kProxyPort << " is taken";
+  amqp::AmqpUrl via = url_;
+  via.port = kProxyPort;
+  amqp::AmqpBroker broker(via, /*timeout_ms=*/1'000, 256);
+  ASSERT_TRUE(broker.Ready());
+  proxy.Freeze();
+  std::vector<OutboxEntry> entries;
+  for (int i = 0; i < 16; ++i) {
+    entries.push_back(Entry(FreshGid("stuck"), "", queue_, std::string(1 << 20, 'x')));
+  }
+  std::atomic<bool> done{false};
+  std::vector<core::Broker::Result> res;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread t([&] {
+    res = broker.Publish(entries);
+    done = true;
+  });
+  WaitUntil([&] { return done.load(); }, 15'000);
+  const bool returned = done;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t0).count();
+  if (!returned) proxy.Cut();  // the old code: still in send(); this lets the thread end
+  t.join();
+  ASSERT_TRUE(returned) << "PublishConfirmed blocked on a broker that does not read";
+  EXPECT_LT(ms, 5'000);
+  ASSERT_EQ(res.size(), entries.size());
+  for (const auto& r : res) EXPECT_EQ(r.fate, core::Broker::Fate::kRetry);
+  EXPECT_NE(res[0].reason.find("stopped reading"), std::string::npos) << res[0].reason;
+  EXPECT_FALSE(broker.connection().connected());
+}
+
+// The same at the coordinator: the relay thread blocked in a poll's publish, so the old
+// DrainRelay never returned (it waits for the relay to take this process's new messages). Now
+// the poll's publish gives up, DrainRelay returns, the messages wait in the outbox and are
+// delivered once the broker reads again.
+TEST_F(OutboxTest, DrainRelayReturnsWhenTheBrokerStopsReading) {
+  coord_.reset();  // no relay but the one under test until the end
+  TcpProxy proxy(kProxyPort, url_.host, url_.port);
+  ASSERT_TRUE(proxy.ok()) << "port " << kProxyPort << " is taken";
+  // Polls 3 s apart: the backlog below is complete before the poll that claims it (all of it,
+  // in one batch), and c is connected before the proxy freezes.
+  auto c = OpenWith("amqp://" + url_.user + ":" + url_.password + "@127.0.0.1:" +
+                        std::to_string(kProxyPort) + "/",
+                    10'000, false, /*poll_interval_ms=*/3'000);
+  ASSERT_NE(c, nullptr);
+  proxy.Freeze();
+  // A backlog on one shard, far larger than the socket buffers: committed by a process whose
+  // broker is down, so it waits for c's next poll.
+  auto down = OpenWith(kDeadBroker, /*lease_ms=*/100);
+  ASSERT_NE(down, nullptr);
+  int64_t k0 = 1;
+  while (down->shard_map().ShardFor(k0) != 0) ++k0;
+  ASSERT_TRUE(down->QueryShard(0, "CREATE TABLE IF NOT EXISTS outbox_drain_t (k BIGINT PRIMARY "
+                                  "KEY, v BIGINT NOT NULL) ENGINE=InnoDB").ok());
+  std::set<std::string> ids;
+  auto commit = [&](Coordinator* co, int n, size_t bytes) {
+    TxResult r = co->Run([&](Tx& tx) -> Status {
+      SEIGO_RETURN_IF_ERROR(tx.Exec(k0, "INSERT INTO outbox_drain_t VALUES (?, 1) ON DUPLICATE "
+                                        "KEY UPDATE v = v + 1", {k0}).status());
+      for (int i = 0; i < n; ++i) {
+        SEIGO_RETURN_IF_ERROR(tx.Publish("", queue_, std::string(bytes, 'y')).status());
+      }
+      return Status::OK();
+    });
+    EXPECT_TRUE(r.committed()) << r.status.ToString();
+    for (int i = 0; i < n; ++i) ids.insert(r.gid + "-" + std::to_string(i));
+  };
+  for (int t = 0; t < 12; ++t) commit(down.get(), 2, 1'000'000);
+  down.reset();
+  // Wait until c's poll has claimed the backlog (its publish is then stuck or timing out).
+  WaitUntil([&] {
+    for (const auto& st : c->OutboxStatus()) {
+      if (st.ok() && st->max_tries >= 1) return true;
+    }
+    return false;
+  });
+  commit(c.get(), 1, 10);  // one message of this process for DrainRelay to wait for
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    c->DrainRelay();
+    done = true;
+  });
+  WaitUntil([&] { return done.load(); }, 20'000);
+  const bool returned = done;
+  if (!returned) proxy.Cut();  // the old code: the relay thread stays in send() until then
+  t.join();
+  ASSERT_TRUE(returned) << "DrainRelay hung on a broker that does not read";
+  EXPECT_GE(c->counters().messages_retried, 1u);
+  proxy.Thaw();
+  coord_ = OpenWith(TestAmqp());
+  WaitUntil([&] { return Pending() == 0; }, 30'000);
+  EXPECT_EQ(Pending(), 0u);
+  std::set<std::string> got;
+  for (const Delivery& d : Receive(ids.size(), 20'000)) got.insert(d.message_id);
+  EXPECT_EQ(got, ids);
+}
+
+// Review finding 4: AMQP_STATUS_CONNECTION_CLOSED during the login was reported as refused
+// credentials (kInvalidArgument), so Coordinator::Open failed for good when the broker merely
+// hung up (shutting down, still booting, a proxy without a backend). Now that is kUnavailable
+// and Open succeeds (the outbox waits); only the broker's 403/530 is a refusal (see
+// WrongCredentialsFailOpenWithoutEchoingThePassword).
+TEST_F(OutboxTest, ABrokerThatHangsUpDuringTheLoginIsUnavailableNotRefused) {
+  HangUpServer hang(kHangUpPort);
+  ASSERT_TRUE(hang.ok()) << "port " << kHangUpPort << " is taken";
+  amqp::AmqpUrl u = url_;
+  u.port = kHangUpPort;
+  amqp::Connection conn(u, 2'000);
+  Status s = conn.Connect();
+  EXPECT_TRUE(s.Is(Code::kUnavailable)) << s.ToString();
+  EXPECT_EQ(s.ToString().find(u.password), std::string::npos) << s.ToString();
+  EXPECT_GE(hang.hang_ups(), 1);
+  CoordinatorOptions o = testing::TestOptions();
+  o.amqp = "amqp://" + url_.user + ":" + url_.password + "@127.0.0.1:" +
+           std::to_string(kHangUpPort) + "/";
+  auto c = Coordinator::Open(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+}
+
+// Review finding 6: heartbeats are off (rabbitmq-c 0.11 sends them only from inside its own
+// calls, and the relay and the consumer spend most of their time outside them), and the
+// socket's keepalive had the kernel's timing (first probe after 7200 s here), so a dead peer
+// on an idle connection went unnoticed for hours. Now keepalive probes start after 10 s.
+TEST_F(OutboxTest, BrokerConnectionsProbeAnIdlePeerWithShortTcpKeepalives) {
+  amqp::Connection c(url_, 2'000);
+  ASSERT_TRUE(c.Connect().ok());
+  const int fd = c.socket_fd();
+  ASSERT_GE(fd, 0);
+  auto opt = [&](int level, int name) {
+    int v = -1;
+    socklen_t n = sizeof(v);
+    EXPECT_EQ(::getsockopt(fd, level, name, &v, &n), 0);
+    return v;
+  };
+  EXPECT_EQ(opt(SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(opt(IPPROTO_TCP, TCP_KEEPIDLE), amqp::Connection::kKeepIdleS);
+  EXPECT_EQ(opt(IPPROTO_TCP, TCP_KEEPINTVL), amqp::Connection::kKeepIntvlS);
+  EXPECT_EQ(opt(IPPROTO_TCP, TCP_KEEPCNT), amqp::Connection::kKeepCnt);
+  EXPECT_EQ(opt(IPPROTO_TCP, TCP_USER_TIMEOUT), amqp::Connection::kUserTimeoutMs);
+  EXPECT_LE(amqp::Connection::kUserTimeoutMs, 30'000);
+}
+
 TEST(AmqpUrl, APasswordWithSlashOrAtParsesAndIsNeverEchoed) {
   // Review finding: the URL was split at the first '/' before the '@', so part of such a
   // password became the host, the port and the vhost, and was printed in errors.
@@ -522,6 +1029,96 @@ TEST_F(ConsumerTest, AFailingHandlerIsDeadLetteredAfterMaxTriesAndCommitsNothing
     return dead_depth >= 2;
   });
   EXPECT_EQ(dead_depth, 2u);
+}
+
+// Review finding 7: a delivery whose transaction committed nothing for a transient reason (here
+// the handler's store is "down": kUnavailable, which Run retries, then gives up) was requeued
+// at once by the old code — basic.reject requeue=true with no delay, so an outage spun the
+// message through the queue and each requeue raised x-delivery-count, which counted as a try
+// (and RabbitMQ 4's default delivery-limit of 20 would dead-letter it). Now it is run again in
+// process with a backoff, the delivery held unacknowledged: no requeue, no try counted.
+TEST_F(ConsumerTest, AStoreOutageIsRetriedInProcessWithoutCountingATry) {
+  CoordinatorOptions co = testing::TestOptions();
+  co.protocol.max_attempts = 2;  // Run gives up quickly: many consumer-level retries
+  auto quick = Coordinator::Open(co);
+  ASSERT_TRUE(quick.ok()) << quick.status().ToString();
+  std::atomic<bool> outage{true};
+  std::atomic<int> runs{0};
+  std::atomic<int64_t> seen_count{-1};
+  ConsumerOptions o = Options([&](Tx& tx, const Delivery& d) -> Status {
+    runs++;
+    if (outage) return Status::Unavailable("simulated: the handler's store is down");
+    seen_count = d.delivery_count;
+    return Bump(tx, d);
+  });
+  o.max_tries = 2;  // were outages counted, the message would be dead-lettered
+  auto c = Consumer::Open(quick->get(), o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Message m;
+  m.routing_key = o.queue;
+  m.body = "61";
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, FreshGid("outage")).ok());
+  std::atomic<bool> stop{false};
+  std::thread t([&] { (*c)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] { return (*c)->counters().waited >= 4 || (*c)->counters().retried >= 4; });
+  outage = false;
+  WaitUntil([&] { return (*c)->counters().applied + (*c)->counters().dead >= 1; });
+  stop = true;
+  t.join();
+  EXPECT_EQ(Count(61), 1);
+  EXPECT_EQ((*c)->counters().applied, 1u);
+  EXPECT_EQ((*c)->counters().dead, 0u) << "the outage was counted as tries";
+  EXPECT_EQ((*c)->counters().retried, 0u) << "requeued during the outage";
+  EXPECT_GE((*c)->counters().waited, 4u);
+  EXPECT_EQ(seen_count.load(), 0) << "x-delivery-count rose during the outage";
+  EXPECT_GT(runs.load(), 4 * co.protocol.max_attempts);
+}
+
+// Stopping while a delivery waits for its retry hands it back to the queue at once (and Run
+// returns within its 200 ms bound): once Run has returned the consumer holds no message (the
+// old code kept its prefetched deliveries until the connection closed). Run again applies it.
+TEST_F(ConsumerTest, StoppingDuringAnOutageReturnsTheDeliveryToTheQueue) {
+  std::atomic<bool> outage{true};
+  ConsumerOptions o = Options([&](Tx& tx, const Delivery& d) -> Status {
+    if (outage) return Status::Unavailable("simulated: the handler's store is down");
+    return Bump(tx, d);
+  });
+  CoordinatorOptions co = testing::TestOptions();
+  co.protocol.max_attempts = 1;
+  auto quick = Coordinator::Open(co);
+  ASSERT_TRUE(quick.ok()) << quick.status().ToString();
+  auto c = Consumer::Open(quick->get(), o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Message m;
+  m.routing_key = o.queue;
+  m.body = "62";
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, FreshGid("stop")).ok());
+  std::atomic<bool> stop{false};
+  std::thread t([&] { (*c)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] { return (*c)->counters().waited >= 3; });
+  const bool waiting = (*c)->counters().waited >= 3;
+  const auto t0 = std::chrono::steady_clock::now();
+  stop = true;
+  t.join();
+  ASSERT_TRUE(waiting) << "the delivery was not held for an in-process retry";
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - t0).count(), 1'000);
+  uint32_t depth = 0;
+  WaitUntil([&] {
+    auto d = peer_->QueueDepth(o.queue);
+    depth = d.ok() ? *d : 0;
+    return depth == 1;
+  }, 5'000);
+  EXPECT_EQ(depth, 1u) << "the delivery went back to the queue while the consumer lives";
+  // Run again: the consumer subscribes again and applies it.
+  outage = false;
+  stop = false;
+  std::thread t2([&] { (*c)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] { return (*c)->counters().applied >= 1; });
+  stop = true;
+  t2.join();
+  EXPECT_EQ(Count(62), 1);
+  EXPECT_EQ((*c)->counters().reconnects, 0u);
 }
 
 TEST_F(ConsumerTest, PublishedTransactionsAreAppliedExactlyOnceEndToEnd) {

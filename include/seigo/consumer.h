@@ -5,8 +5,18 @@
 // seigo_inbox on the shard of the key `inbox_key` names, then runs `handler`. Both commit
 // together, so a redelivered message (the consumer died between the commit and the ack, the
 // relay published it twice) finds its inbox row and is acknowledged without effect. The ack is
-// sent only after the commit. A handler that fails for good (`kAborted`, a guard) is retried
-// up to `max_tries` deliveries, then rejected to the dead-letter queue `<queue>.dead`.
+// sent only after the commit.
+//
+// Two kinds of failure:
+//   * nothing committed for a reason outside the message — a conflict that outlasted Run's
+//     attempts, a store down, an outcome unknown (TxState kGaveUp, kOutcomeUnknown): the same
+//     delivery is run again in this process after a backoff (100 ms doubling to 2 s) and stays
+//     unacknowledged meanwhile, for as long as the channel lives and `stop()` is false. It is
+//     not requeued, so an outage does not raise its x-delivery-count (nor spin it through the
+//     queue);
+//   * the handler itself failed (kAborted: Tx::Abort, a guard, a failed statement): requeued
+//     (basic.reject), which counts a try; after `max_tries` deliveries it is rejected to the
+//     dead-letter queue `<queue>.dead`.
 //
 //   seigo::ConsumerOptions o;
 //   o.amqp = "amqp://seigo:secret@127.0.0.1:5672/";
@@ -47,7 +57,9 @@ struct ConsumerOptions {
   std::string amqp;    // broker URL, amqp://user:password@host:port/vhost
   std::string queue;   // declared if missing: durable, quorum, dead letters to <queue>.dead
   int prefetch = 32;   // unacknowledged deliveries the broker sends ahead (1..65535)
-  int max_tries = 5;   // deliveries of a message whose handler keeps failing, then dead letter
+  // Deliveries of a message whose handler keeps failing (kAborted), then dead letter. On
+  // RabbitMQ 4 keep it at most 20, the quorum queues' default delivery-limit (doc/outbox.md).
+  int max_tries = 5;
   // The key whose shard holds the message's inbox row (the shard the handler writes to, so
   // that the commit is usually one shard). kInvalidArgument from it = a malformed message:
   // dead-lettered at once.
@@ -66,15 +78,20 @@ class Consumer {
                                                 ConsumerOptions options);
   ~Consumer();
 
-  // Consumes until `stop()` returns true (checked at least every 200 ms), reconnecting (and
-  // re-declaring the queue) after a lost broker. Returns OK then, or the error that makes going
-  // on pointless (credentials or vhost refused).
+  // Consumes until `stop()` returns true (checked at least every 200 ms, also while a delivery
+  // waits for its retry: that delivery is then returned to the queue with basic.nack),
+  // reconnecting (and re-declaring the queue) after a lost broker. Returns OK then, or the
+  // error that makes going on pointless (credentials or vhost refused).
   Status Run(const std::function<bool()>& stop);
 
   struct Counters {
     uint64_t applied = 0;     // deliveries whose transaction applied them
     uint64_t duplicates = 0;  // deliveries found in the inbox: acknowledged without effect
-    uint64_t retried = 0;     // deliveries requeued (conflict, store down, handler failure)
+    uint64_t retried = 0;     // deliveries requeued because the handler failed (kAborted)
+    // Runs of a delivery's transaction again in this process, after one committed nothing for
+    // a transient reason (conflict, store down, outcome unknown); the delivery stayed
+    // unacknowledged and was not requeued.
+    uint64_t waited = 0;
     uint64_t dead = 0;        // deliveries rejected to the dead-letter queue
     uint64_t reconnects = 0;
   };

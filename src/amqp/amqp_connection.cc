@@ -1,10 +1,20 @@
 // RabbitMQ over rabbitmq-c 0.11. See amqp_connection.h.
 //
-// rabbitmq-c 0.11 has no amqp_publisher_confirm_wait: PublishConfirmed reads the frames itself.
-// In confirm mode the broker numbers the channel's publishes 1, 2, ... and answers each with
-// basic.ack or basic.nack (`multiple` = every tag up to this one). With `mandatory`, a message
-// no queue takes comes back first as basic.return (method, header, body frames), then its ack:
-// so a return marks the message (by its message-id) and the ack that follows settles it as dead.
+// After the login, frames are encoded here (amqp_encode_method / amqp_encode_properties) and
+// written on the socket with a deadline, and read one at a time (amqp_simple_wait_frame_noblock,
+// which only decodes: heartbeats are off, so it never writes) and routed by channel (Dispatch).
+//
+// Confirms: rabbitmq-c 0.11 has no amqp_publisher_confirm_wait. In confirm mode the broker
+// numbers the channel's publishes 1, 2, ... and answers each with basic.ack or basic.nack
+// (`multiple` = every tag up to this one). With `mandatory`, a message no queue takes comes back
+// first as basic.return (method, header, body frames), then its ack: so a return marks the
+// message (by its message-id) and the ack that follows settles it as dead.
+//
+// A channel error (the broker's channel.close) discards everything the channel had in flight:
+// the broker ignores the frames that follow the failing one and sends no more confirms. So
+// when the publishing channel is closed mid-batch, the unsettled entries are not known to be
+// stored; the exchange the broker names is set aside (its entries are retried later), and the
+// others are published again on a reopened channel (duplicates are possible: same message ids).
 
 #include "amqp/amqp_connection.h"
 
@@ -12,11 +22,16 @@
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <unordered_map>
+#include <set>
 
 namespace seigo::amqp {
 namespace {
@@ -24,6 +39,10 @@ namespace {
 constexpr uint16_t kPublishChannel = 1;
 constexpr uint16_t kDeclareChannel = 2;
 constexpr uint16_t kConsumeChannel = 3;
+// Encoded frames are written once this much is buffered (and always before waiting).
+constexpr size_t kFlushBytes = 256 << 10;
+// Channel closes one PublishConfirmed call recovers from before it gives the rest up.
+constexpr int kMaxChannelCloses = 8;
 
 amqp_bytes_t Bytes(const std::string& s) {
   amqp_bytes_t b;
@@ -41,6 +60,25 @@ timeval Tv(int64_t ms) {
   tv.tv_sec = static_cast<time_t>(ms / 1000);
   tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
   return tv;
+}
+
+void Put16(std::string* s, uint16_t v) {
+  s->push_back(static_cast<char>(v >> 8));
+  s->push_back(static_cast<char>(v & 0xff));
+}
+void Put32(std::string* s, uint32_t v) {
+  Put16(s, static_cast<uint16_t>(v >> 16));
+  Put16(s, static_cast<uint16_t>(v & 0xffff));
+}
+void Put64(std::string* s, uint64_t v) {
+  Put32(s, static_cast<uint32_t>(v >> 32));
+  Put32(s, static_cast<uint32_t>(v & 0xffffffffu));
+}
+
+int64_t MsUntil(std::chrono::steady_clock::time_point t) {
+  return std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::milliseconds>(t - std::chrono::steady_clock::now())
+             .count());
 }
 
 int Hex(char c) {
@@ -68,30 +106,44 @@ Result<std::string> Decode(std::string_view s) {
   return out;
 }
 
-// The server's reason for closing a channel or the connection.
-std::string CloseReason(const amqp_rpc_reply_t& r) {
-  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) return amqp_error_string2(r.library_error);
-  if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION) return "no reply";
-  if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-    const auto* m = static_cast<const amqp_channel_close_t*>(r.reply.decoded);
-    return std::to_string(m->reply_code) + " " + Str(m->reply_text);
+// The exchange among `exchanges` that the broker's close text names ("access to exchange 'x'
+// in vhost ...", "no exchange 'x' in vhost ..."; the default exchange is 'amq.default' there),
+// or nullopt. Matching known names instead of parsing keeps quotes inside names harmless.
+std::optional<std::string> NamedExchange(const std::string& text,
+                                         const std::set<std::string>& exchanges) {
+  std::optional<std::string> best;
+  for (const std::string& e : exchanges) {
+    const std::string shown = "exchange '" + (e.empty() ? std::string("amq.default") : e) + "'";
+    if (text.find(shown) != std::string::npos && (!best || e.size() > best->size())) best = e;
   }
-  if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-    const auto* m = static_cast<const amqp_connection_close_t*>(r.reply.decoded);
-    return std::to_string(m->reply_code) + " " + Str(m->reply_text);
-  }
-  return "server exception";
+  return best;
 }
 
-int CloseCode(const amqp_rpc_reply_t& r) {
-  if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION) return 0;
-  if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-    return static_cast<const amqp_channel_close_t*>(r.reply.decoded)->reply_code;
+// The string-valued headers and x-delivery-count of a message's properties.
+void ReadProperties(const amqp_basic_properties_t& p, Delivery* d) {
+  if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) d->message_id = Str(p.message_id);
+  if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) d->content_type = Str(p.content_type);
+  if (p._flags & AMQP_BASIC_TYPE_FLAG) d->type = Str(p.type);
+  if (!(p._flags & AMQP_BASIC_HEADERS_FLAG)) return;
+  for (int i = 0; i < p.headers.num_entries; ++i) {
+    const amqp_table_entry_t& e = p.headers.entries[i];
+    const std::string key = Str(e.key);
+    if (e.value.kind == AMQP_FIELD_KIND_UTF8 || e.value.kind == AMQP_FIELD_KIND_BYTES) {
+      d->headers.emplace_back(key, Str(e.value.value.bytes));
+    } else if (key == "x-delivery-count") {
+      switch (e.value.kind) {
+        case AMQP_FIELD_KIND_I64: d->delivery_count = e.value.value.i64; break;
+        case AMQP_FIELD_KIND_U64: d->delivery_count = static_cast<int64_t>(e.value.value.u64); break;
+        case AMQP_FIELD_KIND_I32: d->delivery_count = e.value.value.i32; break;
+        case AMQP_FIELD_KIND_U32: d->delivery_count = e.value.value.u32; break;
+        case AMQP_FIELD_KIND_I16: d->delivery_count = e.value.value.i16; break;
+        case AMQP_FIELD_KIND_U16: d->delivery_count = e.value.value.u16; break;
+        case AMQP_FIELD_KIND_I8: d->delivery_count = e.value.value.i8; break;
+        case AMQP_FIELD_KIND_U8: d->delivery_count = e.value.value.u8; break;
+        default: break;
+      }
+    }
   }
-  if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-    return static_cast<const amqp_connection_close_t*>(r.reply.decoded)->reply_code;
-  }
-  return 0;
 }
 
 }  // namespace
@@ -160,10 +212,54 @@ std::string AmqpUrl::Redacted() const {
          std::to_string(port) + "/" + vh;
 }
 
+// ---- PublishConfirmed's bookkeeping ----
+
+struct Connection::PublishRound {
+  std::vector<core::Broker::Result>* out = nullptr;
+  std::vector<char> returned, settled;  // per entry
+  std::map<uint64_t, size_t> by_tag;    // unsettled delivery tags of this pass -> entry
+  std::unordered_map<std::string, size_t> by_id;  // message id -> entry (for returns)
+  Clock::time_point last_progress;
+
+  void Settle(uint64_t tag, bool multiple, bool ack) {
+    using Fate = core::Broker::Fate;
+    last_progress = Clock::now();
+    for (auto it = by_tag.begin(); it != by_tag.end();) {
+      if (it->first == tag || (multiple && (tag == 0 || it->first <= tag))) {
+        const size_t i = it->second;
+        if (!ack) {
+          (*out)[i] = {Fate::kRetry, "nacked by the broker"};
+        } else if (returned[i]) {
+          (*out)[i].fate = Fate::kDead;  // reason set by the return
+        } else {
+          (*out)[i] = {Fate::kConfirmed, ""};
+        }
+        settled[i] = 1;
+        it = by_tag.erase(it);
+      } else if (it->first > tag) {
+        break;
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void Returned(const std::string& message_id, const std::string& reason) {
+    auto it = by_id.find(message_id);
+    if (it == by_id.end()) return;
+    returned[it->second] = 1;
+    (*out)[it->second].reason = reason;
+  }
+};
+
+// ---- Connection ----
+
 Connection::Connection(AmqpUrl url, int timeout_ms)
     : url_(std::move(url)), timeout_ms_(std::max(100, timeout_ms)) {}
 
 Connection::~Connection() { Close(); }
+
+int Connection::socket_fd() const { return conn_ == nullptr ? -1 : amqp_get_sockfd(conn_); }
 
 void Connection::Close() {
   if (conn_ == nullptr) return;
@@ -171,43 +267,30 @@ void Connection::Close() {
   // connection closes the socket; the broker requeues unacked deliveries.
   amqp_destroy_connection(conn_);
   conn_ = nullptr;
+  out_.clear();
+  open_.fill(false);
+  for (auto& c : closed_) c.reset();
+  for (auto& in : incoming_) in = Incoming{};
   next_tag_ = 1;
-  decl_channel_open_ = false;
+  rpc_channel_ = 0;
+  consuming_ = false;
+  consume_started_ = false;
+  consumer_cancelled_ = false;
+  deliveries_.clear();  // unacknowledged: the broker redelivers them
+  // A reconnect may reach a broker (or a node) with other definitions: check again.
+  known_exchanges_.clear();
 }
 
 Status Connection::Lost(const std::string& what) {
   Close();
+  last_loss_ = what;
   return Status::Unavailable("broker " + url_.Redacted() + ": " + what);
 }
 
-Status Connection::ReplyStatus(const char* what, uint16_t ch) {
-  amqp_rpc_reply_t r = amqp_get_rpc_reply(conn_);
-  if (r.reply_type == AMQP_RESPONSE_NORMAL) return Status::OK();
-  const std::string reason = CloseReason(r);
-  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-    // The broker closed the channel (e.g. 404 on a passive declare): acknowledge it, so the
-    // connection stays usable, and reopen the channel the next time it is needed.
-    amqp_channel_close_ok_t ok{};
-    amqp_send_method(conn_, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-    if (ch == kDeclareChannel) decl_channel_open_ = false;
-    const int code = CloseCode(r);
-    Status s(code == 404 ? Code::kNotFound : Code::kQueryFailed,
-             std::string(what) + ": " + reason);
-    if (ch == kPublishChannel || ch == kConsumeChannel) Close();  // their state is gone
-    return s;
-  }
-  const int code = CloseCode(r);
+Status Connection::LostAfter(const Status& s) {
   Close();
-  if (code == 403 || code == 530) {
-    return Status::InvalidArgument("broker " + url_.Redacted() + " refused " + what + ": " +
-                                   reason + " (check the user, password and vhost)");
-  }
-  return Status::Unavailable("broker " + url_.Redacted() + ": " + what + ": " + reason);
-}
-
-Status Connection::OpenChannel(uint16_t ch) {
-  amqp_channel_open(conn_, ch);
-  return ReplyStatus("opening a channel", ch);
+  last_loss_ = s.message();
+  return s;
 }
 
 Status Connection::Connect() {
@@ -219,29 +302,420 @@ Status Connection::Connect() {
   timeval tv = Tv(timeout_ms_);
   int rc = amqp_socket_open_noblock(sock, url_.host.c_str(), url_.port, &tv);
   if (rc != AMQP_STATUS_OK) return Lost(std::string("cannot connect: ") + amqp_error_string2(rc));
+  // Dead peers (see the header): rabbitmq-c sets SO_KEEPALIVE with the kernel's timing (first
+  // probe after 2 hours); make it short.
+  const int fd = amqp_get_sockfd(conn_);
+  const int one = 1, idle = kKeepIdleS, intvl = kKeepIntvlS, cnt = kKeepCnt;
+  const unsigned user_timeout = kUserTimeoutMs;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout)) != 0) {
+    return Lost(std::string("cannot set TCP keepalive: ") + std::strerror(errno));
+  }
   amqp_set_handshake_timeout(conn_, &tv);
   amqp_set_rpc_timeout(conn_, &tv);
-  amqp_rpc_reply_t r = amqp_login(conn_, url_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE,
-                                  /*heartbeat=*/0, AMQP_SASL_METHOD_PLAIN, url_.user.c_str(),
-                                  url_.password.c_str());
+  // consumer_cancel_notify: a consumer whose queue is deleted gets basic.cancel (handled as a
+  // lost channel) instead of waiting forever for deliveries that cannot come.
+  amqp_table_entry_t cap;
+  cap.key = amqp_cstring_bytes("consumer_cancel_notify");
+  cap.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  cap.value.value.boolean = 1;
+  amqp_table_entry_t prop;
+  prop.key = amqp_cstring_bytes("capabilities");
+  prop.value.kind = AMQP_FIELD_KIND_TABLE;
+  prop.value.value.table = amqp_table_t{1, &cap};
+  const amqp_table_t props{1, &prop};
+  // heartbeat 0: off (doc/outbox.md, "Dead connections").
+  amqp_rpc_reply_t r = amqp_login_with_properties(
+      conn_, url_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, /*heartbeat=*/0, &props,
+      AMQP_SASL_METHOD_PLAIN, url_.user.c_str(), url_.password.c_str());
   if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-    const int code = CloseCode(r);
-    const std::string reason = CloseReason(r);
-    Close();
-    // RabbitMQ closes with 403 ACCESS_REFUSED (bad credentials) or 530 NOT_ALLOWED (vhost).
-    if (code == 403 || code == 530 ||
-        (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-         r.library_error == AMQP_STATUS_CONNECTION_CLOSED)) {
-      return Status::InvalidArgument("broker " + url_.Redacted() + " refused the login: " +
-                                     reason + " (check the user, password and vhost)");
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      const auto* m = static_cast<const amqp_connection_close_t*>(r.reply.decoded);
+      const int code = m->reply_code;
+      const std::string reason = std::to_string(code) + " " + Str(m->reply_text);
+      Close();
+      // The broker's own refusal (rabbitmq-c announces authentication_failure_close, so a bad
+      // login is a connection.close, not a silent hang-up): 403 ACCESS_REFUSED = user or
+      // password; 530 NOT_ALLOWED = no such vhost or no access to it. "vhost ... is down" is
+      // 530 too but passes.
+      if (code == 403 || (code == 530 && reason.find(" is down") == std::string::npos)) {
+        return Status::InvalidArgument("broker " + url_.Redacted() + " refused the login: " +
+                                       reason + " (check the user, password and vhost)");
+      }
+      return Status::Unavailable("broker " + url_.Redacted() + " closed the connection during "
+                                 "the login: " + reason);
     }
-    return Status::Unavailable("broker " + url_.Redacted() + ": login failed: " + reason);
+    const int err = r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? r.library_error : 0;
+    Close();
+    // Not a refusal: the socket closed (a broker shutting down or still starting, a proxy
+    // without a backend), a timeout, a socket error. The outbox waits for it.
+    std::string what = err != 0 ? amqp_error_string2(err) : "no reply";
+    if (err == AMQP_STATUS_CONNECTION_CLOSED || err == AMQP_STATUS_SOCKET_ERROR) {
+      what += " (the broker hung up during the login: starting, stopping, or behind a proxy "
+              "without a backend)";
+    }
+    return Status::Unavailable("broker " + url_.Redacted() + ": login failed: " + what);
   }
-  SEIGO_RETURN_IF_ERROR(OpenChannel(kPublishChannel));
-  amqp_confirm_select(conn_, kPublishChannel);
-  SEIGO_RETURN_IF_ERROR(ReplyStatus("confirm.select", kPublishChannel));
-  next_tag_ = 1;
+  Status s = EnsurePublishChannel();
+  if (!s.ok()) return LostAfter(s);
   return Status::OK();
+}
+
+// ---- Writing ----
+
+void Connection::AppendFrame(uint8_t type, uint16_t ch, const void* payload, size_t n) {
+  out_.push_back(static_cast<char>(type));
+  Put16(&out_, ch);
+  Put32(&out_, static_cast<uint32_t>(n));
+  out_.append(static_cast<const char*>(payload), n);
+  out_.push_back(static_cast<char>(AMQP_FRAME_END));
+}
+
+Status Connection::AppendMethod(uint16_t ch, uint32_t method, void* decoded) {
+  std::string payload;
+  Put32(&payload, method);
+  const size_t frame_max = static_cast<size_t>(amqp_get_frame_max(conn_));
+  if (scratch_.size() < frame_max) scratch_.resize(frame_max);
+  const int n = amqp_encode_method(method, decoded, amqp_bytes_t{frame_max, scratch_.data()});
+  if (n < 0) {
+    return Status::InvalidArgument(std::string("cannot encode an AMQP method: ") +
+                                   amqp_error_string2(n));
+  }
+  payload.append(scratch_.data(), static_cast<size_t>(n));
+  AppendFrame(AMQP_FRAME_METHOD, ch, payload.data(), payload.size());
+  return Status::OK();
+}
+
+Status Connection::AppendPublish(uint16_t ch, const Message& m, const std::string& message_id,
+                                 bool mandatory, bool persistent) {
+  amqp_basic_publish_t pub{};
+  pub.exchange = Bytes(m.exchange);
+  pub.routing_key = Bytes(m.routing_key);
+  pub.mandatory = mandatory ? 1 : 0;
+  pub.immediate = 0;
+  const size_t mark = out_.size();
+  SEIGO_RETURN_IF_ERROR(AppendMethod(ch, AMQP_BASIC_PUBLISH_METHOD, &pub));
+  amqp_basic_properties_t props{};
+  props._flags = AMQP_BASIC_MESSAGE_ID_FLAG;
+  props.message_id = Bytes(message_id);
+  if (persistent) {
+    props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.delivery_mode = 2;
+  }
+  if (!m.content_type.empty()) {
+    props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.content_type = Bytes(m.content_type);
+  }
+  if (!m.type.empty()) {
+    props._flags |= AMQP_BASIC_TYPE_FLAG;
+    props.type = Bytes(m.type);
+  }
+  std::vector<amqp_table_entry_t> headers(m.headers.size());
+  for (size_t h = 0; h < m.headers.size(); ++h) {
+    headers[h].key = Bytes(m.headers[h].first);
+    headers[h].value.kind = AMQP_FIELD_KIND_UTF8;
+    headers[h].value.value.bytes = Bytes(m.headers[h].second);
+  }
+  if (!headers.empty()) {
+    props._flags |= AMQP_BASIC_HEADERS_FLAG;
+    props.headers.num_entries = static_cast<int>(headers.size());
+    props.headers.entries = headers.data();
+  }
+  const size_t frame_max = static_cast<size_t>(amqp_get_frame_max(conn_));
+  std::string header;
+  Put16(&header, AMQP_BASIC_CLASS);
+  Put16(&header, 0);  // weight
+  Put64(&header, m.body.size());
+  if (scratch_.size() < frame_max) scratch_.resize(frame_max);
+  const int n =
+      amqp_encode_properties(AMQP_BASIC_CLASS, &props, amqp_bytes_t{frame_max, scratch_.data()});
+  if (n < 0) {
+    out_.resize(mark);
+    return Status::InvalidArgument(std::string("cannot encode the message's properties: ") +
+                                   amqp_error_string2(n));
+  }
+  header.append(scratch_.data(), static_cast<size_t>(n));
+  AppendFrame(AMQP_FRAME_HEADER, ch, header.data(), header.size());
+  const size_t chunk = frame_max - 8;  // frame header (7) and end octet (1)
+  for (size_t off = 0; off < m.body.size(); off += chunk) {
+    AppendFrame(AMQP_FRAME_BODY, ch, m.body.data() + off, std::min(chunk, m.body.size() - off));
+  }
+  return Status::OK();
+}
+
+Status Connection::Flush(const char* what) {
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  const int fd = amqp_get_sockfd(conn_);
+  size_t off = 0;
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
+  while (off < out_.size()) {
+    const ssize_t n = ::send(fd, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);  // it reads: progress
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      const int64_t ms = MsUntil(deadline);
+      if (ms == 0) {
+        return Lost(std::string(what) + ": the broker took no data for " +
+                    std::to_string(timeout_ms_) + " ms (it stopped reading)");
+      }
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(ms)) < 0 && errno != EINTR) {
+        return Lost(std::string(what) + ": poll: " + std::strerror(errno));
+      }
+      continue;
+    }
+    return Lost(std::string(what) + ": " + (n < 0 ? std::strerror(errno) : "nothing written"));
+  }
+  out_.clear();
+  return Status::OK();
+}
+
+Status Connection::SendMethod(uint16_t ch, uint32_t method, void* decoded, const char* what) {
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  SEIGO_RETURN_IF_ERROR(AppendMethod(ch, method, decoded));
+  return Flush(what);
+}
+
+// ---- Reading ----
+
+Status Connection::ReadOne(Clock::time_point deadline, bool* got) {
+  *got = false;
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  amqp_maybe_release_buffers(conn_);  // what earlier frames pointed to was copied out
+  amqp_frame_t f;
+  timeval tv = Tv(MsUntil(deadline));
+  const int rc = amqp_simple_wait_frame_noblock(conn_, &f, &tv);
+  if (rc == AMQP_STATUS_TIMEOUT) return Status::OK();
+  if (rc != AMQP_STATUS_OK) return Lost(std::string("connection lost: ") + amqp_error_string2(rc));
+  *got = true;
+  Status s = Dispatch(f);
+  if (!s.ok()) Close();
+  return s;
+}
+
+Status Connection::Dispatch(const amqp_frame_t& f) {
+  const uint16_t ch = f.channel;
+  if (f.frame_type == AMQP_FRAME_HEARTBEAT) return Status::OK();
+  if (ch == 0) {
+    if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      const auto* m = static_cast<const amqp_connection_close_t*>(f.payload.method.decoded);
+      const std::string reason = std::to_string(m->reply_code) + " " + Str(m->reply_text);
+      amqp_connection_close_ok_t ok{};
+      if (AppendMethod(0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok).ok()) Flush("connection.close-ok");
+      return Lost("the broker closed the connection: " + reason);
+    }
+    return Status::OK();  // nothing else on channel 0 matters here
+  }
+  if (ch >= incoming_.size()) return Status::OK();  // not a channel of ours
+  Incoming& in = incoming_[ch];
+  switch (f.frame_type) {
+    case AMQP_FRAME_METHOD: {
+      const uint32_t id = f.payload.method.id;
+      void* dec = f.payload.method.decoded;
+      switch (id) {
+        case AMQP_CHANNEL_CLOSE_METHOD: {
+          const auto* m = static_cast<const amqp_channel_close_t*>(dec);
+          closed_[ch] = ChannelClose{m->reply_code, Str(m->reply_text)};
+          open_[ch] = false;
+          in = Incoming{};
+          if (ch == kConsumeChannel) {
+            consuming_ = false;
+            deliveries_.clear();  // their tags died with the channel; the broker requeued them
+          }
+          if (m->reply_code == 404) known_exchanges_.clear();
+          // Acknowledge it, so the connection stays usable and the channel can be reopened.
+          amqp_channel_close_ok_t ok{};
+          SEIGO_RETURN_IF_ERROR(AppendMethod(ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok));
+          return Flush("channel.close-ok");
+        }
+        case AMQP_BASIC_ACK_METHOD:
+          if (ch == kPublishChannel && round_ != nullptr) {
+            const auto* m = static_cast<const amqp_basic_ack_t*>(dec);
+            round_->Settle(m->delivery_tag, m->multiple != 0, true);
+          }
+          return Status::OK();
+        case AMQP_BASIC_NACK_METHOD:
+          if (ch == kPublishChannel && round_ != nullptr) {
+            const auto* m = static_cast<const amqp_basic_nack_t*>(dec);
+            round_->Settle(m->delivery_tag, m->multiple != 0, false);
+          }
+          return Status::OK();
+        case AMQP_BASIC_RETURN_METHOD: {
+          const auto* m = static_cast<const amqp_basic_return_t*>(dec);
+          in = Incoming{};
+          in.kind = Incoming::Kind::kReturn;
+          in.reason = "returned by the broker: " + std::to_string(m->reply_code) + " " +
+                      Str(m->reply_text) + " (exchange '" + Str(m->exchange) +
+                      "', routing key '" + Str(m->routing_key) + "')";
+          return Status::OK();
+        }
+        case AMQP_BASIC_DELIVER_METHOD: {
+          const auto* m = static_cast<const amqp_basic_deliver_t*>(dec);
+          in = Incoming{};
+          in.kind = Incoming::Kind::kDeliver;
+          in.d.tag = m->delivery_tag;
+          in.d.redelivered = m->redelivered != 0;
+          in.d.exchange = Str(m->exchange);
+          in.d.routing_key = Str(m->routing_key);
+          return Status::OK();
+        }
+        case AMQP_BASIC_CANCEL_METHOD:  // the broker ended our consumer (its queue is gone)
+          if (ch == kConsumeChannel) {
+            consumer_cancelled_ = true;
+            consuming_ = false;
+          }
+          return Status::OK();
+        default:
+          if (ch == rpc_channel_ && id == rpc_reply_) {
+            rpc_done_ = true;
+            if (id == AMQP_QUEUE_DECLARE_OK_METHOD) {
+              rpc_message_count_ = static_cast<const amqp_queue_declare_ok_t*>(dec)->message_count;
+            } else if (id == AMQP_BASIC_CONSUME_OK_METHOD) {
+              consumer_tag_ = Str(static_cast<const amqp_basic_consume_ok_t*>(dec)->consumer_tag);
+            }
+          }
+          return Status::OK();
+      }
+    }
+    case AMQP_FRAME_HEADER: {
+      if (in.kind == Incoming::Kind::kNone || in.have_header) return Status::OK();
+      in.have_header = true;
+      in.body_size = f.payload.properties.body_size;
+      ReadProperties(*static_cast<const amqp_basic_properties_t*>(f.payload.properties.decoded),
+                     &in.d);
+      if (in.body_size > (512u << 20)) {  // RabbitMQ's own ceiling
+        return Lost("a message of " + std::to_string(in.body_size) + " bytes (over 512 MiB)");
+      }
+      in.d.body.reserve(static_cast<size_t>(in.body_size));
+      if (in.body_size == 0) Completed(ch, in);
+      return Status::OK();
+    }
+    case AMQP_FRAME_BODY: {
+      if (in.kind == Incoming::Kind::kNone || !in.have_header) return Status::OK();
+      in.d.body.append(static_cast<const char*>(f.payload.body_fragment.bytes),
+                       f.payload.body_fragment.len);
+      if (in.d.body.size() >= in.body_size) Completed(ch, in);
+      return Status::OK();
+    }
+    default:
+      return Status::OK();
+  }
+}
+
+void Connection::Completed(uint16_t ch, Incoming& in) {
+  if (in.kind == Incoming::Kind::kDeliver && ch == kConsumeChannel) {
+    deliveries_.push_back(std::move(in.d));
+  } else if (in.kind == Incoming::Kind::kReturn && ch == kPublishChannel && round_ != nullptr) {
+    round_->Returned(in.d.message_id, in.reason);
+  }
+  in = Incoming{};
+}
+
+Status Connection::ClosedStatus(uint16_t ch, const std::string& what) {
+  const ChannelClose& c = *closed_[ch];
+  return Status(c.code == 404 ? Code::kNotFound : Code::kQueryFailed,
+                what + ": " + std::to_string(c.code) + " " + c.text);
+}
+
+Status Connection::Rpc(uint16_t ch, uint32_t method, void* decoded, uint32_t reply,
+                       const std::string& what) {
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  closed_[ch].reset();
+  rpc_channel_ = ch;
+  rpc_reply_ = reply;
+  rpc_done_ = false;
+  Status s = SendMethod(ch, method, decoded, what.c_str());
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
+  while (s.ok() && !rpc_done_) {
+    if (closed_[ch]) {
+      s = ClosedStatus(ch, what);
+      break;
+    }
+    bool got = false;
+    s = ReadOne(deadline, &got);
+    if (s.ok() && !got && MsUntil(deadline) == 0) {
+      s = Lost(what + ": no reply within " + std::to_string(timeout_ms_) + " ms");
+    }
+  }
+  rpc_channel_ = 0;
+  return s;
+}
+
+Status Connection::EnsureChannel(uint16_t ch) {
+  SEIGO_RETURN_IF_ERROR(Connect());
+  if (open_[ch]) return Status::OK();
+  amqp_channel_open_t open{};
+  SEIGO_RETURN_IF_ERROR(Rpc(ch, AMQP_CHANNEL_OPEN_METHOD, &open, AMQP_CHANNEL_OPEN_OK_METHOD,
+                            "opening channel " + std::to_string(ch)));
+  open_[ch] = true;
+  return Status::OK();
+}
+
+Status Connection::EnsurePublishChannel() {
+  if (conn_ != nullptr && open_[kPublishChannel]) return Status::OK();
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kPublishChannel));
+  amqp_confirm_select_t sel{};
+  SEIGO_RETURN_IF_ERROR(Rpc(kPublishChannel, AMQP_CONFIRM_SELECT_METHOD, &sel,
+                            AMQP_CONFIRM_SELECT_OK_METHOD, "confirm.select"));
+  next_tag_ = 1;  // a new channel numbers its publishes from 1
+  return Status::OK();
+}
+
+// ---- Publishing ----
+
+void Connection::PublishPass(std::span<const OutboxEntry> entries, const std::vector<size_t>& todo,
+                             size_t window, PublishRound* round) {
+  const auto stalled = [&] {
+    return Clock::now() >= round->last_progress + std::chrono::milliseconds(timeout_ms_);
+  };
+  // Waits for one frame; false when the pass must end (connection gone, channel closed, or no
+  // confirm for timeout_ms).
+  const auto wait = [&]() -> bool {
+    if (!Flush("publishing").ok()) return false;
+    bool got = false;
+    if (!ReadOne(round->last_progress + std::chrono::milliseconds(timeout_ms_), &got).ok()) {
+      return false;
+    }
+    if (!got && stalled()) {
+      Lost("no confirm from the broker for " + std::to_string(timeout_ms_) + " ms");
+      return false;
+    }
+    return open_[kPublishChannel];
+  };
+  round->last_progress = Clock::now();
+  for (size_t i : todo) {
+    while (round->by_tag.size() >= std::max<size_t>(1, window)) {
+      if (!wait()) return;
+    }
+    if (conn_ == nullptr || !open_[kPublishChannel]) return;
+    const OutboxEntry& e = entries[i];
+    const std::string id = e.message_id();
+    Status s = AppendPublish(kPublishChannel, e.msg, id, /*mandatory=*/true, /*persistent=*/true);
+    if (!s.ok()) {  // this message cannot be encoded (cannot happen within Tx::Publish's limits)
+      (*round->out)[i] = {core::Broker::Fate::kRetry, s.ToString()};
+      round->settled[i] = 1;
+      continue;
+    }
+    round->returned[i] = 0;
+    round->by_tag[next_tag_++] = i;
+    round->by_id[id] = i;
+    if (out_.size() >= kFlushBytes) {
+      if (!Flush("publishing").ok()) return;
+      round->last_progress = Clock::now();
+    }
+  }
+  if (!Flush("publishing").ok()) return;
+  round->last_progress = Clock::now();
+  while (!round->by_tag.empty()) {
+    if (!wait()) return;
+  }
 }
 
 std::vector<core::Broker::Result> Connection::PublishConfirmed(
@@ -249,236 +723,158 @@ std::vector<core::Broker::Result> Connection::PublishConfirmed(
   using Fate = core::Broker::Fate;
   std::vector<core::Broker::Result> out(entries.size(), {Fate::kRetry, "not confirmed"});
   if (entries.empty()) return out;
-  Status s = Connect();
+  // An idle connection may hold news (a broker that went down closed it): read it first, so
+  // that a dead connection is replaced now rather than failing this batch.
+  if (conn_ != nullptr) Drain(Clock::now());
+  Status s = EnsurePublishChannel();
   if (!s.ok()) {
     for (auto& r : out) r.reason = s.ToString();
     return out;
   }
   // Exchanges first (passive declare on the declaration channel): a publish to a missing one
-  // would close the publishing channel and lose every confirm in flight.
+  // would close the publishing channel.
   std::map<std::string, std::string> missing;  // exchange -> reason
-  for (const OutboxEntry& e : entries) {
-    if (e.msg.exchange.empty() || missing.count(e.msg.exchange)) continue;
-    Result<bool> exists = ExchangeExists(e.msg.exchange);
-    if (!exists.ok()) {
-      for (auto& r : out) r.reason = exists.status().ToString();
-      return out;
-    }
-    if (!*exists) missing[e.msg.exchange] = "exchange '" + e.msg.exchange + "' does not exist";
-  }
-  std::unordered_map<uint64_t, size_t> by_tag;
-  std::unordered_map<std::string, size_t> by_id;
-  std::vector<bool> returned(entries.size(), false);
-  size_t unsettled = 0;  // published and not yet acked or nacked
-  auto settle = [&](uint64_t tag, bool multiple, bool ack) {
-    for (auto it = by_tag.begin(); it != by_tag.end();) {
-      if (it->first == tag || (multiple && it->first < tag)) {
-        const size_t i = it->second;
-        if (!ack) {
-          out[i] = {Fate::kRetry, "nacked by the broker"};
-        } else if (returned[i]) {
-          out[i].fate = Fate::kDead;  // reason set by the return
-        } else {
-          out[i] = {Fate::kConfirmed, ""};
-        }
-        --unsettled;
-        it = by_tag.erase(it);
-      } else {
-        ++it;
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string& x = entries[i].msg.exchange;
+    if (!x.empty() && !missing.count(x)) {
+      Result<bool> exists = ExchangeExists(x);
+      if (!exists.ok()) {
+        for (auto& r : out) r = {Fate::kRetry, exists.status().ToString()};
+        return out;
       }
+      if (!*exists) missing[x] = "exchange '" + x + "' does not exist";
     }
-  };
-  // Reads one frame within `ms`; false when the connection failed (everything unsettled stays
-  // kRetry) or nothing came.
-  auto read_frame = [&](int64_t ms, bool* failed) -> bool {
-    amqp_frame_t frame;
-    timeval tv = Tv(ms);
-    amqp_maybe_release_buffers(conn_);
-    const int rc = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
-    if (rc == AMQP_STATUS_TIMEOUT) return false;
-    if (rc != AMQP_STATUS_OK) {
-      *failed = true;
-      return false;
-    }
-    if (frame.frame_type != AMQP_FRAME_METHOD) return true;
-    switch (frame.payload.method.id) {
-      case AMQP_BASIC_ACK_METHOD: {
-        const auto* m = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
-        settle(m->delivery_tag, m->multiple, true);
-        break;
-      }
-      case AMQP_BASIC_NACK_METHOD: {
-        const auto* m = static_cast<amqp_basic_nack_t*>(frame.payload.method.decoded);
-        settle(m->delivery_tag, m->multiple, false);
-        break;
-      }
-      case AMQP_BASIC_RETURN_METHOD: {
-        const auto* m = static_cast<amqp_basic_return_t*>(frame.payload.method.decoded);
-        const std::string reason = "returned by the broker: " + std::to_string(m->reply_code) +
-                                   " " + Str(m->reply_text) + " (exchange '" +
-                                   Str(m->exchange) + "', routing key '" +
-                                   Str(m->routing_key) + "')";
-        amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(conn_, frame.channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-          *failed = true;
-          return false;
-        }
-        if (msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-          auto it = by_id.find(Str(msg.properties.message_id));
-          if (it != by_id.end()) {
-            returned[it->second] = true;
-            out[it->second].reason = reason;
-          }
-        }
-        amqp_destroy_message(&msg);
-        break;
-      }
-      case AMQP_CHANNEL_CLOSE_METHOD:
-      case AMQP_CONNECTION_CLOSE_METHOD:
-      default:
-        // The channel or connection is closing (a resource alarm, a deleted exchange): every
-        // unconfirmed message is retried on a new connection.
-        if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-            frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-          *failed = true;
-          return false;
-        }
-        break;
-    }
-    return true;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
-  auto left_ms = [&] {
-    return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now())
-                                    .count());
-  };
-  bool failed = false;
-  for (size_t i = 0; i < entries.size() && !failed; ++i) {
-    const OutboxEntry& e = entries[i];
-    if (auto it = missing.find(e.msg.exchange); it != missing.end()) {
+    if (auto it = missing.find(x); it != missing.end()) {
       out[i] = {Fate::kDead, it->second};
-      continue;
+    } else {
+      todo.push_back(i);
     }
-    while (unsettled >= std::max<size_t>(1, window) && !failed) {
-      if (left_ms() == 0) {
-        failed = true;
-        break;
-      }
-      read_frame(left_ms(), &failed);
-    }
-    if (failed) break;
-    const std::string id = e.message_id();
-    amqp_basic_properties_t props{};
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
-    props.delivery_mode = 2;  // persistent
-    props.message_id = Bytes(id);
-    if (!e.msg.content_type.empty()) {
-      props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-      props.content_type = Bytes(e.msg.content_type);
-    }
-    if (!e.msg.type.empty()) {
-      props._flags |= AMQP_BASIC_TYPE_FLAG;
-      props.type = Bytes(e.msg.type);
-    }
-    std::vector<amqp_table_entry_t> headers(e.msg.headers.size());
-    for (size_t h = 0; h < e.msg.headers.size(); ++h) {
-      headers[h].key = Bytes(e.msg.headers[h].first);
-      headers[h].value.kind = AMQP_FIELD_KIND_UTF8;
-      headers[h].value.value.bytes = Bytes(e.msg.headers[h].second);
-    }
-    if (!headers.empty()) {
-      props._flags |= AMQP_BASIC_HEADERS_FLAG;
-      props.headers.num_entries = static_cast<int>(headers.size());
-      props.headers.entries = headers.data();
-    }
-    const int rc = amqp_basic_publish(conn_, kPublishChannel, Bytes(e.msg.exchange),
-                                      Bytes(e.msg.routing_key), /*mandatory=*/1,
-                                      /*immediate=*/0, &props, Bytes(e.msg.body));
-    if (rc != AMQP_STATUS_OK) {
-      failed = true;
+  }
+  PublishRound round;
+  round.out = &out;
+  round.returned.assign(entries.size(), 0);
+  round.settled.assign(entries.size(), 0);
+  size_t win = window;
+  int closes = 0;
+  while (!todo.empty()) {
+    s = EnsurePublishChannel();
+    if (!s.ok()) {
+      for (size_t i : todo) out[i] = {Fate::kRetry, s.ToString()};
       break;
     }
-    by_tag[next_tag_++] = i;
-    by_id[id] = i;
-    ++unsettled;
-  }
-  while (unsettled > 0 && !failed) {
-    if (left_ms() == 0) break;
-    read_frame(left_ms(), &failed);
-  }
-  if (failed || unsettled > 0) {
-    // Confirms lost with the connection, or not in time: the channel's numbering can no longer
-    // be trusted. Start over on a new connection; those messages are retried (duplicates are
-    // possible: same message ids).
-    for (auto& [tag, i] : by_tag) out[i] = {Fate::kRetry, "no confirm (connection lost or timed out)"};
-    Close();
+    round.by_tag.clear();
+    round.by_id.clear();
+    round_ = &round;
+    PublishPass(entries, todo, win, &round);
+    round_ = nullptr;
+    std::vector<size_t> unsettled;
+    for (size_t i : todo) {
+      if (!round.settled[i]) unsettled.push_back(i);
+    }
+    if (conn_ == nullptr) {
+      // Connection lost or no confirm in time: the channel's numbering can no longer be
+      // trusted. Those messages are retried (duplicates are possible: same message ids).
+      for (size_t i : unsettled) out[i] = {Fate::kRetry, "no confirm: " + last_loss_};
+      break;
+    }
+    if (open_[kPublishChannel] || !closed_[kPublishChannel]) break;  // all settled
+    // The broker closed the publishing channel. Whatever was in flight is lost; find the
+    // cause, set it aside with the broker's reason (retried later: a permission can be fixed,
+    // a 404 has cleared the exchange cache so the next check decides), publish the rest again.
+    const ChannelClose cc = *closed_[kPublishChannel];
+    const std::string reason = "the broker closed the publishing channel: " +
+                               std::to_string(cc.code) + " " + cc.text;
+    std::set<std::string> exchanges;
+    for (size_t i : unsettled) exchanges.insert(entries[i].msg.exchange);
+    std::optional<std::string> named = NamedExchange(cc.text, exchanges);
+    std::optional<size_t> culprit;
+    if (named) {
+      for (size_t i : unsettled) {
+        if (entries[i].msg.exchange == *named) {
+          out[i] = {Fate::kRetry, reason};
+          round.settled[i] = 1;
+        }
+      }
+      win = window;
+    } else if (win == 1 && round.by_tag.size() == 1) {
+      // Publishing one at a time: the one in flight closed the channel.
+      culprit = round.by_tag.begin()->second;
+      out[*culprit] = {Fate::kRetry, reason};
+      round.settled[*culprit] = 1;
+      win = window;
+    } else {
+      win = 1;  // the broker named nothing we know: find the message by publishing singly
+    }
+    todo.clear();
+    for (size_t i : unsettled) {
+      if (!round.settled[i]) todo.push_back(i);
+    }
+    if (++closes >= kMaxChannelCloses) {
+      for (size_t i : todo) out[i] = {Fate::kRetry, reason + " (and " + std::to_string(closes) +
+                                                        " channel closes in this batch)"};
+      break;
+    }
   }
   return out;
 }
 
 Status Connection::PublishUnconfirmed(const Message& m, const std::string& message_id) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  amqp_basic_properties_t props{};
-  props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
-  props.delivery_mode = 2;
-  props.message_id = Bytes(message_id);
-  // On the confirm channel, but nobody waits for the confirms: consume and drop what came.
-  const int rc = amqp_basic_publish(conn_, kPublishChannel, Bytes(m.exchange),
-                                    Bytes(m.routing_key), 0, 0, &props, Bytes(m.body));
-  if (rc != AMQP_STATUS_OK) return Lost(std::string("publish failed: ") + amqp_error_string2(rc));
+  SEIGO_RETURN_IF_ERROR(EnsurePublishChannel());
+  // On the confirm channel, but nobody waits for the confirms: read and drop what came.
+  SEIGO_RETURN_IF_ERROR(AppendPublish(kPublishChannel, m, message_id, /*mandatory=*/false,
+                                      /*persistent=*/true));
+  SEIGO_RETURN_IF_ERROR(Flush("publishing"));
   ++next_tag_;
-  for (;;) {
-    amqp_frame_t frame;
-    timeval tv = Tv(0);
-    amqp_maybe_release_buffers(conn_);
-    const int r = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
-    if (r == AMQP_STATUS_TIMEOUT) break;
-    if (r != AMQP_STATUS_OK) return Lost("connection lost");
-  }
-  return Status::OK();
+  return Drain(Clock::now());
 }
+
+// ---- Declarations (channel 2) ----
 
 Result<bool> Connection::ExchangeExists(const std::string& exchange) {
   if (exchange.empty()) return true;
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = Clock::now();
   if (auto it = known_exchanges_.find(exchange);
       it != known_exchanges_.end() && now - it->second < std::chrono::minutes(1)) {
     return true;
   }
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
-  amqp_exchange_declare(conn_, kDeclareChannel, Bytes(exchange), amqp_cstring_bytes("topic"),
-                        /*passive=*/1, 0, 0, 0, amqp_empty_table);
-  Status s = ReplyStatus("checking the exchange", kDeclareChannel);
-  if (s.Is(Code::kNotFound)) return false;
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_exchange_declare_t m{};
+  m.exchange = Bytes(exchange);
+  m.type = amqp_cstring_bytes("topic");
+  m.passive = 1;
+  m.arguments = amqp_empty_table;
+  Status s = Rpc(kDeclareChannel, AMQP_EXCHANGE_DECLARE_METHOD, &m, AMQP_EXCHANGE_DECLARE_OK_METHOD,
+                 "checking exchange '" + exchange + "'");
+  if (s.Is(Code::kNotFound)) return false;  // (the 404 cleared the cache)
   SEIGO_RETURN_IF_ERROR(s);
   known_exchanges_[exchange] = now;
   return true;
 }
 
 Status Connection::DeclareExchange(const std::string& exchange, const std::string& type) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
-  amqp_exchange_declare(conn_, kDeclareChannel, Bytes(exchange), Bytes(type), 0, /*durable=*/1,
-                        0, 0, amqp_empty_table);
-  return ReplyStatus(("declaring exchange '" + exchange + "'").c_str(), kDeclareChannel);
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_exchange_declare_t m{};
+  m.exchange = Bytes(exchange);
+  m.type = Bytes(type);
+  m.durable = 1;
+  m.arguments = amqp_empty_table;
+  return Rpc(kDeclareChannel, AMQP_EXCHANGE_DECLARE_METHOD, &m, AMQP_EXCHANGE_DECLARE_OK_METHOD,
+             "declaring exchange '" + exchange + "'");
+}
+
+Status Connection::DeleteExchange(const std::string& exchange) {
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_exchange_delete_t m{};
+  m.exchange = Bytes(exchange);
+  known_exchanges_.erase(exchange);
+  return Rpc(kDeclareChannel, AMQP_EXCHANGE_DELETE_METHOD, &m, AMQP_EXCHANGE_DELETE_OK_METHOD,
+             "deleting exchange '" + exchange + "'");
 }
 
 Status Connection::DeclareQueue(const std::string& queue, bool quorum,
                                 const std::string& dead_letter_queue) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
   const std::string quorum_s = "quorum", empty, qtype = "x-queue-type",
                     dlx = "x-dead-letter-exchange", dlk = "x-dead-letter-routing-key";
   std::vector<amqp_table_entry_t> args;
@@ -490,143 +886,178 @@ Status Connection::DeclareQueue(const std::string& queue, bool quorum,
     args.push_back(e);
   };
   if (quorum) add(qtype, quorum_s);
+  auto declare = [&](const std::string& name, amqp_table_t table) {
+    amqp_queue_declare_t m{};
+    m.queue = Bytes(name);
+    m.durable = 1;
+    m.arguments = table;
+    return Rpc(kDeclareChannel, AMQP_QUEUE_DECLARE_METHOD, &m, AMQP_QUEUE_DECLARE_OK_METHOD,
+               "declaring queue '" + name + "'");
+  };
   if (!dead_letter_queue.empty()) {
-    // The dead-letter queue first (classic args are enough for it, but quorum as well).
-    amqp_table_entry_t t;
-    t.key = Bytes(qtype);
-    t.value.kind = AMQP_FIELD_KIND_UTF8;
-    t.value.value.bytes = Bytes(quorum_s);
-    amqp_table_t dl_args{quorum ? 1 : 0, &t};
-    amqp_queue_declare(conn_, kDeclareChannel, Bytes(dead_letter_queue), 0, 1, 0, 0, dl_args);
-    SEIGO_RETURN_IF_ERROR(ReplyStatus(("declaring queue '" + dead_letter_queue + "'").c_str(),
-                                      kDeclareChannel));
+    // The dead-letter queue first (of the same type).
+    SEIGO_RETURN_IF_ERROR(declare(dead_letter_queue, amqp_table_t{static_cast<int>(args.size()),
+                                                                  args.data()}));
     add(dlx, empty);  // the default exchange routes by queue name
     add(dlk, dead_letter_queue);
   }
-  amqp_table_t table{static_cast<int>(args.size()), args.data()};
-  amqp_queue_declare(conn_, kDeclareChannel, Bytes(queue), 0, /*durable=*/1, 0, 0, table);
-  return ReplyStatus(("declaring queue '" + queue + "'").c_str(), kDeclareChannel);
+  return declare(queue, amqp_table_t{static_cast<int>(args.size()), args.data()});
 }
 
 Status Connection::BindQueue(const std::string& queue, const std::string& exchange,
                              const std::string& binding_key) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
-  amqp_queue_bind(conn_, kDeclareChannel, Bytes(queue), Bytes(exchange), Bytes(binding_key),
-                  amqp_empty_table);
-  return ReplyStatus(("binding queue '" + queue + "'").c_str(), kDeclareChannel);
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_queue_bind_t m{};
+  m.queue = Bytes(queue);
+  m.exchange = Bytes(exchange);
+  m.routing_key = Bytes(binding_key);
+  m.arguments = amqp_empty_table;
+  return Rpc(kDeclareChannel, AMQP_QUEUE_BIND_METHOD, &m, AMQP_QUEUE_BIND_OK_METHOD,
+             "binding queue '" + queue + "'");
 }
 
 Result<uint32_t> Connection::QueueDepth(const std::string& queue) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
-  amqp_queue_declare_ok_t* ok =
-      amqp_queue_declare(conn_, kDeclareChannel, Bytes(queue), /*passive=*/1, 0, 0, 0,
-                         amqp_empty_table);
-  SEIGO_RETURN_IF_ERROR(ReplyStatus(("checking queue '" + queue + "'").c_str(), kDeclareChannel));
-  return ok->message_count;
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_queue_declare_t m{};
+  m.queue = Bytes(queue);
+  m.passive = 1;
+  m.arguments = amqp_empty_table;
+  rpc_message_count_ = 0;
+  SEIGO_RETURN_IF_ERROR(Rpc(kDeclareChannel, AMQP_QUEUE_DECLARE_METHOD, &m,
+                            AMQP_QUEUE_DECLARE_OK_METHOD, "checking queue '" + queue + "'"));
+  return rpc_message_count_;
 }
 
 Status Connection::PurgeQueue(const std::string& queue) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  if (!decl_channel_open_) {
-    SEIGO_RETURN_IF_ERROR(OpenChannel(kDeclareChannel));
-    decl_channel_open_ = true;
-  }
-  amqp_queue_purge(conn_, kDeclareChannel, Bytes(queue));
-  return ReplyStatus(("purging queue '" + queue + "'").c_str(), kDeclareChannel);
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kDeclareChannel));
+  amqp_queue_purge_t m{};
+  m.queue = Bytes(queue);
+  return Rpc(kDeclareChannel, AMQP_QUEUE_PURGE_METHOD, &m, AMQP_QUEUE_PURGE_OK_METHOD,
+             "purging queue '" + queue + "'");
 }
 
+// ---- Consuming (channel 3) ----
+
 Status Connection::Consume(const std::string& queue, int prefetch, bool no_ack) {
-  SEIGO_RETURN_IF_ERROR(Connect());
-  SEIGO_RETURN_IF_ERROR(OpenChannel(kConsumeChannel));
-  amqp_basic_qos(conn_, kConsumeChannel, 0, static_cast<uint16_t>(std::clamp(prefetch, 1, 65535)),
-                 0);
-  SEIGO_RETURN_IF_ERROR(ReplyStatus("basic.qos", kConsumeChannel));
-  amqp_basic_consume(conn_, kConsumeChannel, Bytes(queue), amqp_empty_bytes, 0, no_ack ? 1 : 0,
-                     0, amqp_empty_table);
-  return ReplyStatus(("consuming queue '" + queue + "'").c_str(), kConsumeChannel);
+  SEIGO_RETURN_IF_ERROR(EnsureChannel(kConsumeChannel));
+  amqp_basic_qos_t q{};
+  q.prefetch_count = static_cast<uint16_t>(std::clamp(prefetch, 1, 65535));
+  SEIGO_RETURN_IF_ERROR(
+      Rpc(kConsumeChannel, AMQP_BASIC_QOS_METHOD, &q, AMQP_BASIC_QOS_OK_METHOD, "basic.qos"));
+  amqp_basic_consume_t c{};
+  c.queue = Bytes(queue);
+  c.no_ack = no_ack ? 1 : 0;
+  c.arguments = amqp_empty_table;
+  SEIGO_RETURN_IF_ERROR(Rpc(kConsumeChannel, AMQP_BASIC_CONSUME_METHOD, &c,
+                            AMQP_BASIC_CONSUME_OK_METHOD, "consuming queue '" + queue + "'"));
+  consuming_ = true;
+  consume_started_ = true;
+  consumer_cancelled_ = false;
+  return Status::OK();
+}
+
+Status Connection::ConsumerAlive() {
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  if (consumer_cancelled_) return Lost("the broker cancelled the consumer (its queue was deleted?)");
+  if (consuming_) return Status::OK();
+  if (closed_[kConsumeChannel]) {
+    const ChannelClose c = *closed_[kConsumeChannel];
+    return Lost("the broker closed the consuming channel: " + std::to_string(c.code) + " " + c.text);
+  }
+  return Status::Unavailable("not consuming");
+}
+
+Status Connection::Drain(Clock::time_point deadline) {
+  for (bool got = true; got;) {
+    SEIGO_RETURN_IF_ERROR(ReadOne(deadline, &got));
+  }
+  return Status::OK();
+}
+
+Status Connection::Poll(int timeout_ms) {
+  if (conn_ == nullptr) return Status::Unavailable("broker " + url_.Redacted() + ": not connected");
+  if (consume_started_) SEIGO_RETURN_IF_ERROR(ConsumerAlive());
+  SEIGO_RETURN_IF_ERROR(Drain(Clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms))));
+  return consume_started_ ? ConsumerAlive() : Status::OK();
 }
 
 Result<std::optional<Delivery>> Connection::Next(int timeout_ms) {
-  if (conn_ == nullptr) return Status::Unavailable("not connected");
-  amqp_envelope_t env;
-  timeval tv = Tv(timeout_ms);
-  amqp_maybe_release_buffers(conn_);
-  amqp_rpc_reply_t r = amqp_consume_message(conn_, &env, &tv, 0);
-  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT) {
-    return std::optional<Delivery>();
-  }
-  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-      r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-    // Another frame came (a confirm of channel 1, a close): read it.
-    amqp_frame_t frame;
-    if (amqp_simple_wait_frame(conn_, &frame) != AMQP_STATUS_OK) return Lost("connection lost");
-    if (frame.frame_type == AMQP_FRAME_METHOD &&
-        (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-         frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-      return Lost("the broker closed the channel");
+  const auto deadline = Clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms));
+  for (;;) {
+    if (!deliveries_.empty()) {
+      Delivery d = std::move(deliveries_.front());
+      deliveries_.pop_front();
+      return std::optional<Delivery>(std::move(d));
     }
-    return std::optional<Delivery>();
+    SEIGO_RETURN_IF_ERROR(ConsumerAlive());
+    bool got = false;
+    SEIGO_RETURN_IF_ERROR(ReadOne(deadline, &got));
+    if (!got && deliveries_.empty()) return std::optional<Delivery>();
   }
-  if (r.reply_type != AMQP_RESPONSE_NORMAL) return Lost("connection lost: " + CloseReason(r));
-  Delivery d;
-  d.tag = env.delivery_tag;
-  d.redelivered = env.redelivered != 0;
-  d.exchange = Str(env.exchange);
-  d.routing_key = Str(env.routing_key);
-  const amqp_basic_properties_t& p = env.message.properties;
-  if (p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) d.message_id = Str(p.message_id);
-  if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) d.content_type = Str(p.content_type);
-  if (p._flags & AMQP_BASIC_TYPE_FLAG) d.type = Str(p.type);
-  if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
-    for (int i = 0; i < p.headers.num_entries; ++i) {
-      const amqp_table_entry_t& e = p.headers.entries[i];
-      const std::string key = Str(e.key);
-      if (e.value.kind == AMQP_FIELD_KIND_UTF8 || e.value.kind == AMQP_FIELD_KIND_BYTES) {
-        d.headers.emplace_back(key, Str(e.value.value.bytes));
-      } else if (key == "x-delivery-count") {
-        switch (e.value.kind) {
-          case AMQP_FIELD_KIND_I64: d.delivery_count = e.value.value.i64; break;
-          case AMQP_FIELD_KIND_U64: d.delivery_count = static_cast<int64_t>(e.value.value.u64); break;
-          case AMQP_FIELD_KIND_I32: d.delivery_count = e.value.value.i32; break;
-          case AMQP_FIELD_KIND_U32: d.delivery_count = e.value.value.u32; break;
-          case AMQP_FIELD_KIND_I16: d.delivery_count = e.value.value.i16; break;
-          case AMQP_FIELD_KIND_U16: d.delivery_count = e.value.value.u16; break;
-          case AMQP_FIELD_KIND_I8: d.delivery_count = e.value.value.i8; break;
-          case AMQP_FIELD_KIND_U8: d.delivery_count = e.value.value.u8; break;
-          default: break;
-        }
-      }
-    }
+}
+
+Status Connection::StopConsuming() {
+  if (conn_ == nullptr || !open_[kConsumeChannel]) {
+    consume_started_ = consuming_ = false;
+    deliveries_.clear();
+    return Status::OK();
   }
-  d.body = Str(env.message.body);
-  amqp_destroy_envelope(&env);
-  return std::optional<Delivery>(std::move(d));
+  if (consuming_) {
+    amqp_basic_cancel_t m{};
+    m.consumer_tag = Bytes(consumer_tag_);
+    // Deliveries sent before the cancel-ok are read (and handed back below).
+    SEIGO_RETURN_IF_ERROR(Rpc(kConsumeChannel, AMQP_BASIC_CANCEL_METHOD, &m,
+                              AMQP_BASIC_CANCEL_OK_METHOD, "basic.cancel"));
+  }
+  consume_started_ = consuming_ = false;
+  deliveries_.clear();
+  // Every delivery not acknowledged yet back to the queue (multiple, tag 0 = all outstanding;
+  // basic.nack: RabbitMQ 4.3+ does not count it as a failed delivery).
+  amqp_basic_nack_t n{};
+  n.delivery_tag = 0;
+  n.multiple = 1;
+  n.requeue = 1;
+  return SendMethod(kConsumeChannel, AMQP_BASIC_NACK_METHOD, &n, "basic.nack");
 }
 
 Status Connection::Ack(uint64_t tag) {
-  if (conn_ == nullptr) return Status::Unavailable("not connected");
-  if (amqp_basic_ack(conn_, kConsumeChannel, tag, 0) != AMQP_STATUS_OK) return Lost("ack failed");
-  return Status::OK();
+  if (conn_ == nullptr || !open_[kConsumeChannel]) {
+    return Status::Unavailable("broker " + url_.Redacted() + ": ack: the consuming channel is gone");
+  }
+  amqp_basic_ack_t m{};
+  m.delivery_tag = tag;
+  return SendMethod(kConsumeChannel, AMQP_BASIC_ACK_METHOD, &m, "basic.ack");
 }
 
 Status Connection::Reject(uint64_t tag, bool requeue) {
-  if (conn_ == nullptr) return Status::Unavailable("not connected");
-  if (amqp_basic_reject(conn_, kConsumeChannel, tag, requeue ? 1 : 0) != AMQP_STATUS_OK) {
-    return Lost("reject failed");
+  if (conn_ == nullptr || !open_[kConsumeChannel]) {
+    return Status::Unavailable("broker " + url_.Redacted() + ": reject: the consuming channel is gone");
   }
-  return Status::OK();
+  amqp_basic_reject_t m{};
+  m.delivery_tag = tag;
+  m.requeue = requeue ? 1 : 0;
+  return SendMethod(kConsumeChannel, AMQP_BASIC_REJECT_METHOD, &m, "basic.reject");
 }
+
+Status Connection::Nack(uint64_t tag, bool requeue) {
+  if (conn_ == nullptr || !open_[kConsumeChannel]) {
+    return Status::Unavailable("broker " + url_.Redacted() + ": nack: the consuming channel is gone");
+  }
+  amqp_basic_nack_t m{};
+  m.delivery_tag = tag;
+  m.requeue = requeue ? 1 : 0;
+  return SendMethod(kConsumeChannel, AMQP_BASIC_NACK_METHOD, &m, "basic.nack");
+}
+
+// ---- AmqpBroker ----
 
 std::vector<core::Broker::Result> AmqpBroker::Publish(std::span<const OutboxEntry> entries) {
   return conn_.PublishConfirmed(entries, window_);
+}
+
+bool AmqpBroker::Ready() {
+  if (conn_.connected()) conn_.Poll(0);  // a closed connection is noticed (and dropped) here
+  return conn_.Connect().ok();
 }
 
 }  // namespace seigo::amqp

@@ -50,7 +50,8 @@ class Consumer::Impl {
   Status Run(const std::function<bool()>& stop) {
     int backoff_ms = 100;
     while (!stop()) {
-      if (!conn_.connected()) {
+      if (!conn_.consuming()) {
+        const bool reconnect = !conn_.connected();  // (else: Run again after a stop)
         Status s = Setup();
         if (!s.ok()) {
           if (s.Is(Code::kInvalidArgument)) return s;  // credentials: retrying cannot help
@@ -61,7 +62,7 @@ class Consumer::Impl {
           backoff_ms = std::min(backoff_ms * 2, 2'000);
           continue;
         }
-        reconnects_++;
+        if (reconnect) reconnects_++;
         backoff_ms = 100;
       }
       Result<std::optional<Delivery>> d = conn_.Next(200);
@@ -70,12 +71,42 @@ class Consumer::Impl {
         continue;
       }
       if (!d->has_value()) continue;
-      Handle(**d);
+      Handle(**d, stop);
+    }
+    // Hold nothing once Run has returned: what was received and not applied (prefetched, or a
+    // delivery waiting for its retry) goes back to the queue now, for other consumers.
+    if (conn_.connected()) {
+      Status s = conn_.StopConsuming();
+      if (!s.ok()) {
+        Log("seigo consumer: " + s.ToString());
+        conn_.Close();  // the broker requeues them with the connection
+      }
     }
     return Status::OK();
   }
 
-  void Handle(const Delivery& d) {
+  // Holds the delivery unacknowledged for `ms` while reading the connection (so that a lost
+  // channel is noticed, and deliveries sent meanwhile are kept). false: stop() became true or
+  // the channel is gone.
+  bool Wait(int ms, const std::function<bool()>& stop, Status* why) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      if (stop()) return false;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            end - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0) return true;
+      Status s = conn_.Poll(static_cast<int>(std::min<int64_t>(left, 200)));
+      if (!s.ok()) {
+        *why = s;
+        return false;
+      }
+    }
+  }
+
+  void Handle(const Delivery& d, const std::function<bool()>& stop) {
+    // x-delivery-count counts requeues: with the in-process retries below, those are the
+    // handler's own failures (and deliveries lost with a connection).
     const int tries = static_cast<int>(std::min<int64_t>(d.delivery_count, 1'000'000)) + 1;
     Result<int64_t> key = o_.inbox_key(d);
     Status why;
@@ -85,10 +116,41 @@ class Consumer::Impl {
       why = key.ok() ? Status::InvalidArgument("the message has no message id") : key.status();
       action = core::DeliveryAction::kDeadLetter;  // malformed: no retry can help
     } else {
-      action = core::ApplyOnce(
-          DefaultEnv(), [&](const TxFn& fn) { return c_->Run(fn); },
-          [&](Tx& tx) { return RecordInInbox(tx, *key, d.message_id, o_.queue); },
-          [&](Tx& tx) { return o_.handler(tx, d); }, tries, o_.max_tries, &applied, &why);
+      int backoff_ms = 100;
+      for (int run = 1;; ++run) {
+        TxState state = TxState::kCommitted;
+        action = core::ApplyOnce(
+            DefaultEnv(),
+            [&](const TxFn& fn) {
+              TxResult r = c_->Run(fn);
+              state = r.state;
+              return r;
+            },
+            [&](Tx& tx) { return RecordInInbox(tx, *key, d.message_id, o_.queue); },
+            [&](Tx& tx) { return o_.handler(tx, d); }, tries, o_.max_tries, &applied, &why);
+        // kRetry without kAborted: nothing committed, and not because of the message (a
+        // conflict that outlasted Run's attempts, a store down, an unknown outcome). Requeueing
+        // would count a try and spin the message through the queue for the whole outage: run
+        // it again here, the delivery held unacknowledged.
+        if (action != core::DeliveryAction::kRetry || state == TxState::kAborted) break;
+        waited_++;
+        if (run == 1 || run % 10 == 0) {
+          Log("seigo consumer: message " + d.message_id + " of queue " + o_.queue +
+              " not applied (" + why.ToString() + "); run " + std::to_string(run) +
+              ", next in " + std::to_string(backoff_ms) + " ms");
+        }
+        Status lost;
+        if (!Wait(backoff_ms, stop, &lost)) {
+          if (!lost.ok()) {
+            // The broker requeued it with the channel; the inbox makes a later run safe.
+            Log("seigo consumer: " + lost.ToString() + "; message " + d.message_id +
+                " goes back to the queue");
+            return;
+          }
+          return;  // stopping: Run hands it back to the queue (StopConsuming)
+        }
+        backoff_ms = std::min(backoff_ms * 2, 2'000);
+      }
     }
     Status s;
     switch (action) {
@@ -96,7 +158,7 @@ class Consumer::Impl {
         (applied ? applied_ : duplicates_)++;
         s = conn_.Ack(d.tag);
         break;
-      case core::DeliveryAction::kRetry:
+      case core::DeliveryAction::kRetry:  // the handler failed (kAborted), below max_tries
         retried_++;
         s = conn_.Reject(d.tag, /*requeue=*/true);
         break;
@@ -118,7 +180,8 @@ class Consumer::Impl {
     c.duplicates = duplicates_;
     c.retried = retried_;
     c.dead = dead_;
-    c.reconnects = reconnects_ > 0 ? reconnects_ - 1 : 0;
+    c.waited = waited_;
+    c.reconnects = reconnects_;
     return c;
   }
 
@@ -126,7 +189,8 @@ class Consumer::Impl {
   Coordinator* c_;
   ConsumerOptions o_;
   amqp::Connection conn_;
-  std::atomic<uint64_t> applied_{0}, duplicates_{0}, retried_{0}, dead_{0}, reconnects_{0};
+  std::atomic<uint64_t> applied_{0}, duplicates_{0}, retried_{0}, dead_{0}, waited_{0},
+      reconnects_{0};
 };
 
 Result<std::unique_ptr<Consumer>> Consumer::Open(Coordinator* coordinator,
