@@ -84,7 +84,10 @@ struct RelayOptions {
   int64_t poll_interval_ms = 500;
   size_t window = 256;      // publishes awaiting the broker's confirm at once
   size_t batch_txns = 128;  // transactions claimed per poll and shard
-  int timeout_ms = 5'000;   // connecting to the broker, and waiting for a batch's confirms
+  // Connecting and logging in; each write (it fails when the broker took no byte for this
+  // long); each reply; the wait for confirms (none for this long). Then the connection is
+  // dropped and the unconfirmed messages are retried.
+  int timeout_ms = 5'000;
 };
 
 struct CoordinatorOptions {
