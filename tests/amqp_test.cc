@@ -1051,7 +1051,7 @@ TEST_F(ConsumerTest, AStoreOutageIsRetriedInProcessWithoutCountingATry) {
     seen_count = d.delivery_count;
     return Bump(tx, d);
   });
-  o.max_tries = 2;  // were outages counted, the message would be dead-lettered
+  o.max_tries = 2;  // the second counted try would dead-letter it
   auto c = Consumer::Open(quick->get(), o);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   Message m;
