@@ -495,35 +495,56 @@ class Coordinator::Impl {
       // fell behind the commits, and entries left unpublished past their lease were claimed
       // and published a second time by other processes' polls: found by the gacha crash
       // matrix's baseline cell.)
-      std::vector<std::pair<Participant*, std::vector<OutboxEntry>>> batches;
+      std::vector<core::OutboxBatch> batches;
       const int64_t stale_before = env_->NowMs() - options_.relay.lease_ms / 2;
       for (RelayItem& item : items) {
         // Near the end of its claim a poll elsewhere may take it: leave it to the polls rather
         // than publish it twice (a backlog behind a slow or absent broker).
         if (item.enqueued_ms < stale_before) continue;
         auto b = std::find_if(batches.begin(), batches.end(), [&](const auto& x) {
-          return x.first == item.outbox && x.second.size() < 4096;
+          return x.outbox == item.outbox && x.entries.size() < 4096;
         });
         if (b == batches.end()) b = batches.insert(batches.end(), {item.outbox, {}});
-        for (OutboxEntry& e : item.entries) b->second.push_back(std::move(e));
+        for (OutboxEntry& e : item.entries) b->entries.push_back(std::move(e));
       }
-      for (auto& [outbox, batch] : batches) {
-        CountRelay(core::RelayBatch(env_, outbox, broker_.get(), batch, claim_),
-                   static_cast<int>(outbox->index()));
+      // Every outbox's batch in one stream to the broker (one wait for the confirms), at most
+      // about 8192 messages per stream.
+      for (size_t i = 0; i < batches.size();) {
+        size_t j = i, n = 0;
+        while (j < batches.size() && (j == i || n + batches[j].entries.size() <= 8192)) {
+          n += batches[j++].entries.size();
+        }
+        std::span<const core::OutboxBatch> group(batches.data() + i, j - i);
+        std::vector<core::RelayStats> st = core::RelayBatches(env_, broker_.get(), group, claim_);
+        for (size_t k = 0; k < st.size(); ++k) {
+          CountRelay(st[k], static_cast<int>(group[k].outbox->index()));
+        }
+        i = j;
       }
       if (!stopping && env_->NowMs() >= next_poll) {
+        std::vector<Participant*> open;
         for (auto& p : owned_) {
-          if (!p->is_open()) continue;
-          // Several rounds while a poll comes back full: a backlog drains at the broker's pace.
-          for (int round = 0; round < 8; ++round) {
-            core::RelayStats st = core::PollOutbox(env_, p.get(), broker_.get(), claim_,
-                                                   options_.relay.lease_ms,
-                                                   options_.relay.batch_txns);
-            CountRelay(st, static_cast<int>(p->index()));
-            if (!st.error.ok() || st.claimed == 0 || st.retried > 0) break;
-          }
+          if (p->is_open()) open.push_back(p.get());
         }
-        next_poll = env_->NowMs() + interval;
+        // Rounds while a poll comes back full: a backlog drains at the broker's pace. Every
+        // shard is claimed at once and published in one stream; after 8 full rounds the loop
+        // turns to this process's own commits and polls again at once, without the interval.
+        bool full = false;
+        for (int round = 0; round < 8 && !open.empty(); ++round) {
+          std::vector<core::RelayStats> st = core::PollOutboxes(
+              env_, open, broker_.get(), claim_, options_.relay.lease_ms, options_.relay.batch_txns);
+          std::vector<Participant*> again;
+          for (size_t k = 0; k < st.size(); ++k) {
+            CountRelay(st[k], static_cast<int>(open[k]->index()));
+            if (st[k].error.ok() && st[k].retried == 0 &&
+                st[k].claimed_txns >= options_.relay.batch_txns) {
+              again.push_back(open[k]);
+            }
+          }
+          open = std::move(again);
+          full = !open.empty();
+        }
+        next_poll = env_->NowMs() + (full ? 0 : interval);
       }
       l.lock();
       relay_done_ = std::max(relay_done_, taken);

@@ -22,18 +22,12 @@ int64_t RelayRetryMs(int tries) {
   return std::min<int64_t>(30'000, int64_t{250} << shift);
 }
 
-RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
-                      std::span<const OutboxEntry> entries, const std::string& claim) {
+namespace {
+
+// Settles one outbox's entries by their broker results (see RelayBatch).
+RelayStats Settle(Participant* outbox, std::span<const OutboxEntry> entries,
+                  std::span<const Broker::Result> results, const std::string& claim) {
   RelayStats st;
-  if (entries.empty()) return st;
-  std::vector<Broker::Result> results = broker->Publish(entries);
-  // Killed here, the broker holds (some of) the messages and the outbox still has them, claimed
-  // by a process that is gone: after the lease a poll publishes them again (duplicates, which
-  // the inbox drops).
-  env->CrashPoint(CrashSite::kRelayAfterPublish);
-  if (results.size() != entries.size()) {
-    results.assign(entries.size(), Broker::Result{Broker::Fate::kRetry, "broker gave no result"});
-  }
   // Settle per transaction, in the order its first entry appears.
   std::vector<std::string> done;
   std::map<int, std::vector<std::string>> retry;  // by the transaction's tries: its backoff
@@ -57,6 +51,7 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
       tries = std::max(tries, entries[j].tries);
     }
     const uint64_t n = j - i;
+    ++st.claimed_txns;
     if (all_settled) {
       done.push_back(gid);
       st.confirmed += n - its_dead.size();
@@ -83,22 +78,83 @@ RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
   return st;
 }
 
+}  // namespace
+
+std::vector<RelayStats> RelayBatches(Env* env, Broker* broker, std::span<const OutboxBatch> batches,
+                                     const std::string& claim) {
+  std::vector<RelayStats> out(batches.size());
+  // One stream to the broker for every outbox: a single wait for the confirms per round,
+  // instead of one per outbox.
+  std::vector<OutboxEntry> all;
+  size_t total = 0;
+  for (const OutboxBatch& b : batches) total += b.entries.size();
+  if (total == 0) return out;
+  all.reserve(total);
+  for (const OutboxBatch& b : batches) all.insert(all.end(), b.entries.begin(), b.entries.end());
+  std::vector<Broker::Result> results = broker->Publish(all);
+  // Killed here, the broker holds (some of) the messages and the outboxes still have them,
+  // claimed by a process that is gone: after the lease a poll publishes them again
+  // (duplicates, which the inbox drops).
+  env->CrashPoint(CrashSite::kRelayAfterPublish);
+  if (results.size() != total) {
+    results.assign(total, Broker::Result{Broker::Fate::kRetry, "broker gave no result"});
+  }
+  size_t at = 0;
+  for (size_t k = 0; k < batches.size(); ++k) {
+    const size_t n = batches[k].entries.size();
+    if (n > 0) {
+      out[k] = Settle(batches[k].outbox, batches[k].entries,
+                      std::span<const Broker::Result>(results).subspan(at, n), claim);
+    }
+    at += n;
+  }
+  return out;
+}
+
+RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
+                      std::span<const OutboxEntry> entries, const std::string& claim) {
+  OutboxBatch b{outbox, std::vector<OutboxEntry>(entries.begin(), entries.end())};
+  return RelayBatches(env, broker, std::span<const OutboxBatch>(&b, 1), claim)[0];
+}
+
+std::vector<RelayStats> PollOutboxes(Env* env, std::span<Participant* const> outboxes,
+                                     Broker* broker, const std::string& claim, int64_t lease_ms,
+                                     size_t max_txns) {
+  std::vector<RelayStats> out(outboxes.size());
+  if (!broker->Ready()) {
+    for (RelayStats& st : out) st.error = Status::Unavailable("the broker is unreachable: not claiming");
+    return out;
+  }
+  // The claims are independent local transactions, one per outbox: made at once (Env::ForEach
+  // runs them on threads in a real process, in order in the simulator).
+  std::vector<Result<std::vector<OutboxEntry>>> claimed(outboxes.size(),
+                                                        Status::Internal("not claimed"));
+  env->ForEach(outboxes.size(), [&](size_t i) {
+    claimed[i] = outboxes[i]->ClaimOutbox(claim, lease_ms, max_txns);
+  });
+  std::vector<OutboxBatch> batches;
+  std::vector<size_t> index;  // batches[k] is outboxes[index[k]]
+  for (size_t i = 0; i < outboxes.size(); ++i) {
+    if (!claimed[i].ok()) {
+      out[i].error = claimed[i].status();
+      continue;
+    }
+    if (claimed[i]->empty()) continue;
+    batches.push_back({outboxes[i], std::move(*claimed[i])});
+    index.push_back(i);
+  }
+  std::vector<RelayStats> r = RelayBatches(env, broker, batches, claim);
+  for (size_t k = 0; k < batches.size(); ++k) {
+    r[k].claimed = batches[k].entries.size();
+    out[index[k]] = r[k];
+  }
+  return out;
+}
+
 RelayStats PollOutbox(Env* env, Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns) {
-  RelayStats st;
-  if (!broker->Ready()) {
-    st.error = Status::Unavailable("the broker is unreachable: not claiming");
-    return st;
-  }
-  Result<std::vector<OutboxEntry>> claimed = outbox->ClaimOutbox(claim, lease_ms, max_txns);
-  if (!claimed.ok()) {
-    st.error = claimed.status();
-    return st;
-  }
-  st.claimed = claimed->size();
-  RelayStats r = RelayBatch(env, outbox, broker, *claimed, claim);
-  r.claimed = st.claimed;
-  return r;
+  return PollOutboxes(env, std::span<Participant* const>(&outbox, 1), broker, claim, lease_ms,
+                      max_txns)[0];
 }
 
 DeliveryAction ApplyOnce(Env* env, const std::function<TxResult(const TxFn&)>& run,

@@ -46,12 +46,14 @@ struct RelayStats {
   uint64_t dead = 0;       // messages moved to the dead-letter record
   uint64_t retried = 0;    // messages left for a later try
   uint64_t claimed = 0;    // messages a poll claimed
+  uint64_t claimed_txns = 0;  // transactions settled (published or released)
   Status error;            // the first store or broker failure of the call, if any
   void Add(const RelayStats& o) {
     confirmed += o.confirmed;
     dead += o.dead;
     retried += o.retried;
     claimed += o.claimed;
+    claimed_txns += o.claimed_txns;
     if (error.ok()) error = o.error;
   }
 };
@@ -69,11 +71,25 @@ int64_t RelayRetryMs(int tries);
 RelayStats RelayBatch(Env* env, Participant* outbox, Broker* broker,
                       std::span<const OutboxEntry> entries, const std::string& claim);
 
+// Several outboxes' entries at once: published in ONE stream (one wait for the confirms),
+// then each outbox settled as RelayBatch does. One RelayStats per batch.
+struct OutboxBatch {
+  Participant* outbox = nullptr;
+  std::vector<OutboxEntry> entries;  // whole transactions, in outbox order
+};
+std::vector<RelayStats> RelayBatches(Env* env, Broker* broker, std::span<const OutboxBatch> batches,
+                                     const std::string& claim);
+
 // One poll of one outbox: claims up to `max_txns` transactions whose claim expired (their
 // relay died, or their publish failed) and relays them. Claims nothing while the broker is not
 // Ready().
 RelayStats PollOutbox(Env* env, Participant* outbox, Broker* broker, const std::string& claim,
                       int64_t lease_ms, size_t max_txns);
+// The same for several outboxes: claims from each (at once, through Env::ForEach), then
+// publishes everything claimed in one stream. One RelayStats per outbox.
+std::vector<RelayStats> PollOutboxes(Env* env, std::span<Participant* const> outboxes,
+                                     Broker* broker, const std::string& claim, int64_t lease_ms,
+                                     size_t max_txns);
 
 // ---- The consumer's inbox (exactly-once application) ----
 
