@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -1138,6 +1139,125 @@ TEST_F(ConsumerTest, PublishedTransactionsAreAppliedExactlyOnceEndToEnd) {
   t.join();
   for (int k = 100; k < 110; ++k) EXPECT_EQ(Count(k), 5) << k;
   EXPECT_EQ((*c)->counters().duplicates, 0u);
+}
+
+// Issue 10 ("shows in status"): a message that kept failing sits in the queue's dead-letter
+// queue, and `seigo status` shows it there. Before, the consumer registered its queue nowhere
+// and AMQP cannot list queues, so status printed nothing about dead-lettered messages.
+TEST_F(ConsumerTest, AMessageThatKeepsFailingShowsInSeigoStatusAsDeadLettered) {
+  ConsumerOptions o = Options([](Tx&, const Delivery&) -> Status {
+    return Tx::Abort("this item does not exist");
+  });
+  o.max_tries = 1;
+  auto c = Consumer::Open(coord_.get(), o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  Message m;
+  m.routing_key = o.queue;
+  m.body = "9";
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, "status-poison-1").ok());
+  std::atomic<bool> stop{false};
+  std::thread t([&] { (*c)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] { return (*c)->counters().dead >= 1; });
+  stop = true;
+  t.join();
+  ASSERT_EQ((*c)->counters().dead, 1u);
+  WaitUntil([&] {
+    auto d = peer_->QueueDepth(o.queue + ".dead");
+    return d.ok() && *d >= 1;
+  });
+  const std::string cmd = std::string(SEIGO_CLI_PATH) + " status --shards '" +
+                          testing::TestShards() + "' --amqp '" + TestAmqp() + "' 2>&1";
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  pclose(f);
+  // "<queue>   0   1": the queue, its ready messages, its dead-letter queue's.
+  std::regex line(o.queue + " +[0-9]+ +1\n");
+  EXPECT_TRUE(std::regex_search(out, line)) << out;
+  EXPECT_NE(out.find("message(s) in dead-letter queues"), std::string::npos) << out;
+}
+
+// Inbox retention: rows of this queue older than inbox_retention_ms are deleted by Run; newer
+// ones and other queues' rows stay. Before, the inbox only grew.
+TEST_F(ConsumerTest, InboxRowsOlderThanTheRetentionAreForgottenAndTheRestKept) {
+  const int64_t now = DefaultEnv()->NowMs();
+  const int64_t day = int64_t{24} * 3600 * 1000;
+  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+    ASSERT_TRUE(coord_->QueryShard(s, "DELETE FROM seigo_inbox WHERE queue = 'other-queue'").ok());
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = "ret-" + std::to_string(s) + "-" + std::to_string(i);
+      ASSERT_TRUE(coord_->QueryShard(s, "INSERT INTO seigo_inbox VALUES (?, ?, ?)",
+                                     {Value::Bytes(id + "-old"), Value::Bytes(queue_ + "-c"),
+                                      now - 3 * day}).ok());
+      ASSERT_TRUE(coord_->QueryShard(s, "INSERT INTO seigo_inbox VALUES (?, ?, ?)",
+                                     {Value::Bytes(id + "-new"), Value::Bytes(queue_ + "-c"),
+                                      now - day / 2}).ok());
+      ASSERT_TRUE(coord_->QueryShard(s, "INSERT INTO seigo_inbox VALUES (?, 'other-queue', ?)",
+                                     {Value::Bytes(id + "-other"), now - 3 * day}).ok());
+    }
+  }
+  ConsumerOptions o = Options(Bump);
+  o.inbox_retention_ms = day;
+  auto c = Consumer::Open(coord_.get(), o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::atomic<bool> stop{false};
+  std::thread t([&] { (*c)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] { return (*c)->counters().inbox_forgotten >= 3 * coord_->shard_map().size(); });
+  stop = true;
+  t.join();
+  EXPECT_EQ((*c)->counters().inbox_forgotten, 3 * coord_->shard_map().size());
+  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+    auto left = coord_->QueryShard(s, "SELECT SUM(message_id LIKE '%-old'), SUM(message_id LIKE "
+                                      "'%-new'), SUM(queue = 'other-queue') FROM seigo_inbox "
+                                      "WHERE message_id LIKE 'ret-%'");
+    ASSERT_TRUE(left.ok()) << left.status().ToString();
+    EXPECT_EQ(*left->Int(0, 0), 0) << "shard " << s << ": old rows of the queue are gone";
+    EXPECT_EQ(*left->Int(0, 1), 3) << "shard " << s << ": rows within the retention stay";
+    EXPECT_EQ(*left->Int(0, 2), 3) << "shard " << s << ": another queue's rows are not ours";
+    ASSERT_TRUE(coord_->QueryShard(s, "DELETE FROM seigo_inbox WHERE message_id LIKE 'ret-%'").ok());
+  }
+}
+
+// `seigo outbox resend` (Coordinator::ResendDeadLetters): a message whose exchange did not
+// exist is a dead letter; once the exchange exists, the resent letter is published with a new
+// message id and the old one in x-seigo-resent-from; resending it again moves nothing.
+TEST_F(OutboxTest, ADeadLetterResentAfterItsExchangeExistsIsPublishedOnceWithANewId) {
+  const std::string exchange = "seigo-test-late-" + queue_;
+  (void)peer_->DeleteExchange(exchange);
+  TxResult r = coord_->Run([&](Tx& tx) { return tx.Publish(exchange, "late", "body-1").status(); });
+  ASSERT_TRUE(r.committed()) << r.status.ToString();
+  coord_->DrainRelay();
+  const std::string old_id = r.gid + "-0";
+  std::string reason;
+  for (const auto& shard : coord_->DeadLetters()) {
+    ASSERT_TRUE(shard.ok()) << shard.status().ToString();
+    for (const DeadRecord& d : *shard) {
+      if (d.entry.message_id() == old_id) reason = d.reason;
+    }
+  }
+  ASSERT_NE(reason.find("does not exist"), std::string::npos) << reason;
+  ASSERT_TRUE(peer_->DeclareExchange(exchange, "direct").ok());
+  ASSERT_TRUE(peer_->BindQueue(queue_, exchange, "late").ok());
+  Result<size_t> moved = coord_->ResendDeadLetters(std::vector<std::string>{old_id});
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(*moved, 1u);
+  Result<size_t> again = coord_->ResendDeadLetters(std::vector<std::string>{old_id});
+  EXPECT_TRUE(again.status().Is(Code::kNotFound)) << again.status().ToString();
+  WaitUntil([&] { return Pending() == 0; });
+  std::vector<Delivery> got = Receive(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].body, "body-1");
+  EXPECT_NE(got[0].message_id, old_id);
+  std::string from;
+  for (const auto& [k, v] : got[0].headers) {
+    if (k == kResentFromHeader) from = v;
+  }
+  EXPECT_EQ(from, old_id);
+  EXPECT_EQ(Receive(1, 1'000).size(), 0u) << "published once";
+  (void)peer_->DeleteExchange(exchange);
 }
 
 }  // namespace

@@ -66,6 +66,12 @@ struct ConsumerOptions {
   std::function<Result<int64_t>(const Delivery&)> inbox_key;
   std::function<Status(Tx&, const Delivery&)> handler;
   int timeout_ms = 5'000;  // broker round trips
+  // Inbox rows of this queue older than this are deleted (every minute, by Run), 0 = never.
+  // A duplicate arriving after its row is gone would be applied again, so keep it longer than
+  // a message can wait in the queue behind its own first copy: copies are published within
+  // seconds of each other (a relay's retry, a redelivery), but both wait as long as the queue's
+  // backlog does. The default, 7 days, is far longer than any backlog this queue should see.
+  int64_t inbox_retention_ms = int64_t{7} * 24 * 3600 * 1000;
   // Where warnings go (a dead-lettered message, a lost broker). Empty = stderr.
   std::function<void(std::string_view)> log;
 };
@@ -94,6 +100,7 @@ class Consumer {
     uint64_t waited = 0;
     uint64_t dead = 0;        // deliveries rejected to the dead-letter queue
     uint64_t reconnects = 0;
+    uint64_t inbox_forgotten = 0;  // inbox rows deleted after inbox_retention_ms
   };
   Counters counters() const;
 

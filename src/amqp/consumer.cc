@@ -42,6 +42,44 @@ class Consumer::Impl {
     return conn_.Consume(o_.queue, o_.prefetch, /*no_ack=*/false);
   }
 
+  // Forgets this queue's inbox rows older than inbox_retention_ms, on every shard, at most
+  // once a minute and 1,000 rows per statement (ConsumerOptions::inbox_retention_ms says when
+  // that is safe). A failure is logged and tried again a minute later.
+  void CleanInbox() {
+    if (o_.inbox_retention_ms <= 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_clean_) return;
+    next_clean_ = now + std::chrono::seconds(60);
+    const std::string sql =
+        std::string("DELETE FROM seigo_inbox WHERE applied_ms < ") + mariadb::ServerNowMsSql() +
+        " - " + std::to_string(o_.inbox_retention_ms) + " AND queue = ? LIMIT 1000";
+    for (uint32_t s = 0; s < c_->shard_map().size(); ++s) {
+      for (int round = 0; round < 100; ++round) {  // 100,000 rows per shard and minute at most
+        Result<QueryResult> r = c_->QueryShard(s, sql, {Value::Bytes(o_.queue)});
+        if (!r.ok()) {
+          Log("seigo consumer: cleaning the inbox of shard " + std::to_string(s) + ": " +
+              r.status().ToString());
+          break;
+        }
+        inbox_forgotten_ += r->affected_rows;
+        if (r->affected_rows < 1000) break;
+      }
+    }
+  }
+
+  // Registers the queue in seigo_queue on shard 0, for `seigo status`. Not fatal: the
+  // consumer works without it (shard 0 down, tables made by an older seigo).
+  void Register() {
+    Result<QueryResult> r = c_->QueryShard(
+        0, std::string("INSERT IGNORE INTO seigo_queue (queue, registered_ms) VALUES (?, ") +
+               mariadb::ServerNowMsSql() + ")",
+        {Value::Bytes(o_.queue)});
+    if (!r.ok()) {
+      Log("seigo consumer: registering queue " + o_.queue + " for seigo status: " +
+          r.status().ToString());
+    }
+  }
+
   void Log(const std::string& m) {
     if (o_.log) o_.log(m);
     else std::fprintf(stderr, "%s\n", m.c_str());
@@ -70,8 +108,12 @@ class Consumer::Impl {
         Log("seigo consumer: " + d.status().ToString() + "; reconnecting");
         continue;
       }
-      if (!d->has_value()) continue;
+      if (!d->has_value()) {
+        CleanInbox();
+        continue;
+      }
       Handle(**d, stop);
+      CleanInbox();
     }
     // Hold nothing once Run has returned: what was received and not applied (prefetched, or a
     // delivery waiting for its retry) goes back to the queue now, for other consumers.
@@ -182,6 +224,7 @@ class Consumer::Impl {
     c.dead = dead_;
     c.waited = waited_;
     c.reconnects = reconnects_;
+    c.inbox_forgotten = inbox_forgotten_;
     return c;
   }
 
@@ -190,7 +233,8 @@ class Consumer::Impl {
   ConsumerOptions o_;
   amqp::Connection conn_;
   std::atomic<uint64_t> applied_{0}, duplicates_{0}, retried_{0}, dead_{0}, waited_{0},
-      reconnects_{0};
+      reconnects_{0}, inbox_forgotten_{0};
+  std::chrono::steady_clock::time_point next_clean_{};  // Run's thread only
 };
 
 Result<std::unique_ptr<Consumer>> Consumer::Open(Coordinator* coordinator,
@@ -209,9 +253,13 @@ Result<std::unique_ptr<Consumer>> Consumer::Open(Coordinator* coordinator,
   if (options.max_tries < 1) {
     return Status::InvalidArgument("Consumer: max_tries must be >= 1");
   }
+  if (options.inbox_retention_ms < 0) {
+    return Status::InvalidArgument("Consumer: inbox_retention_ms must be >= 0 (0 = keep forever)");
+  }
   SEIGO_ASSIGN_OR_RETURN(amqp::AmqpUrl url, amqp::AmqpUrl::Parse(options.amqp));
   auto impl = std::make_unique<Impl>(coordinator, std::move(options), std::move(url));
   SEIGO_RETURN_IF_ERROR(impl->Setup());
+  impl->Register();
   return std::unique_ptr<Consumer>(new Consumer(std::move(impl)));
 }
 
