@@ -51,6 +51,8 @@ import subprocess
 import sys
 import time
 
+import harness
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SERVERS = os.path.join(ROOT, "scripts", "servers.sh")
@@ -71,23 +73,13 @@ def cells():
     return out
 
 
-class World:
+class World(harness.WorldBase):
     def __init__(self, args):
-        self.args = args
-        self.env = dict(os.environ)
+        super().__init__(args, "amqp", PROXY_PORT, f"127.0.0.1:{BROKER_PORT}", PROXY_PORT + 1)
         self.env["SEIGO_STATE_DIR"] = "/tmp/seigo-crashmatrix-gacha"
         self.env["SEIGO_RABBITMQ_DIR"] = "/tmp/seigo-crashmatrix-gacha-rabbitmq"
-        self.env.pop("SEIGO_CRASH_AT", None)
-        self.proxy = None
         self.direct = f"amqp://{USERPASS}@127.0.0.1:{BROKER_PORT}/"
         self.proxied = f"amqp://{USERPASS}@127.0.0.1:{PROXY_PORT}/"
-
-    def sh(self, *cmd, check=True):
-        r = subprocess.run(list(cmd), env=self.env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stdout[-2000:]}")
-        return r
 
     def start(self):
         self.sh("bash", SERVERS, "wipe")
@@ -108,38 +100,6 @@ class World:
     def ensure_broker(self):
         if not self.broker_up():
             self.sh("bash", RABBITMQ, "restart")
-
-    def start_proxy(self, cut=0.0, cut_all_ms=0.0, drop=0.0, match="^$"):
-        self.stop_proxy()
-        self.proxy = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "proxy.py"), "--protocol", "amqp",
-             "--listen", str(PROXY_PORT), "--target", f"127.0.0.1:{BROKER_PORT}",
-             "--seed", str(self.args.seed), "--cut-prob", str(cut),
-             "--cut-all-every-ms", str(cut_all_ms), "--drop-prob", str(drop),
-             "--drop-match", match, "--control", str(PROXY_PORT + 1),
-             "--parent-pid", str(os.getpid())],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.proxy.stdout.readline()  # "listening on ..."
-
-    def proxy_pass(self):
-        """Faults off, connections kept (the drain after the run must end)."""
-        import socket
-        with socket.create_connection(("127.0.0.1", PROXY_PORT + 1), timeout=5) as c:
-            c.sendall(b"pass\n")
-            c.recv(100)
-
-    def stop_proxy(self):
-        if self.proxy is None:
-            return ""
-        self.proxy.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proxy.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proxy.kill()
-            out = ""
-        self.proxy = None
-        m = re.search(r"proxy: exiting, (.*)", out or "")
-        return m.group(1) if m else ""
 
     def seigo_env(self, amqp, crash=None):
         env = dict(self.env)
@@ -322,24 +282,12 @@ def main():
         w.stop()
         return 2
     w.stop()
-    seigo_bad = [r for r in results if r["mode"] == "seigo" and
-                 (r["violations"] > 0 or r["audit_exit"] != 0 or not r["fired"])]
-    naive = [r for r in results if r["mode"] == "naive"]
-    naive_caught = sum(r["violations"] for r in naive)
-    lines = ["| fault | mode | pulls | duplicates dropped by the inbox | violations | audit exit |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['fault']} | {r['mode']} | {r['pulls']} | {r['dups']} | {r['violations']} | "
-              f"{r['audit_exit']}{'' if r['fired'] else ' (crash point not reached)'} |"
-              for r in results]
-    verdict = (f"seigo cells failing: {len(seigo_bad)}; naive violations: {naive_caught} over "
-               f"{len(naive)} cells")
-    with open(os.path.join(args.out, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n\n" + verdict + "\n")
-    print(verdict)
-    if seigo_bad or (naive and naive_caught == 0):
-        return 1
-    return 0
-
+    for r in results:
+        r["audit_cell"] = f"{r['audit_exit']}" + ("" if r["fired"] else " (crash point not reached)")
+    return harness.verdict(results, args.out, [
+        ("fault", "fault"), ("mode", "mode"), ("pulls", "pulls"),
+        ("duplicates dropped by the inbox", "dups"), ("violations", "violations"),
+        ("audit exit", "audit_cell")], bad=lambda r: not r["fired"])
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

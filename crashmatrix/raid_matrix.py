@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+import harness
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SERVERS = os.path.join(ROOT, "scripts", "servers.sh")
@@ -52,20 +54,11 @@ def cells(rng):
     return out
 
 
-class World:
+class World(harness.WorldBase):
     def __init__(self, args):
-        self.args = args
-        self.env = dict(os.environ)
+        super().__init__(args, "resp", PROXY_PORT, f"127.0.0.1:{REDIS_BASE}")
         self.env["SEIGO_STATE_DIR"] = "/tmp/seigo-crashmatrix-raid"
         self.env["SEIGO_REDIS_DIR"] = "/tmp/seigo-crashmatrix-raid-redis"
-        self.proxy = None
-
-    def sh(self, *cmd, check=True):
-        r = subprocess.run(list(cmd), env=self.env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stdout[-2000:]}")
-        return r
 
     def start(self):
         self.sh("bash", SERVERS, "wipe")
@@ -80,29 +73,6 @@ class World:
         self.stop_proxy()
         self.sh("bash", SERVERS, "stop", check=False)
         self.sh("bash", REDIS, "stop", check=False)
-
-    def start_proxy(self, cut=0.0, drop=0.0, match="^$"):
-        self.stop_proxy()
-        self.proxy = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "proxy.py"), "--protocol", "resp",
-             "--listen", str(PROXY_PORT), "--target", f"127.0.0.1:{REDIS_BASE}",
-             "--seed", str(self.args.seed), "--cut-prob", str(cut), "--drop-prob", str(drop),
-             "--drop-match", match, "--parent-pid", str(os.getpid())],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.proxy.stdout.readline()  # "listening on ..."
-
-    def stop_proxy(self):
-        if self.proxy is not None:
-            self.proxy.send_signal(signal.SIGINT)
-            try:
-                out, _ = self.proxy.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proxy.kill()
-                out = ""
-            self.proxy = None
-            m = re.search(r"proxy: exiting, (.*)", out or "")
-            return m.group(1) if m else ""
-        return ""
 
     def seigo(self, *args, extra_env=None, timeout=120):
         env = dict(self.env)
@@ -197,22 +167,9 @@ def main():
         w.stop()
         return 2
     w.stop()
-    seigo_bad = [r for r in results if r["mode"] == "seigo" and
-                 (r["violations"] > 0 or r["audit_exit"] != 0)]
-    naive = [r for r in results if r["mode"] == "naive"]
-    naive_caught = sum(r["violations"] for r in naive)
-    lines = ["| fault | mode | attacks | violations | audit exit |", "|---|---|---|---|---|"]
-    lines += [f"| {r['fault']} | {r['mode']} | {r['attacks']} | {r['violations']} | "
-              f"{r['audit_exit']} |" for r in results]
-    verdict = (f"seigo cells failing: {len(seigo_bad)}; naive violations: {naive_caught} over "
-               f"{len(naive)} cells")
-    with open(os.path.join(args.out, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n\n" + verdict + "\n")
-    print(verdict)
-    if seigo_bad or (naive and naive_caught == 0):
-        return 1
-    return 0
-
+    return harness.verdict(results, args.out, [
+        ("fault", "fault"), ("mode", "mode"), ("attacks", "attacks"),
+        ("violations", "violations"), ("audit exit", "audit_exit")])
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
