@@ -42,7 +42,6 @@ Exit status: 0 if every seigo cell passed (and its crash point fired) and naive 
 violations, 1 otherwise, 2 on a setup error. A summary table goes to stdout and DIR/summary.md.
 """
 
-import argparse
 import os
 import random
 import re
@@ -245,14 +244,7 @@ def run_cell(w, fault, mode, rng, log, tag):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seigo", required=True)
-    ap.add_argument("--out", default=os.path.join(ROOT, "build", "crashmatrix-gacha"))
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", default="", help="regex on 'fault mode'")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    args = harness.parse_args(__doc__, os.path.join(ROOT, "build", "crashmatrix-gacha"), 5.0)
     rng = random.Random(args.seed)
     w = World(args)
     results = []

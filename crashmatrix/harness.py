@@ -2,6 +2,7 @@
 the repo's scripts, one fault-injecting proxy (proxy.py) per world, and the verdict over the
 cells. Python 3 standard library only."""
 
+import argparse
 import os
 import re
 import signal
@@ -63,6 +64,19 @@ class WorldBase:
         self.proxy = None
         m = re.search(r"proxy: exiting, (.*)", out or "")
         return m.group(1) if m else ""
+
+
+def parse_args(doc, default_out, default_seconds):
+    """--seigo, --out (created), --seconds, --seed, --only."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--seigo", required=True)
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--seconds", type=float, default=default_seconds)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", default="", help="regex on 'fault mode'")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    return args
 
 
 def verdict(results, out_dir, columns, bad=lambda r: False):

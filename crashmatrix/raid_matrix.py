@@ -27,7 +27,6 @@ Exit status: 0 if every seigo cell passed and naive mode showed violations, 1 ot
 setup error. A summary table goes to stdout and DIR/summary.md.
 """
 
-import argparse
 import os
 import random
 import re
@@ -136,14 +135,7 @@ def run_cell(w, fault, mode, rng, log):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seigo", required=True)
-    ap.add_argument("--out", default=os.path.join(ROOT, "build", "crashmatrix-raid"))
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", default="", help="regex on 'fault mode'")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    args = harness.parse_args(__doc__, os.path.join(ROOT, "build", "crashmatrix-raid"), 4.0)
     rng = random.Random(args.seed)
     w = World(args)
     results = []
