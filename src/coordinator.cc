@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -301,33 +303,61 @@ class Coordinator::Impl {
   }
 
   Result<size_t> ResendDeadLetters(std::span<const std::string> ids, bool all) {
-    std::set<std::string> wanted(ids.begin(), ids.end());
-    size_t moved = 0;
+    // Which letters, per old transaction: named ones are looked up by (gid, seq) on every
+    // shard (a gid's letters are on its decider's shard; elsewhere nothing is found), so an
+    // id is found however many older letters there are; --all lists each shard's oldest.
+    std::map<std::string, std::vector<DeadLetter>> named;
+    for (const std::string& id : ids) {
+      const size_t dash = id.rfind('-');
+      uint32_t seq = 0;
+      const char* end = id.data() + id.size();
+      if (dash == std::string::npos || dash == 0 ||
+          std::from_chars(id.data() + dash + 1, end, seq).ptr != end || dash + 1 == id.size()) {
+        return Status::InvalidArgument("not a message id <gid>-<seq>: " + id);
+      }
+      named[id.substr(0, dash)].push_back({id.substr(0, dash), seq, ""});
+    }
+    size_t moved = 0, wanted = 0;
+    Status first_error;
     for (auto& p : owned_) {
-      Result<std::vector<DeadRecord>> dead = p->ListDeadLetters(10'000);
-      if (!dead.ok()) return dead.status();
-      // One new transaction per old one, its letters in their old order.
       std::vector<std::pair<std::string, std::vector<DeadLetter>>> groups;
-      for (const DeadRecord& d : *dead) {
-        const std::string id = d.entry.message_id();
-        if (!all && wanted.erase(id) == 0) continue;
-        if (groups.empty() || groups.back().first != d.entry.gid) groups.push_back({d.entry.gid, {}});
-        groups.back().second.push_back({d.entry.gid, d.entry.seq, ""});
+      if (all) {
+        Result<std::vector<DeadRecord>> dead = p->ListDeadLetters(10'000);
+        if (!dead.ok()) {
+          if (first_error.ok()) first_error = dead.status();
+          continue;  // the other shards' letters are still resent
+        }
+        for (const DeadRecord& d : *dead) {
+          if (groups.empty() || groups.back().first != d.entry.gid) groups.push_back({d.entry.gid, {}});
+          groups.back().second.push_back({d.entry.gid, d.entry.seq, ""});
+        }
+      } else {
+        for (const auto& [gid, letters] : named) groups.push_back({gid, letters});
       }
       for (auto& [gid, letters] : groups) {
         std::sort(letters.begin(), letters.end(),
                   [](const DeadLetter& a, const DeadLetter& b) { return a.seq < b.seq; });
+        letters.erase(std::unique(letters.begin(), letters.end(),
+                                  [](const DeadLetter& a, const DeadLetter& b) { return a.seq == b.seq; }),
+                      letters.end());
         Result<size_t> n = p->ResendDeadLetters(letters, core::NewGid(env_));
-        if (!n.ok()) return n.status();
+        if (!n.ok()) {
+          if (first_error.ok()) first_error = n.status();
+          break;  // this shard is failing: on to the next
+        }
         moved += *n;
       }
     }
-    if (!all && !wanted.empty()) {
-      return Status::NotFound("no dead letter " + *wanted.begin() +
-                              (wanted.size() > 1 ? " (and " + std::to_string(wanted.size() - 1) +
-                                                       " more)"
-                                                 : std::string()) +
-                              "; " + std::to_string(moved) + " resent");
+    for (const auto& [gid, letters] : named) {
+      std::set<uint32_t> seqs;
+      for (const DeadLetter& d : letters) seqs.insert(d.seq);
+      wanted += seqs.size();
+    }
+    const std::string done = std::to_string(moved) + " resent";
+    if (!first_error.ok()) return first_error.Annotate(done);
+    if (!all && moved < wanted) {
+      return Status::NotFound(std::to_string(wanted - moved) + " of the " +
+                              std::to_string(wanted) + " message ids name no dead letter; " + done);
     }
     return moved;
   }

@@ -1260,5 +1260,42 @@ TEST_F(OutboxTest, ADeadLetterResentAfterItsExchangeExistsIsPublishedOnceWithANe
   (void)peer_->DeleteExchange(exchange);
 }
 
+// Review finding: seigo_inbox was keyed by the message id alone. A message fanned out to two
+// queues (an exchange bound to both) whose consumers keep their inbox rows on one shard was
+// applied by the first consumer only; the second took it for a duplicate.
+TEST_F(ConsumerTest, AMessageFannedOutToTwoQueuesIsAppliedOnceByEachConsumer) {
+  const std::string second = queue_ + "-c2";
+  ASSERT_TRUE(peer_->DeclareQueue(second, true, second + ".dead").ok());
+  ASSERT_TRUE(peer_->PurgeQueue(second).ok());
+  for (uint32_t s = 0; s < coord_->shard_map().size(); ++s) {
+    ASSERT_TRUE(coord_->QueryShard(s, "DELETE FROM seigo_inbox WHERE queue = ?", {second}).ok());
+  }
+  ConsumerOptions a = Options(Bump), b = Options(Bump);
+  b.queue = second;
+  auto ca = Consumer::Open(coord_.get(), a);
+  auto cb = Consumer::Open(coord_.get(), b);
+  ASSERT_TRUE(ca.ok() && cb.ok());
+  Message m;
+  m.body = "77";
+  const std::string id = FreshGid("fanout") + "-0";
+  m.routing_key = a.queue;
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, id).ok());
+  m.routing_key = second;
+  ASSERT_TRUE(peer_->PublishUnconfirmed(m, id).ok());
+  std::atomic<bool> stop{false};
+  std::thread ta([&] { (*ca)->Run([&] { return stop.load(); }); });
+  std::thread tb([&] { (*cb)->Run([&] { return stop.load(); }); });
+  WaitUntil([&] {
+    return (*ca)->counters().applied + (*ca)->counters().duplicates >= 1 &&
+           (*cb)->counters().applied + (*cb)->counters().duplicates >= 1;
+  });
+  stop = true;
+  ta.join();
+  tb.join();
+  EXPECT_EQ((*ca)->counters().applied, 1u);
+  EXPECT_EQ((*cb)->counters().applied, 1u) << "the second queue's consumer applied it too";
+  EXPECT_EQ(Count(77), 2);
+}
+
 }  // namespace
 }  // namespace seigo

@@ -719,7 +719,11 @@ TEST_F(EnvelopeTest, SeigoTablesAreFreeOf2038AndOldTablesAreUpgraded) {
                      "NOT NULL, dead_ms BIGINT NOT NULL, reason VARBINARY(1000) NOT NULL) "
                      "ENGINE=InnoDB// INSERT INTO seigo_outbox_dead VALUES (7, "
                      "'0123456789abcdef0123456789abcdef', 0, 'x', 'k', '', '', '', 'b', 1, 2, "
-                     "'old')"),
+                     "'old')// "
+                     // seigo_inbox as session 6 made it: keyed by the message id alone.
+                     "CREATE TABLE seigo_inbox (message_id VARBINARY(128) NOT NULL PRIMARY KEY, "
+                     "queue VARBINARY(255) NOT NULL, applied_ms BIGINT NOT NULL, KEY by_time "
+                     "(applied_ms)) ENGINE=InnoDB// INSERT INTO seigo_inbox VALUES ('m-1', 'q1', 1)"),
               0);
   }
   auto c = Coordinator::Open(o);
@@ -751,6 +755,19 @@ TEST_F(EnvelopeTest, SeigoTablesAreFreeOf2038AndOldTablesAreUpgraded) {
   auto dead = (*c)->QueryShard(0, "SELECT COUNT(*) FROM seigo_outbox_dead WHERE id = 7");
   ASSERT_TRUE(dead.ok());
   EXPECT_EQ(*dead->Int(0, 0), 2) << "both dead letters kept";
+  // The inbox is rekeyed by (message_id, queue) and has by_queue: one message fanned out to
+  // two queues gets a row for each.
+  auto inbox_keys = (*c)->QueryShard(0, "SELECT GROUP_CONCAT(INDEX_NAME, ':', COLUMN_NAME ORDER BY "
+                                        "INDEX_NAME, SEQ_IN_INDEX) FROM information_schema."
+                                        "STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND "
+                                        "TABLE_NAME = 'seigo_inbox'");
+  ASSERT_TRUE(inbox_keys.ok());
+  EXPECT_EQ(inbox_keys->rows[0][0].value_or(""),
+            "by_queue:queue,by_queue:applied_ms,by_time:applied_ms,PRIMARY:message_id,"
+            "PRIMARY:queue");
+  auto second = (*c)->QueryShard(0, "INSERT IGNORE INTO seigo_inbox VALUES ('m-1', 'q2', 1)");
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->affected_rows, 1u) << "the same message id in another queue is new";
   c->reset();
   DropDatabase("game_old");
 }

@@ -395,10 +395,15 @@ int GachaAudit(const Common& common) {
   std::printf("  %-42s %u%s\n", "messages left in the queue",
               *depth, *depth ? "  VIOLATION" : "");
   violations += *depth;
-  const uint32_t dd = dead_depth.ok() ? *dead_depth : 0;
-  std::printf("  %-42s %u%s\n", "messages in the dead-letter queue", dd,
-              dd ? "  VIOLATION" : "");
-  violations += dd;
+  if (!dead_depth.ok()) {  // unknown is not empty: the audit cannot pass without it
+    std::printf("  %-42s ? (%s)  VIOLATION\n", "messages in the dead-letter queue",
+                dead_depth.status().ToString().c_str());
+    violations += 1;
+  } else {
+    std::printf("  %-42s %u%s\n", "messages in the dead-letter queue", *dead_depth,
+                *dead_depth ? "  VIOLATION" : "");
+    violations += *dead_depth;
+  }
   std::printf("gacha audit: %s\n", violations == 0 ? "OK" : "VIOLATIONS");
   return violations == 0 ? kExitOk : kExitFailed;
 }

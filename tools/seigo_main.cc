@@ -104,8 +104,11 @@ std::string Shards(const std::vector<uint32_t>& v, size_t shards) {
 
 int PrintStatus(const Common& c) {
   int rc = kExitOk;
-  // Changes nothing: no tables created, no shard claimed, no resolver pass.
-  auto coord = OpenForTool(c, &rc, /*background=*/false, /*prepare_schema=*/false);
+  // Changes nothing: no tables created, no shard claimed, no resolver pass, and no relay (the
+  // broker is asked about queue depths below, on a connection of its own).
+  Common no_relay = c;
+  no_relay.amqp.clear();
+  auto coord = OpenForTool(no_relay, &rc, /*background=*/false, /*prepare_schema=*/false);
   if (!coord) return rc;
   InDoubtReport r = coord->InDoubt();
   for (const Status& e : r.errors) std::fprintf(stderr, "seigo: %s\n", e.ToString().c_str());
@@ -232,7 +235,9 @@ int Recover(const Common& c) {
 // `seigo outbox dead`: every shard's dead-letter records.
 int OutboxDead(const Common& c, size_t limit) {
   int rc = kExitOk;
-  auto coord = OpenForTool(c, &rc, /*background=*/false, /*prepare_schema=*/false);
+  Common no_relay = c;  // changes nothing: no relay claiming and publishing meanwhile
+  no_relay.amqp.clear();
+  auto coord = OpenForTool(no_relay, &rc, /*background=*/false, /*prepare_schema=*/false);
   if (!coord) return rc;
   std::printf("%-5s  %-44s  %-24s  %-24s  %-9s  %s\n", "SHARD", "MESSAGE ID", "EXCHANGE",
               "ROUTING KEY", "DEAD FOR", "REASON");
@@ -273,7 +278,9 @@ int OutboxResend(const Common& c, const std::vector<std::string>& ids, bool all)
     return kExitUsage;
   }
   int rc = kExitOk;
-  auto coord = OpenForTool(c, &rc);
+  Common no_relay = c;  // the running applications' relays publish them
+  no_relay.amqp.clear();
+  auto coord = OpenForTool(no_relay, &rc);
   if (!coord) return rc;
   Result<size_t> n = coord->ResendDeadLetters(ids, all);
   if (!n.ok()) {

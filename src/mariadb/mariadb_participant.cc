@@ -127,11 +127,17 @@ const char* const kSchemaSql =
     ") ENGINE=InnoDB;"
     // Messages a consumer applied (seigo::Consumer, RecordInInbox): written in the handler's
     // transaction, so a redelivery is recognised.
+    // Keyed by (message_id, queue): a message fanned out to two queues whose consumers keep
+    // their inbox rows on one shard is applied once by EACH (keyed by message_id alone, the
+    // second queue's consumer took it for a duplicate and never applied it). by_queue bounds
+    // the retention DELETE (ConsumerOptions::inbox_retention_ms) to its own queue's rows.
     "CREATE TABLE IF NOT EXISTS seigo_inbox ("
-    " message_id VARBINARY(128) NOT NULL PRIMARY KEY,"
+    " message_id VARBINARY(128) NOT NULL,"
     " queue VARBINARY(255) NOT NULL,"
     " applied_ms BIGINT NOT NULL,"
-    " KEY by_time (applied_ms)"
+    " PRIMARY KEY (message_id, queue),"
+    " KEY by_time (applied_ms),"
+    " KEY by_queue (queue, applied_ms)"
     ") ENGINE=InnoDB";
 
 namespace {
@@ -1308,15 +1314,39 @@ Status MigrateSchema(Conn& c) {
   for (const Step& st : kSteps) {
     if (has(st.table, st.column) != st.want) SEIGO_RETURN_IF_ERROR(c.Run(st.sql));
   }
-  // seigo_outbox_dead as first made (session 6) had PRIMARY KEY (id): rekey it by (gid, seq).
-  QueryResult pk;
-  SEIGO_RETURN_IF_ERROR(c.Run("SELECT COUNT(*) FROM information_schema.STATISTICS WHERE "
-                              "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'seigo_outbox_dead' "
-                              "AND INDEX_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'",
-                              &pk));
-  if (!pk.rows.empty() && pk.rows[0][0] && *pk.rows[0][0] != "0") {
-    SEIGO_RETURN_IF_ERROR(c.Run("ALTER TABLE seigo_outbox_dead DROP PRIMARY KEY, "
+  // Keys of tables made by session 6: seigo_outbox_dead had PRIMARY KEY (id), seigo_inbox
+  // PRIMARY KEY (message_id) and no by_queue. One read; each ALTER only if needed. Two
+  // processes upgrading at once: the loser's ALTER fails with a duplicate key name (1061) or
+  // a second primary key (1068): the work is done, so that is success.
+  QueryResult keys;
+  SEIGO_RETURN_IF_ERROR(c.Run(
+      "SELECT TABLE_NAME, INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM "
+      "information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN "
+      "('seigo_outbox_dead', 'seigo_inbox') GROUP BY TABLE_NAME, INDEX_NAME",
+      &keys));
+  auto key = [&](const char* table, const char* index) -> std::string {
+    for (const auto& row : keys.rows) {
+      if (row.size() >= 3 && row[0] && row[1] && *row[0] == table && *row[1] == index) {
+        return row[2].value_or("");
+      }
+    }
+    return "";
+  };
+  auto alter = [&](const std::string& sql) -> Status {
+    Status s = c.Run(sql);
+    if (s.server_errno() == 1061 || s.server_errno() == 1068) return Status::OK();
+    return s;
+  };
+  if (key("seigo_outbox_dead", "PRIMARY") == "id") {
+    SEIGO_RETURN_IF_ERROR(alter("ALTER TABLE seigo_outbox_dead DROP PRIMARY KEY, "
                                 "ADD PRIMARY KEY (gid, seq), ADD KEY by_id (id)"));
+  }
+  if (key("seigo_inbox", "PRIMARY") == "message_id") {
+    SEIGO_RETURN_IF_ERROR(alter("ALTER TABLE seigo_inbox DROP PRIMARY KEY, "
+                                "ADD PRIMARY KEY (message_id, queue)"));
+  }
+  if (key("seigo_inbox", "by_queue").empty()) {
+    SEIGO_RETURN_IF_ERROR(alter("ALTER TABLE seigo_inbox ADD KEY by_queue (queue, applied_ms)"));
   }
   return Status::OK();
 }
