@@ -311,9 +311,14 @@ class Coordinator::Impl {
       const size_t dash = id.rfind('-');
       uint32_t seq = 0;
       const char* end = id.data() + id.size();
-      if (dash == std::string::npos || dash == 0 ||
-          std::from_chars(id.data() + dash + 1, end, seq).ptr != end || dash + 1 == id.size()) {
-        return Status::InvalidArgument("not a message id <gid>-<seq>: " + id);
+      // Checked here, before any shard is asked: a gid is 32 lowercase hex digits.
+      const bool gid_ok = dash == 32 && std::all_of(id.begin(), id.begin() + 32, [](char ch) {
+        return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+      });
+      if (!gid_ok || std::from_chars(id.data() + dash + 1, end, seq).ptr != end ||
+          dash + 1 == id.size()) {
+        return Status::InvalidArgument("not a message id <gid>-<seq> (32 hex digits, '-', a "
+                                       "number): " + id);
       }
       named[id.substr(0, dash)].push_back({id.substr(0, dash), seq, ""});
     }

@@ -40,6 +40,15 @@ bool NeedAmqp(const Common& c) {
 
 Result<amqp::AmqpUrl> Url(const Common& c) { return amqp::AmqpUrl::Parse(c.amqp); }
 
+// The coordinator of `run` and `consume`: in naive mode without the broker (no relay: naive
+// publishes itself and consumes with auto-ack); in seigo mode with it, so that its relay also
+// polls the outboxes and publishes what a killed application left there.
+std::unique_ptr<Coordinator> OpenForMode(const Common& common, bool naive, int* rc) {
+  Common opened = common;
+  if (naive) opened.amqp.clear();
+  return OpenForTool(opened, rc, /*background=*/true);
+}
+
 int Fail(const Status& s) {
   std::fprintf(stderr, "seigo: %s\n", s.ToString().c_str());
   return ExitCodeFor(s);
@@ -136,10 +145,7 @@ int GachaRun(const Common& common, int clients, double seconds, const std::strin
   if (!NeedAmqp(common)) return kExitUsage;
   const bool naive = mode == "naive";
   int rc = kExitOk;
-  // Naive mode publishes itself: the coordinator gets no broker (and so no relay).
-  Common opened = common;
-  if (naive) opened.amqp.clear();
-  auto c = OpenForTool(opened, &rc, /*background=*/true);
+  auto c = OpenForMode(common, naive, &rc);
   if (!c) return rc;
   Result<std::pair<int64_t, int64_t>> meta = ReadMeta(*c);
   if (!meta.ok()) return Fail(meta.status());
@@ -232,11 +238,7 @@ int GachaConsume(const Common& common, const std::string& mode, double idle_exit
   if (!NeedAmqp(common)) return kExitUsage;
   const bool naive = mode == "naive";
   int rc = kExitOk;
-  // In seigo mode the consumer's coordinator has the broker too: its relay polls the outboxes,
-  // so messages a killed application left there are published (and consumed) by this process.
-  Common opened = common;
-  if (naive) opened.amqp.clear();
-  auto c = OpenForTool(opened, &rc, /*background=*/true);
+  auto c = OpenForMode(common, naive, &rc);
   if (!c) return rc;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

@@ -2587,6 +2587,10 @@ Result<size_t> MariaDbParticipant::ResendDeadLetters(std::span<const DeadLetter>
       if (!s.ok()) c.set_broken();
       return s.ok() ? Result<size_t>(size_t{0}) : Result<size_t>(s);
     }
+    // The move is one local transaction: the new outbox rows and the delete commit together or
+    // not at all. A lost reply leaves it either done (a repeated resend then finds nothing:
+    // kNotFound, and `seigo status` shows the new entries) or undone (a repeat moves them);
+    // never a letter both resent and still dead, or neither.
     sql += ";DELETE FROM seigo_outbox_dead WHERE " + where + ";COMMIT";
     s = c.Run(sql);
     if (!s.ok()) {
