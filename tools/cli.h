@@ -68,6 +68,9 @@ int GachaSetup(const Common& c, int64_t players, int64_t gold);
 int GachaRun(const Common& c, int clients, double seconds, const std::string& mode);
 int GachaConsume(const Common& c, const std::string& mode, double idle_exit_s, int prefetch);
 int GachaAudit(const Common& c);
+// `seigo check` (tools/check.cc): nagios exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+int Check(const std::string& url, const std::string& warn, const std::string& crit,
+          int timeout_s);
 
 }  // namespace seigo::cli
 

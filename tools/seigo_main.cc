@@ -412,6 +412,17 @@ int main(int argc, char** argv) {
   CLI::App* gaudit = gacha->add_subcommand("audit", "check gold, grants, events and collection");
   add_common(gaudit);
 
+  std::string check_url = "http://127.0.0.1:8640", check_warn, check_crit;
+  int check_timeout = 10;
+  CLI::App* check = app.add_subcommand(
+      "check", "nagios/Icinga plugin: seigod's in-doubt, hung, backlog, outbox lag, resolver");
+  check->add_option("--url", check_url, "seigod's base URL");
+  check->add_option("-w,--warning", check_warn,
+                    "warning thresholds name=value,... (in_doubt, age s, hung, backlog, "
+                    "outbox_lag s, resolver s)");
+  check->add_option("-c,--critical", check_crit, "critical thresholds, the same names");
+  check->add_option("--timeout", check_timeout, "seconds")->check(CLI::Range(1, 300));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -422,6 +433,8 @@ int main(int argc, char** argv) {
     app.exit(e);
     return kExitUsage;
   }
+  // Nagios exit codes (0-3), and no shards needed: it asks seigod.
+  if (check->parsed()) return Check(check_url, check_warn, check_crit, check_timeout);
   bool given = false;
   for (CLI::Option* o : shard_options) given = given || o->count() > 0;
   if (!given) {
