@@ -179,6 +179,8 @@ class Seigod:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
+        if getattr(self, "log", None) and not self.log.closed:
+            self.log.close()
         return self.proc.returncode if self.proc else None
 
     def stop(self):
