@@ -15,7 +15,12 @@
 #   without/with its event, L commit-to-applied latency through a seigo::Consumer; prints A2/A1,
 #   G1/G0 and L p50/p99, written to build-bench/bench-amqp.json. SEIGO_BENCH_ONLY=amqp runs only
 #   those.
-#   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64), SEIGO_BENCH_ONLY (redis or amqp).
+#   Then the seigod cells (bench/http_bench.cc; a seigod on port 36690 that the driver starts): T0
+#   the library's cross-shard trade, T1 the same trade over HTTP (32 keep-alive connections), T2
+#   with an idempotency key; prints T1/T0 and T2/T0 with p50/p99, written to
+#   build-bench/bench-http.json, and the Python client's trade rate from one process
+#   (bench/python_client_bench.py, for orientation). SEIGO_BENCH_ONLY=http runs only those.
+#   Environment: SEIGO_BENCH_CLIENTS (default 1,8,32,64), SEIGO_BENCH_ONLY (redis, amqp or http).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,13 +35,14 @@ RABBITMQ=$PWD/scripts/rabbitmq.sh
 OUT=$PWD/build-bench
 ONLY=${SEIGO_BENCH_ONLY:-}
 case $ONLY in
-  '' | redis | amqp) ;;
-  *) echo "bench.sh: SEIGO_BENCH_ONLY must be redis or amqp, not '$ONLY'" >&2; exit 2 ;;
+  '' | redis | amqp | http) ;;
+  *) echo "bench.sh: SEIGO_BENCH_ONLY must be redis, amqp or http, not '$ONLY'" >&2; exit 2 ;;
 esac
 
 bash scripts/install-deps.sh
 cmake -S . -B "$OUT" -DCMAKE_BUILD_TYPE=Release -DSEIGO_BUILD_TESTS=OFF >/dev/null
-cmake --build "$OUT" -j2 --target seigo_bench seigo_redis_bench seigo_amqp_bench >/dev/null
+cmake --build "$OUT" -j2 --target seigo_bench seigo_redis_bench seigo_amqp_bench \
+  seigo_http_bench seigod >/dev/null
 bash "$SERVERS" wipe >/dev/null
 bash "$REDIS" wipe >/dev/null
 bash "$RABBITMQ" wipe >/dev/null
@@ -45,12 +51,12 @@ trap 'bash "$SERVERS" stop >/dev/null 2>&1 || true; bash "$REDIS" stop >/dev/nul
 bash "$SERVERS" start 2 --base-port 33561 | tail -1
 # shellcheck disable=SC1091
 . "$SEIGO_STATE_DIR/env"
-if [[ $ONLY != amqp ]]; then
+if [[ $ONLY != amqp && $ONLY != http ]]; then
   bash "$REDIS" start 2 --base-port 36679 | tail -1
   # shellcheck disable=SC1091
   . "$SEIGO_REDIS_DIR/env"
 fi
-if [[ $ONLY != redis ]]; then
+if [[ $ONLY != redis && $ONLY != http ]]; then
   bash "$RABBITMQ" start --port 5722 | tail -1
   # shellcheck disable=SC1091
   . "$SEIGO_RABBITMQ_DIR/env"
@@ -68,6 +74,21 @@ amqp_cells() {
     --seconds "$CELL_SECONDS" --clients 32 --json "$OUT/bench-amqp.json" |
     tee "$OUT/bench-amqp.txt"
 }
+http_cells() {
+  echo "=== seigod cells (32 clients, $CELL_SECONDS s each)"
+  "$OUT/bench/seigo_http_bench" --shards "$SEIGO_SHARDS" --seigod "$OUT/seigod/seigod" \
+    --seconds "$CELL_SECONDS" --clients 32 --port 36690 --json "$OUT/bench-http.json" |
+    tee "$OUT/bench-http.txt"
+  if [[ -f bench/python_client_bench.py ]]; then
+    /usr/bin/python3 bench/python_client_bench.py --shards "$SEIGO_SHARDS" \
+      --seigod "$OUT/seigod/seigod" --seconds "$CELL_SECONDS" --port 36691 |
+      tee -a "$OUT/bench-http.txt"
+  fi
+}
+if [[ $ONLY == http ]]; then
+  http_cells
+  exit 0
+fi
 if [[ $ONLY == redis ]]; then
   redis_cells
   exit 0
@@ -117,4 +138,5 @@ json.dump(d, open(path, "w"), indent=2)
 EOF
 redis_cells
 amqp_cells
-echo "results: $OUT/bench-results.json, $OUT/bench-redis.json, $OUT/bench-amqp.json"
+http_cells
+echo "results: $OUT/bench-results.json, $OUT/bench-redis.json, $OUT/bench-amqp.json, $OUT/bench-http.json"
