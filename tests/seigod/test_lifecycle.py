@@ -118,10 +118,11 @@ class SeigodLifecycle(unittest.TestCase):
                         {"sql": "life_add", "key": i + 20, "params": [i + 20], "expect_rows": 1}]})
                     self.assertEqual(status, 200, r)
             # b sees a's idempotency record (the record is in the stores, not the process).
-            status, r = self.post(a.port, {"idempotency_key": "life-shared-1", "steps": [
+            key = "life-shared-%d" % time.time_ns()
+            status, r = self.post(a.port, {"idempotency_key": key, "steps": [
                 {"sql": "life_add", "key": 3, "params": [3], "expect_rows": 1}]})
             self.assertEqual(status, 200, r)
-            status, r = self.post(b.port, {"idempotency_key": "life-shared-1", "steps": [
+            status, r = self.post(b.port, {"idempotency_key": key, "steps": [
                 {"sql": "life_add", "key": 3, "params": [3], "expect_rows": 1}]})
             self.assertEqual(status, 200, r)
             self.assertTrue(r["replayed"])
