@@ -24,7 +24,7 @@ struct Config {
   int64_t hung_threshold_ms = 120'000;
   int64_t monitor_interval_ms = 2'000;
   int64_t idempotency_retention_ms = 86'400'000;
-  int threads = 32;
+  int threads = 64;  // HTTP workers: one per open connection
   int64_t session_idle_ms = 10'000;
   int max_sessions = 256;
   // Stores, with the passwords put in (never print these: use the redacted forms).

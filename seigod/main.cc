@@ -90,6 +90,13 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   httplib::Server http;
+  // httplib's default sets SO_REUSEPORT, which lets a second seigod bind the same port and
+  // take half the connections (a session lives in one process): only SO_REUSEADDR, so that a
+  // port in use is an error at start (exit 1).
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (!http.bind_to_port(config->host, config->port)) {
     std::fprintf(stderr, "seigod: cannot listen on %s:%d: %s\n", config->host.c_str(),
                  config->port, std::strerror(errno));
@@ -110,8 +117,9 @@ int main(int argc, char** argv) {
   };
   add("POST", "/v1/transactions", "/v1/transactions",
       [&](const Req& q, const M&) { return svc->Transact(q.body); });
-  add("GET", "/v1/transactions/([^/]+)", "/v1/transactions/{key}",
-      [&](const Req&, const M& m) { return svc->GetRecord(httplib::detail::decode_url(m[1], false)); });
+  // httplib has percent-decoded req.path already: a key may hold any byte, '/' included.
+  add("GET", "/v1/transactions/(.+)", "/v1/transactions/{key}",
+      [&](const Req&, const M& m) { return svc->GetRecord(m[1]); });
   add("POST", "/v1/sessions", "/v1/sessions",
       [&](const Req& q, const M&) { return svc->BeginSession(q.body); });
   add("POST", "/v1/sessions/([^/]+)/steps", "/v1/sessions/{id}/steps",
@@ -123,8 +131,7 @@ int main(int argc, char** argv) {
   add("GET", "/v1/in-doubt", "/v1/in-doubt", [&](const Req&, const M&) { return svc->InDoubt(); });
   add("POST", "/v1/in-doubt/([^/]+)/resolve", "/v1/in-doubt/{gid}/resolve",
       [&](const Req& q, const M& m) {
-        return svc->Resolve(httplib::detail::decode_url(m[1], false),
-                            q.get_header_value("Authorization"));
+        return svc->Resolve(m[1], q.get_header_value("Authorization"));
       });
   add("GET", "/v1/status", "/v1/status", [&](const Req&, const M&) { return svc->GetStatus(); });
   add("GET", "/metrics", "/metrics", [&](const Req&, const M&) { return svc->GetMetrics(); });
@@ -189,7 +196,9 @@ int main(int argc, char** argv) {
   const int threads = config->threads;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_keep_alive_max_count(100'000);
-  http.set_keep_alive_timeout(30);
+  // Each open connection holds a worker thread (cpp-httplib's model): idle keep-alive
+  // connections are closed soon, so that they cannot starve new clients of threads.
+  http.set_keep_alive_timeout(5);
   http.set_tcp_nodelay(true);
 
   std::thread signals([&] {

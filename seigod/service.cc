@@ -943,7 +943,7 @@ Reply Service::Error(int status, const std::string& code, const std::string& mes
   return impl_->Error(status, code, message);
 }
 void Service::CountRequest(const std::string& route, int status) {
-  impl_->metrics_.http.Add({{"route", route}, {"code", std::to_string(status)}}).Increment();
+  impl_->metrics_.http.Add({{"path", route}, {"code", std::to_string(status)}}).Increment();
 }
 void Service::Log(const std::string& line) { impl_->Log(line); }
 
