@@ -8,7 +8,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config libmariadb-dev mariadb-server mariadb-client libgtest-dev
       libcli11-dev nlohmann-json3-dev spin valgrind procps iproute2 python3 gdb tzdata
       libfaketime redis-server redis-tools libhiredis-dev rabbitmq-server librabbitmq-dev
-      python3-pika libcpp-httplib-dev prometheus-cpp-dev libtomlplusplus-dev chromium)
+      python3-pika libcpp-httplib-dev prometheus-cpp-dev libtomlplusplus-dev chromium
+      curl)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -392,7 +392,11 @@ std::string CompareCell(const std::optional<std::string>& cell, const json& want
 
 json Cell(const std::optional<std::string>& c) { return c ? json(*c) : json(nullptr); }
 
-Status RunSql(seigo::Tx& tx, const Step& s, json* out) {
+// What the rows a request returns may add up to (cells' bytes): the response, and the
+// idempotency record that holds it, stay well inside MEDIUMBLOB and max_allowed_packet (16 MiB).
+constexpr size_t kMaxResultBytes = 8 << 20;
+
+Status RunSql(seigo::Tx& tx, const Step& s, json* out, size_t* result_bytes) {
   std::span<const Value> params(s.params);
   if (s.expect_rows && s.expect.empty() && !s.ret) {
     SEIGO_RETURN_IF_ERROR(tx.ExpectOn(s.store, *s.expect_rows, s.sql, params, s.reason));
@@ -425,6 +429,14 @@ Status RunSql(seigo::Tx& tx, const Step& s, json* out) {
   (*out)["affected_rows"] = r->affected_rows;
   if (r->last_insert_id != 0) (*out)["last_insert_id"] = r->last_insert_id;
   if (s.ret) {
+    for (const auto& row : r->rows) {
+      for (const auto& c : row) *result_bytes += (c ? c->size() : 0) + 8;
+    }
+    if (*result_bytes > kMaxResultBytes) {
+      return tx.Fail(Status::InvalidArgument(
+          "the rows returned add up to more than " + std::to_string(kMaxResultBytes >> 20) +
+          " MiB: return fewer rows or columns (or page with LIMIT)"));
+    }
     (*out)["columns"] = r->columns;
     json rows = json::array();
     for (const auto& row : r->rows) {
@@ -459,13 +471,14 @@ std::optional<PlanError> ParsePlan(const json& body, const PlanContext& ctx, boo
 
 Status RunSteps(seigo::Tx& tx, const Plan& plan, std::vector<json>* results, int* failed_step) {
   results->assign(plan.steps.size(), json::object());
+  size_t result_bytes = 0;
   for (size_t i : plan.order) {
     const Step& s = plan.steps[i];
     json& out = (*results)[i];
     if (!s.name.empty()) out["name"] = s.name;
     Status st;
     switch (s.kind) {
-      case Step::Kind::kSql: st = RunSql(tx, s, &out); break;
+      case Step::Kind::kSql: st = RunSql(tx, s, &out, &result_bytes); break;
       case Step::Kind::kKv: st = RunKv(tx, s, &out); break;
       case Step::Kind::kPublish: {
         seigo::Result<std::string> id = tx.Publish(s.msg);
