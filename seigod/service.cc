@@ -334,6 +334,7 @@ class Service::Impl {
     std::vector<json> results;
     int failed_step = -1;
     bool duplicate = false;
+    std::string recorded_gid;  // the gid the idempotency record holds (what a replay shows)
     seigo::RunOptions ro;
     ro.timeout_ms = plan.timeout_ms;
     ro.read_only = plan.read_only;
@@ -357,6 +358,7 @@ class Service::Impl {
           }
           SEIGO_RETURN_IF_ERROR(RunSteps(tx, plan, &results, &failed_step));
           if (!key.empty()) {
+            recorded_gid = tx.gid();
             json rec = {{"outcome", "committed"}, {"gid", tx.gid()}, {"attempts", tx.attempt()},
                         {"results", results}};
             seigo::Result<seigo::QueryResult> up = tx.ExecOn(
@@ -378,7 +380,11 @@ class Service::Impl {
       if (rec->has_value()) return Replay(plan, **rec);
       return Error(503, "gave_up", "the idempotency record vanished; send it again");
     }
-    Reply reply = OutcomeReply(r, results, failed_step, nullptr);
+    TxResult shown = r;
+    // A one-shard commit reports gid "" (TxResult::gid), but its record holds the attempt's
+    // gid: show that one, so that the first answer and its replays are the same.
+    if (r.committed() && !key.empty()) shown.gid = recorded_gid;
+    Reply reply = OutcomeReply(shown, results, failed_step, nullptr);
     if (!key.empty() && r.state == TxState::kAborted &&
         (reply.status == 422 || reply.status == 400)) {
       // A deterministic refusal: record it (outside the transaction, which left nothing), so
