@@ -593,11 +593,12 @@ class Client:
     with ``timeout_ms`` waits that long plus 5 s, whichever is more). ``retries``: how often a
     declarative transaction is sent again after a lost reply, a 504 or a 503 (with the same
     idempotency key). ``backoff``/``max_backoff``: the first and the longest pause between
-    resends (exponential, with jitter; at least Retry-After). ``admin_token``: the default token
+    resends (exponential, with jitter; at least Retry-After): the defaults ride out about 3-6 s
+    of seigod being unreachable, a restart. ``admin_token``: the default token
     of ``resolve()``.
     """
 
-    def __init__(self, url="http://127.0.0.1:8640", timeout=30.0, retries=3, backoff=0.05,
+    def __init__(self, url="http://127.0.0.1:8640", timeout=30.0, retries=6, backoff=0.1,
                  max_backoff=2.0, admin_token=None, headers=None):
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
