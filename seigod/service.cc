@@ -510,13 +510,24 @@ class Service::Impl {
     json stores = json::array();
     std::set<int> down;
     std::string why;
+    bool unattributed = false;
     for (const Status& e : rep.errors) {
-      down.insert(e.shard());
+      if (e.shard() >= 0) down.insert(e.shard());
+      else unattributed = true;
       if (why.empty()) why = e.ToString();
     }
     const size_t nshards = coord_->shard_map().size();
+    if (unattributed) {
+      // The scan's error names no store index: ask each store, rather than call all down.
+      for (size_t i = 0; i < nshards; ++i) {
+        if (!coord_->QueryShard(static_cast<uint32_t>(i), "SELECT 1").ok()) down.insert(i);
+      }
+      for (size_t i = 0; i < coord_->redis_instances(); ++i) {
+        if (!coord_->RedisCommand(i, {"PING"}).ok()) down.insert(static_cast<int>(nshards + i));
+      }
+    }
     for (size_t i = 0; i < nshards + coord_->redis_instances(); ++i) {
-      bool up = !down.count(static_cast<int>(i)) && !down.count(-1);
+      bool up = !down.count(static_cast<int>(i));
       std::string name = i < nshards ? "shard" + std::to_string(i)
                                      : "redis" + std::to_string(i - nshards);
       std::string url = i < nshards ? config_.redacted_shards[i]
@@ -840,7 +851,7 @@ seigo::Result<std::unique_ptr<Service>> Service::Start(const Config& config) {
     }
   };
   seigo::Result<std::unique_ptr<Coordinator>> c = Coordinator::Open(o);
-  if (!c.ok()) return Status(c.status().code(), Scrub(c.status().ToString(), config.secrets));
+  if (!c.ok()) return Status(c.status().code(), Scrub(c.status().message(), config.secrets));
   raw->coord_ = std::move(*c);
   raw->EnsureTables();
   raw->MonitorPass();

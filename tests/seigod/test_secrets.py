@@ -231,6 +231,13 @@ class SecretsTest(unittest.TestCase):
             self.assertClean(repr(r), "a transaction's error")
             text = self.sweep(d)
             self.assertIn("127.0.0.1:1/", text)
+            # Only the unreachable shard is shown down (page, /v1/status, seigo_store_up).
+            _, st, _ = d.request("GET", "/v1/status")
+            self.assertEqual([x["up"] for x in st["stores"]],
+                             [True] * (len(urls) - 1) + [False], st["stores"])
+            _, m, _ = d.request("GET", "/metrics")
+            self.assertIn('seigo_store_up{store="shard0"} 1', m)
+            self.assertIn('seigo_store_up{store="shard%d"} 0' % (len(urls) - 1), m)
         finally:
             d.kill()
         self.assertClean(d.log_text(), "seigod's log")
@@ -243,6 +250,7 @@ class SecretsTest(unittest.TestCase):
         self.assertEqual(rc, 0, out)  # the file is fine; logging in is not
         log = self.start_failing(d)
         self.assertIn("Access denied", log)
+        self.assertNotIn("InvalidArgument: InvalidArgument:", log)  # the code said once
         self.assertIn("***", log)
 
     # ---- Configs that do not load -----------------------------------------------------------
