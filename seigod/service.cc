@@ -194,7 +194,10 @@ class Service::Impl {
   json snapshot_ = json::object();  // in_doubt, hung, lock_waits, outbox, stores
   bool ready_ = false;
   std::string not_ready_;
-  std::set<std::string> reported_hung_;
+  // What the hung report has logged, and when it was last seen hung: a line is logged once,
+  // and again only if its subject was gone for kForgetHungMs (a retried waiter is not news).
+  std::map<std::string, int64_t> reported_hung_;
+  static constexpr int64_t kForgetHungMs = 10 * 60 * 1000;
   std::vector<bool> table_ok_;
   int64_t last_gc_ms_ = 0;
   struct Sample {
@@ -418,9 +421,9 @@ class Service::Impl {
   // ---- Monitor ----
 
   json InDoubtJson(const seigo::InDoubtReport& rep, const seigo::DeadlockReport& waits,
-                   int* hung, int* backlog, int64_t* oldest_ms, std::vector<std::string>* new_hung) {
+                   int* hung, int* backlog, int64_t* oldest_ms, std::vector<std::string>* new_hung,
+                   std::set<std::string> now_hung) {
     json txs = json::array();
-    std::set<std::string> now_hung;
     for (const seigo::InDoubtTx& t : rep.txs) {
       bool is_hung = t.age_ms > config_.hung_threshold_ms;
       json b = json::array();
@@ -497,8 +500,66 @@ class Service::Impl {
                             std::to_string(e.holder_thread) + ")");
       }
     }
-    reported_hung_ = std::move(now_hung);
+    const int64_t now = WallMs();
+    for (const std::string& id : now_hung) reported_hung_[id] = now;
+    for (auto it = reported_hung_.begin(); it != reported_hung_.end();) {
+      it = now - it->second > kForgetHungMs ? reported_hung_.erase(it) : std::next(it);
+    }
     return txs;
+  }
+
+  // Transactions of any client — seigo's, another application's, a prepared branch whose
+  // session is gone (thread 0) — holding row locks on a shard for longer than the threshold,
+  // with the threads they block, from information_schema (PROCESS privilege, which seigo needs
+  // anyway). trx_started is in the server's zone, as NOW() is in a recovery session's.
+  json LongHolders(int* hung, std::vector<std::string>* new_hung, std::set<std::string>* now_hung) {
+    json out = json::array();
+    const std::string sql =
+        "SELECT b.trx_id, b.trx_mysql_thread_id, TIMESTAMPDIFF(SECOND, b.trx_started, NOW()),"
+        " b.trx_state, b.trx_rows_locked, LEFT(COALESCE(b.trx_query, ''), 200),"
+        " (SELECT GROUP_CONCAT(CONCAT(r.trx_mysql_thread_id, ' for ',"
+        "   TIMESTAMPDIFF(SECOND, r.trx_wait_started, NOW()), ' s') SEPARATOR ', ')"
+        "  FROM information_schema.INNODB_LOCK_WAITS w"
+        "  JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
+        "  WHERE w.blocking_trx_id = b.trx_id)"
+        " FROM information_schema.INNODB_TRX b"
+        " WHERE b.trx_started < NOW() - INTERVAL ? SECOND AND b.trx_lock_structs > 0"
+        // A waiter is the blocked one, not a holder — unless it blocks others in turn.
+        " AND (b.trx_state <> 'LOCK WAIT' OR EXISTS (SELECT 1 FROM"
+        "  information_schema.INNODB_LOCK_WAITS w2 WHERE w2.blocking_trx_id = b.trx_id))"
+        " ORDER BY b.trx_started LIMIT 20";
+    for (size_t i = 0; i < coord_->shard_map().size(); ++i) {
+      seigo::Result<seigo::QueryResult> q = coord_->QueryShard(
+          static_cast<uint32_t>(i), sql,
+          {static_cast<long long>(config_.hung_threshold_ms / 1000)});
+      if (!q.ok()) continue;  // the in-doubt scan reports the store's trouble
+      for (const auto& row : q->rows) {
+        if (row.size() < 7) continue;
+        std::string trx = row[0].value_or("?"), thread = row[1].value_or("0");
+        std::string blocked = row[6].value_or("");
+        json h = {{"shard", i}, {"trx", trx}, {"thread", std::stoll(thread)},
+                  {"age_s", std::stoll(row[2].value_or("0"))}, {"state", row[3].value_or("")},
+                  {"rows_locked", std::stoll(row[4].value_or("0"))},
+                  {"query", row[5].value_or("")}, {"blocked", blocked}};
+        out.push_back(h);
+        ++*hung;
+        std::string id = "trx:" + std::to_string(i) + ":" + trx;
+        now_hung->insert(id);
+        if (!reported_hung_.count(id)) {
+          std::string m = "INFO: shard " + std::to_string(i) + ": server thread " + thread +
+                          (thread == "0" ? " (no session: a prepared XA branch)" : "") +
+                          " has held row locks for more than " +
+                          std::to_string(config_.hung_threshold_ms / 1000) + " seconds.\n" +
+                          "seigod:       transaction " + trx + ", " + row[3].value_or("") +
+                          ", " + row[4].value_or("0") + " row(s) locked, started " +
+                          row[2].value_or("?") + " s ago";
+          if (!row[5].value_or("").empty()) m += "\nseigod:       running: " + *row[5];
+          m += "\nseigod:       blocking: " + (blocked.empty() ? std::string("nobody") : "thread " + blocked);
+          new_hung->push_back(m);
+        }
+      }
+    }
+    return out;
   }
 
   void MonitorPass() {
@@ -563,7 +624,9 @@ class Service::Impl {
     seigo::Coordinator::Counters k = coord_->counters();
     metrics_.SyncAll(k);
     std::lock_guard<std::mutex> g(mu_);
-    json txs = InDoubtJson(rep, waits, &hung, &backlog, &oldest, &new_hung);
+    std::set<std::string> holders_hung;
+    json holders = LongHolders(&hung, &new_hung, &holders_hung);
+    json txs = InDoubtJson(rep, waits, &hung, &backlog, &oldest, &new_hung, holders_hung);
     for (const std::string& m : new_hung) Log(m);
     metrics_.in_doubt.Set(static_cast<double>(rep.txs.size()));
     metrics_.in_doubt_oldest.Set(oldest / 1000.0);
@@ -575,6 +638,7 @@ class Service::Impl {
                                {"phase2_backlog", backlog}, {"hung", hung}, {"txs", txs},
                                {"errors", errors}}},
                  {"lock_waits", waits_j},
+                 {"long_lock_holders", holders},
                  {"outbox", outbox},
                  {"stores", stores},
                  {"monitor_ms", WallMs()}};
@@ -879,6 +943,7 @@ Reply Service::GetRecord(const std::string& key) { return impl_->GetRecord(key);
 Reply Service::InDoubt() {
   json s = impl_->StatusJson();
   return JsonReply(200, {{"in_doubt", s["in_doubt"]}, {"lock_waits", s["lock_waits"]},
+                         {"long_lock_holders", s["long_lock_holders"]},
                          {"hung_threshold_ms", s["hung_threshold_ms"]}});
 }
 

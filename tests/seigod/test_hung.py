@@ -53,6 +53,44 @@ class HungTest(unittest.TestCase):
         _, m, _ = self.b.request("GET", "/metrics")
         return metric(m, "seigo_hung_transactions")
 
+    def test_a_client_holding_row_locks_past_the_threshold_is_reported_with_whom_it_blocks(self):
+        # Another application's transaction (not seigo's: a plain mariadb client) holds a row
+        # lock for 4 s; a second one waits for it. Neither is a seigo transaction, so only
+        # information_schema shows them: B must report the holder once, naming the waiter.
+        player = min(self.shard_of)
+        url = harness.shard_urls()[self.shard_of[player]]
+        log_before = self.b.log_text().count("has held row locks for more than")
+        holder = threading.Thread(target=harness.mysql, args=(
+            url, "BEGIN; UPDATE players SET gold = gold WHERE player_id = %d; SELECT SLEEP(4); "
+                 "ROLLBACK" % player))
+        waiter = threading.Thread(target=harness.mysql, args=(
+            url, "SET SESSION innodb_lock_wait_timeout = 10; UPDATE players SET gold = gold "
+                 "WHERE player_id = %d" % player))
+        holder.start()
+        time.sleep(0.3)
+        waiter.start()
+        seen = None
+        deadline = time.time() + 3.5
+        while time.time() < deadline and seen is None:
+            _, j, _ = self.b.request("GET", "/v1/in-doubt")
+            for h in j["long_lock_holders"]:
+                if "SLEEP(4)" in h["query"] and h["blocked"]:
+                    seen = h
+            time.sleep(0.1)
+        holder.join()
+        waiter.join()
+        self.assertIsNotNone(seen, "the long lock holder was never listed")
+        self.assertEqual(seen["shard"], self.shard_of[player])
+        self.assertGreaterEqual(seen["rows_locked"], 1)
+        self.assertRegex(seen["blocked"], r"^\d+ for \d+ s")
+        time.sleep(1)
+        log = self.b.log_text()
+        self.assertEqual(log.count("has held row locks for more than") - log_before, 1, log)
+        self.assertRegex(log, r"seigod:       running: SELECT SLEEP\(4\)")
+        self.assertRegex(log, r"seigod:       blocking: thread \d+ for \d+ s")
+        _, j, _ = self.b.request("GET", "/v1/in-doubt")
+        self.assertFalse([h for h in j["long_lock_holders"] if "SLEEP(4)" in h["query"]])
+
     def test_in_doubt_report(self):
         self.assertFalse(prepared_gids(), "something is prepared before the test")
         seller = 1
