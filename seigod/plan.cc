@@ -368,7 +368,13 @@ class Parser {
 
 // "expected X, got Y" for one column of an `expect` guard, or "" if it holds.
 std::string CompareCell(const std::optional<std::string>& cell, const json& want) {
-  auto show = [&]() { return cell ? "'" + cell->substr(0, 100) + "'" : std::string("NULL"); };
+  auto show = [&]() {
+    if (!cell) return std::string("NULL");
+    std::string q(1, '\'');
+    q.append(*cell, 0, std::min<size_t>(cell->size(), 100));
+    q.push_back('\'');
+    return q;
+  };
   if (want.is_null()) return cell ? "expected NULL, got " + show() : "";
   if (!cell) return "expected " + want.dump() + ", got NULL";
   bool equal = false;

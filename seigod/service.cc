@@ -743,10 +743,12 @@ class Service::Impl {
       if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) {
         return Error(503, "too_many_sessions", "too many open sessions (server.max_sessions)");
       }
-      char buf[40];
-      std::snprintf(buf, sizeof buf, "s-%llx-%llu",
-                    static_cast<unsigned long long>(WallMs()),
-                    static_cast<unsigned long long>(++session_seq_));
+      // Unguessable: whoever holds the id can commit or abort the session.
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "s-%016llx%016llx",
+                    static_cast<unsigned long long>(seigo::DefaultEnv()->Random64()),
+                    static_cast<unsigned long long>(seigo::DefaultEnv()->Random64() ^
+                                                    ++session_seq_));
       s->id = buf;
       sessions_[s->id] = s;
     }
