@@ -131,9 +131,14 @@ client=$(cd "$tmp" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 /usr/bin/pytho
   'import seigo_client; print(seigo_client.__file__)')
 [[ $client == /usr/lib/python3/dist-packages/seigo_client.py ]] ||
   fail "python3 imports seigo_client from $client"
-(cd "$tmp" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 \
-  /usr/bin/python3 "$trade" --url "http://127.0.0.1:$port") ||
-  { cat "$tmp/seigod.log"; fail "examples/python/trade.py"; }
+# The 20 players `seigo demo setup --players 20` made above: trades must commit.
+trades=$(cd "$tmp" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 \
+  /usr/bin/python3 "$trade" --url "http://127.0.0.1:$port" --players 20 --max-price 20) ||
+  { echo "$trades"; cat "$tmp/seigod.log"; fail "examples/python/trade.py"; }
+echo "$trades"
+[[ $trades =~ ([0-9]+)\ committed && ${BASH_REMATCH[1]} -ge 1 ]] ||
+  fail "examples/python/trade.py committed no trade"
+/usr/bin/seigo demo audit >/dev/null || fail "the audit after the trades through seigod"
 kill "$seigod_pid"
 rc=0
 wait "$seigod_pid" || rc=$?
