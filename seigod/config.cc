@@ -157,16 +157,19 @@ class Loader {
         {"listen", "admin_token_file", "admin_token_env", "max_body_bytes", "max_steps",
          "max_timeout_ms", "default_timeout_ms", "allow_raw_sql", "hung_threshold_s",
          "monitor_interval_ms", "idempotency_retention_s", "threads", "session_idle_ms",
-         "max_sessions"}));
+         "max_sessions", "stop_grace_ms", "lock_wait_timeout_s", "max_connections_per_shard"}));
     if (const toml::node* l = t->get("listen")) {
       if (!l->is_string()) return Bad("server.listen", "must be a string host:port");
       const std::string& s = l->as_string()->get();
       size_t colon = s.rfind(':');
       if (colon == std::string::npos || colon == 0) return Bad("server.listen", "want host:port");
       c->host = s.substr(0, colon);
+      if (c->host.size() > 2 && c->host.front() == '[' && c->host.back() == ']') {
+        c->host = c->host.substr(1, c->host.size() - 2);  // [::1]:8640
+      }
       char* end = nullptr;
       long p = std::strtol(s.c_str() + colon + 1, &end, 10);
-      if (*end != '\0' || p < 0 || p > 65535 || end == s.c_str() + colon + 1) {
+      if (*end != '\0' || p < 1 || p > 65535 || end == s.c_str() + colon + 1) {
         return Bad("server.listen", "bad port in '" + s + "'");
       }
       c->port = static_cast<int>(p);
@@ -189,11 +192,18 @@ class Loader {
         Int(*t, "server", "hung_threshold_s", &c->hung_threshold_ms, 1, 86'400, 1000));
     SEIGO_RETURN_IF_ERROR(
         Int(*t, "server", "monitor_interval_ms", &c->monitor_interval_ms, 50, 600'000));
+    // At least an hour: far beyond any request's deadline and the resolver's fence window, so a
+    // record is never collected while a resend of its request may still come.
     SEIGO_RETURN_IF_ERROR(Int(*t, "server", "idempotency_retention_s",
-                              &c->idempotency_retention_ms, 60, 365 * 86'400, 1000));
+                              &c->idempotency_retention_ms, 3600, 365 * 86'400, 1000));
     SEIGO_RETURN_IF_ERROR(Int(*t, "server", "threads", &c->threads, 1, 1024));
     SEIGO_RETURN_IF_ERROR(Int(*t, "server", "session_idle_ms", &c->session_idle_ms, 10, 600'000));
     SEIGO_RETURN_IF_ERROR(Int(*t, "server", "max_sessions", &c->max_sessions, 1, 100'000));
+    SEIGO_RETURN_IF_ERROR(Int(*t, "server", "stop_grace_ms", &c->stop_grace_ms, 0, 600'000));
+    SEIGO_RETURN_IF_ERROR(
+        Int(*t, "server", "lock_wait_timeout_s", &c->lock_wait_timeout_s, 1, 3600));
+    SEIGO_RETURN_IF_ERROR(Int(*t, "server", "max_connections_per_shard",
+                              &c->max_connections_per_shard, 0, 100'000));
     if (const toml::node* n = t->get("allow_raw_sql")) {
       if (!n->is_boolean()) return Bad("server.allow_raw_sql", "must be true or false");
       c->allow_raw_sql = n->as_boolean()->get();

@@ -23,10 +23,13 @@ struct Config {
   bool allow_raw_sql = false;
   int64_t hung_threshold_ms = 120'000;
   int64_t monitor_interval_ms = 2'000;
-  int64_t idempotency_retention_ms = 86'400'000;
+  int64_t idempotency_retention_ms = 86'400'000;  // at least 1 hour
   int threads = 64;  // HTTP workers: one per open connection
   int64_t session_idle_ms = 10'000;
   int max_sessions = 256;
+  int64_t stop_grace_ms = 0;       // SIGTERM: /readyz fails this long before the listener closes
+  int lock_wait_timeout_s = 2;     // CoordinatorOptions::lock_wait_timeout_s
+  int max_connections_per_shard = 0;  // CoordinatorOptions::max_connections_per_shard (0: none)
   // Stores, with the passwords put in (never print these: use the redacted forms).
   std::vector<std::string> shard_urls, redis_urls;
   std::string amqp_url;

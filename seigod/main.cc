@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <regex>
@@ -93,9 +95,11 @@ int main(int argc, char** argv) {
   // httplib's default sets SO_REUSEPORT, which lets a second seigod bind the same port and
   // take half the connections (a session lives in one process): only SO_REUSEADDR, so that a
   // port in use is an error at start (exit 1).
-  http.set_socket_options([](socket_t sock) {
+  socket_t listener = INVALID_SOCKET;
+  http.set_socket_options([&listener](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listener = sock;
   });
   // Before the bind: the listening socket's options are what accepted sockets get. Without
   // TCP_NODELAY, a keep-alive response (headers, then body: two writes) waits ~40 ms for the
@@ -105,6 +109,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "seigod: cannot listen on %s:%d: %s\n", config->host.c_str(),
                  config->port, std::strerror(errno));
     return 1;
+  }
+  // Debian's libcpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled
+  // into the library): 32 clients connecting at once overflowed it and some of their first
+  // requests failed with a reset (found by the benchmark). listen() again raises it.
+  if (listener != INVALID_SOCKET && ::listen(listener, SOMAXCONN) != 0) {
+    std::fprintf(stderr, "seigod: warning: cannot raise the listen backlog: %s\n",
+                 std::strerror(errno));
   }
   seigo::Result<std::unique_ptr<Service>> started = Service::Start(*config);
   if (!started.ok()) {
@@ -146,6 +157,18 @@ int main(int argc, char** argv) {
   add("GET", "/", "/", [&](const Req&, const M&) { return svc->Page(); });
 
   auto dispatch = [&](const httplib::Request& req, httplib::Response& res) {
+    // A POST carries JSON: a browser's "simple" cross-site POST (text/plain, a form) is
+    // refused before anything runs. An empty body needs no type.
+    if (req.method == "POST" && !(req.body.empty() && !req.has_header("Content-Type"))) {
+      std::string type = req.get_header_value("Content-Type");
+      if (type.rfind("application/json", 0) != 0) {
+        Reply out = svc->Error(415, "unsupported_media_type",
+                               "a POST must be Content-Type: application/json");
+        svc->CountRequest("other", out.status);
+        Send(out, &res);
+        return;
+      }
+    }
     bool path_known = false;
     for (const Route& r : routes) {
       std::smatch m;
@@ -204,11 +227,22 @@ int main(int argc, char** argv) {
   // connections are closed soon, so that they cannot starve new clients of threads.
   http.set_keep_alive_timeout(5);
 
+  std::atomic<bool> listen_returned{false};
   std::thread signals([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
+    if (listen_returned) return;  // main's own wake-up: the listener already ended
     svc->Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-             ": stopping (no new requests; finishing the ones started)");
+             ": stopping (new transactions get 503 stopping; finishing the ones started)");
+    svc->BeginStop();
+    if (config->stop_grace_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(config->stop_grace_ms));
+    }
+    // A signal that came while the service was starting must not be lost: stop() does
+    // nothing until the listener runs.
+    while (!http.is_running() && !listen_returned) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     http.stop();
   });
   std::string stores = std::to_string(config->shard_urls.size()) + " shard(s)";
@@ -217,6 +251,8 @@ int main(int argc, char** argv) {
   svc->Log("listening on http://" + config->host + ":" + std::to_string(config->port) + " (" +
            stores + ", " + std::to_string(config->statements.size()) + " statement(s))");
   http.listen_after_bind();
+  listen_returned = true;
+  pthread_kill(signals.native_handle(), SIGTERM);  // wakes sigwait if no signal came
   signals.join();
   svc->Stop();
   started->reset();  // drains phase 2 and the relay, closes the stores

@@ -42,6 +42,8 @@ class Parser {
     }
     if (declarative_) {
       if (auto e = Options(body, plan)) return e;
+    } else {
+      plan->read_only = ctx_.session_read_only;
     }
     auto it = body.find("steps");
     if (it == body.end() || !it->is_array()) return Err("'steps' must be an array of steps");
@@ -101,9 +103,10 @@ class Parser {
       }
       plan->idempotency_key = k->get<std::string>();
     }
-    json rest = body;
-    rest.erase("idempotency_key");
-    plan->body_hash = BodyHash(rest.dump());
+    // The hash covers what the transaction does (steps, read_only), not how long the client
+    // lets it take: a resend with the time that remains is the same request.
+    json what = {{"steps", body.value("steps", json())}, {"read_only", plan->read_only}};
+    plan->body_hash = BodyHash(Dump(what));
     return std::nullopt;
   }
 
@@ -296,7 +299,7 @@ class Parser {
     for (const char* n : info->needs) allowed.insert(n);
     if (op.kind == KvOp::Kind::kIncr) allowed.insert("reason");
     for (const auto& [k, v] : j.items()) {
-      if (!allowed.count(k)) return Err("'" + k + "' does not apply to redis " + kind);
+      if (!allowed.count(k)) return Err("'" + Clip(k) + "' does not apply to redis " + kind);
     }
     if (read_only && !seigo::KvOpReads(op.kind)) {
       return Err("redis " + kind + " writes: not allowed in a read-only transaction");
@@ -376,7 +379,7 @@ std::string CompareCell(const std::optional<std::string>& cell, const json& want
     return q;
   };
   if (want.is_null()) return cell ? "expected NULL, got " + show() : "";
-  if (!cell) return "expected " + want.dump() + ", got NULL";
+  if (!cell) return "expected " + Dump(want) + ", got NULL";
   bool equal = false;
   if (want.is_string()) {
     equal = *cell == want.get<std::string>();
@@ -393,10 +396,10 @@ std::string CompareCell(const std::optional<std::string>& cell, const json& want
     double d = 0;
     equal = seigo::detail::ParseCell(*cell, &d).ok() && d == want.get<double>();
   }
-  return equal ? "" : "expected " + want.dump() + ", got " + show();
+  return equal ? "" : "expected " + Dump(want) + ", got " + show();
 }
 
-json Cell(const std::optional<std::string>& c) { return c ? json(*c) : json(nullptr); }
+json Cell(const std::optional<std::string>& c) { return c ? TextOrBase64(*c) : json(nullptr); }
 
 // What the rows a request returns may add up to (cells' bytes): the response, and the
 // idempotency record that holds it, stay well inside MEDIUMBLOB and max_allowed_packet (16 MiB).
@@ -404,11 +407,6 @@ constexpr size_t kMaxResultBytes = 8 << 20;
 
 Status RunSql(seigo::Tx& tx, const Step& s, json* out, size_t* result_bytes) {
   std::span<const Value> params(s.params);
-  if (s.expect_rows && s.expect.empty() && !s.ret) {
-    SEIGO_RETURN_IF_ERROR(tx.ExpectOn(s.store, *s.expect_rows, s.sql, params, s.reason));
-    (*out)["affected_rows"] = *s.expect_rows;
-    return Status::OK();
-  }
   seigo::Result<seigo::QueryResult> r = tx.ExecOn(s.store, s.sql, params);
   if (!r.ok()) return r.status();
   auto guard = [&](const std::string& what) {
@@ -460,7 +458,9 @@ Status RunKv(seigo::Tx& tx, const Step& s, json* out) {
   if (!r.ok()) return r.status();
   if (s.op.kind == KvOp::Kind::kZTop) {
     json m = json::array();
-    for (const auto& sm : r->members) m.push_back({{"member", sm.member}, {"score", sm.score}});
+    for (const auto& sm : r->members) {
+      m.push_back({{"member", TextOrBase64(sm.member)}, {"score", sm.score}});
+    }
     (*out)["members"] = std::move(m);
   } else if (seigo::KvOpReads(s.op.kind)) {
     (*out)["value"] = Cell(r->value);
@@ -499,6 +499,81 @@ Status RunSteps(seigo::Tx& tx, const Plan& plan, std::vector<json>* results, int
     }
   }
   return Status::OK();
+}
+
+bool ParseJson(const std::string& text, json* out, std::string* error) {
+  // Nesting depth outside strings, before the parser sees it.
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        *error = "the JSON is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+        return false;
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  *out = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded()) {
+    *error = "malformed JSON";
+    return false;
+  }
+  return true;
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+namespace {
+bool ValidUtf8(const std::string& s) {
+  size_t i = 0, n = s.size();
+  while (i < n) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > n) return false;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (size_t k = 1; k < len; ++k) {
+      unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 2) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    // Overlong forms, surrogates and beyond U+10FFFF are not UTF-8.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+}  // namespace
+
+json TextOrBase64(const std::string& bytes) {
+  if (ValidUtf8(bytes)) return bytes;
+  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    for (int k = 18; k >= 0; k -= 6) out += b64[(v >> k) & 63];
+  }
+  if (i < bytes.size()) {
+    uint32_t v = uint8_t(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= uint8_t(bytes[i + 1]) << 8;
+    out += b64[(v >> 18) & 63];
+    out += b64[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? b64[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return json{{"base64", out}};
 }
 
 std::string BodyHash(const std::string& text) {

@@ -66,7 +66,17 @@ struct PlanContext {
   const seigo::ShardMap* shards = nullptr;
   size_t redis_instances = 0;
   bool have_broker = false;
+  bool session_read_only = false;  // interactive steps: the session's RunOptions::read_only
 };
+
+// JSON in and out, safely: a body nested deeper than kMaxJsonDepth is refused before it is
+// parsed (nlohmann's copy and dump recurse: a deep body would overflow a worker's stack), and
+// Dump never throws on bytes that are not UTF-8 (they become U+FFFD; cells and Redis values
+// that are not UTF-8 are sent as {"base64": ...} by TextOrBase64).
+inline constexpr int kMaxJsonDepth = 32;
+bool ParseJson(const std::string& text, json* out, std::string* error);
+std::string Dump(const json& j);
+json TextOrBase64(const std::string& bytes);
 
 // Parses a POST /v1/transactions body (`declarative`: steps are put in canonical order) or an
 // interactive session's steps request (kept in request order; no idempotency key, no timeout).

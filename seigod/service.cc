@@ -14,6 +14,8 @@
 #include <set>
 #include <thread>
 
+#include <sys/random.h>
+
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
@@ -45,8 +47,21 @@ int64_t WallMs() {
 Reply JsonReply(int status, const json& j) {
   Reply r;
   r.status = status;
-  r.body = j.dump();
+  r.body = Dump(j);
   return r;
+}
+
+// `text` safe for one log line or one table cell: control characters (newlines: forged log
+// lines) become spaces.
+std::string OneLine(std::string text) {
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return text;
+}
+
+int64_t ToInt(const std::optional<std::string>& cell) {
+  return cell ? std::strtoll(cell->c_str(), nullptr, 10) : 0;
 }
 
 // The retry cause of one failed attempt, for seigo_retries_total.
@@ -131,9 +146,13 @@ struct Metrics {
   std::mutex mu;
   std::map<prometheus::Counter*, uint64_t> last;
   void Sync(prometheus::Counter& c, uint64_t now) {
+    // Callers read counters() before taking `mu`: a sync may see an older value than the last
+    // one, which must neither go back nor count the difference twice.
     uint64_t& l = last[&c];
-    if (now > l) c.Increment(static_cast<double>(now - l));
-    l = now;
+    if (now > l) {
+      c.Increment(static_cast<double>(now - l));
+      l = now;
+    }
   }
   void SyncAll(const Coordinator::Counters& k) {
     std::lock_guard<std::mutex> g(mu);
@@ -173,6 +192,8 @@ struct Session {
   std::deque<std::shared_ptr<Command>> queue;
   bool done = false;
   std::thread thread;
+  std::atomic<bool> finished{false};  // RunSession returned: the thread may be joined
+  bool read_only = false;
 };
 
 // ---- The service -------------------------------------------------------------------------
@@ -180,6 +201,8 @@ struct Session {
 class Service::Impl {
  public:
   Impl(Config config) : config_(std::move(config)), started_(Clock::now()) {}
+  // The coordinator first: its threads (the resolver's on_event) use members declared after it.
+  ~Impl() { coord_.reset(); }
 
   Config config_;
   std::unique_ptr<Coordinator> coord_;
@@ -212,6 +235,8 @@ class Service::Impl {
 
   std::mutex sessions_mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<Session>> session_threads_;  // joined when finished, and at Stop
+  std::atomic<bool> draining_{false};  // SIGTERM: no new work, readiness fails
   std::atomic<uint64_t> session_seq_{0};
 
   void Log(const std::string& line) {
@@ -297,10 +322,14 @@ class Service::Impl {
   }
 
   // The idempotency record of `key`, if any: (body_hash, state, response).
+  // A locking read: a record that a transaction still running or in doubt holds makes it wait
+  // (and fail with 1205 after the lock-wait timeout) instead of answering "none".
   seigo::Result<std::optional<std::array<std::string, 3>>> ReadRecord(const std::string& key) {
     uint32_t home = coord_->shard_map().ShardForString(key);
     seigo::Result<seigo::QueryResult> q = coord_->QueryShard(
-        home, "SELECT body_hash, state, response FROM seigo_request WHERE idem_key = ?",
+        home,
+        "SELECT body_hash, state, response FROM seigo_request WHERE idem_key = ? "
+        "LOCK IN SHARE MODE",
         {Value::Bytes(key)});
     if (!q.ok()) return q.status();
     if (q->rows.empty()) return std::optional<std::array<std::string, 3>>();
@@ -326,8 +355,9 @@ class Service::Impl {
 
   Reply Transact(const std::string& body) {
     Clock::time_point t0 = Clock::now();
-    json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) return Error(400, "bad_request", "malformed JSON");
+    json j;
+    std::string perr;
+    if (!ParseJson(body, &j, &perr)) return Error(400, "bad_request", perr);
     Plan plan;
     if (auto e = ParsePlan(j, Context(), /*declarative=*/true, &plan)) {
       return Error(400, "bad_request", e->message, e->step);
@@ -336,7 +366,7 @@ class Service::Impl {
     const uint32_t home = key.empty() ? 0 : coord_->shard_map().ShardForString(key);
     std::vector<json> results;
     int failed_step = -1;
-    bool duplicate = false;
+    bool duplicate = false, key_busy = false, table_missing = false;
     std::string recorded_gid;  // the gid the idempotency record holds (what a replay shows)
     seigo::RunOptions ro;
     ro.timeout_ms = plan.timeout_ms;
@@ -345,7 +375,7 @@ class Service::Impl {
         [&](seigo::Tx& tx) -> Status {
           results.clear();
           failed_step = -1;
-          duplicate = false;
+          duplicate = key_busy = table_missing = false;
           if (!key.empty()) {
             // The claim comes first: a resend of a request still running or in doubt waits
             // here on the row lock, then sees the committed record (1062) or runs alone.
@@ -356,6 +386,11 @@ class Service::Impl {
                 {Value::Bytes(key), plan.body_hash});
             if (!ins.ok()) {
               duplicate = ins.status().server_errno() == 1062;
+              table_missing = ins.status().server_errno() == 1146;
+              // The claim could not be made: it waited for the record's lock (1205; or the
+              // deadline cut that wait, a lost connection), or the record's shard is away. A
+              // request with this key may be running or in doubt: the outcome is not known.
+              key_busy = !duplicate && !table_missing;
               return ins.status();
             }
           }
@@ -365,9 +400,12 @@ class Service::Impl {
             json rec = {{"outcome", "committed"}, {"gid", tx.gid()}, {"attempts", tx.attempt()},
                         {"results", results}};
             seigo::Result<seigo::QueryResult> up = tx.ExecOn(
-                home, "UPDATE seigo_request SET state = 'committed', response = ? "
-                      "WHERE idem_key = ?",
-                {Value::Bytes(rec.dump()), Value::Bytes(key)});
+                home,
+                // created_ms = the commit: retention counts from when the record became
+                // visible, not from when a long or in-doubt attempt began.
+                std::string("UPDATE seigo_request SET state = 'committed', response = ?, "
+                            "created_ms = ") + kServerNowMs + " WHERE idem_key = ?",
+                {Value::Bytes(Dump(rec)), Value::Bytes(key)});
             if (!up.ok()) return up.status();
           }
           return Status::OK();
@@ -377,28 +415,40 @@ class Service::Impl {
     if (duplicate) {
       seigo::Result<std::optional<std::array<std::string, 3>>> rec = ReadRecord(key);
       if (!rec.ok()) {
-        return Error(503, "unavailable",
+        return Error(503, rec.status().server_errno() == 1205 ? "key_in_flight" : "unavailable",
                      "the idempotency record exists but cannot be read: " + rec.status().ToString());
       }
       if (rec->has_value()) return Replay(plan, **rec);
       return Error(503, "gave_up", "the idempotency record vanished; send it again");
+    }
+    if (!r.committed() && key_busy) {
+      return Error(503, "key_in_flight",
+                   "a request with idempotency key '" + key.substr(0, 64) +
+                       "' is still running or in doubt: its outcome is not known yet; send it "
+                       "again later (it will replay the first outcome or run once)");
+    }
+    if (!r.committed() && table_missing) {
+      coord_->QueryShard(home, kCreateRequestTable);
+      return Error(503, "unavailable", "seigo_request was missing on shard " +
+                                           std::to_string(home) + "; created: send it again");
     }
     TxResult shown = r;
     // A one-shard commit reports gid "" (TxResult::gid), but its record holds the attempt's
     // gid: show that one, so that the first answer and its replays are the same.
     if (r.committed() && !key.empty()) shown.gid = recorded_gid;
     Reply reply = OutcomeReply(shown, results, failed_step, nullptr);
-    if (!key.empty() && r.state == TxState::kAborted &&
-        (reply.status == 422 || reply.status == 400)) {
-      // A deterministic refusal: record it (outside the transaction, which left nothing), so
-      // that the resend gets the same answer. If a resend committed meanwhile, IGNORE keeps it.
+    if (!key.empty() && r.state == TxState::kAborted && r.status.Is(Code::kGuardFailed)) {
+      // A guard's refusal is the request's answer: record it (outside the transaction, which
+      // left nothing), so that the resend gets the same answer. If a resend committed
+      // meanwhile, IGNORE keeps that. Other failures (a query refused by a read-only server
+      // during a failover, a full disk) may pass: they are not recorded, a resend runs again.
       json rec = json::parse(reply.body);
       rec["http_status"] = reply.status;
       coord_->QueryShard(home,
                          std::string("INSERT IGNORE INTO seigo_request (idem_key, body_hash, "
                                      "state, response, created_ms) VALUES (?, ?, 'aborted', ?, ") +
                              kServerNowMs + ")",
-                         {Value::Bytes(key), plan.body_hash, Value::Bytes(rec.dump())});
+                         {Value::Bytes(key), plan.body_hash, Value::Bytes(Dump(rec))});
     }
     return reply;
   }
@@ -406,10 +456,19 @@ class Service::Impl {
   Reply GetRecord(const std::string& key) {
     if (key.empty() || key.size() > 200) return Error(400, "bad_request", "bad idempotency key");
     seigo::Result<std::optional<std::array<std::string, 3>>> rec = ReadRecord(key);
-    if (!rec.ok()) return Error(503, "unavailable", rec.status().ToString());
+    if (!rec.ok()) {
+      if (rec.status().server_errno() == 1205) {
+        return Error(503, "key_in_flight", "a transaction with idempotency key '" +
+                                               key.substr(0, 64) +
+                                               "' is running or in doubt: ask again later");
+      }
+      return Error(503, "unavailable", rec.status().ToString());
+    }
     if (!rec->has_value()) {
-      return Error(404, "not_found", "no transaction with idempotency key '" + key.substr(0, 64) +
-                                         "' (never committed, or older than the retention)");
+      return Error(404, "not_found",
+                   "no transaction with idempotency key '" + key.substr(0, 64) +
+                       "' is committed, running or in doubt now (a request still on its way may "
+                       "yet run; or it is older than the retention)");
     }
     json j = json::parse((**rec)[2], nullptr, false);
     if (j.is_discarded()) return Error(500, "internal", "unreadable idempotency record");
@@ -455,7 +514,9 @@ class Service::Impl {
       txs.push_back({{"gid", t.gid}, {"decider", t.decider}, {"age_ms", t.age_ms},
                      {"overdue_ms", t.overdue_ms}, {"decision", d}, {"branches", b},
                      {"lock_waits", blocks}, {"hung", is_hung},
-                     {"decision_error", t.decision_error.ok() ? "" : t.decision_error.ToString()}});
+                     {"decision_error", t.decision_error.ok()
+                                            ? ""
+                                            : Scrub(t.decision_error.ToString(), config_.secrets)}});
       *oldest_ms = std::max(*oldest_ms, t.age_ms);
       if (t.decision) ++*backlog;
       if (is_hung) {
@@ -537,10 +598,10 @@ class Service::Impl {
         if (row.size() < 7) continue;
         std::string trx = row[0].value_or("?"), thread = row[1].value_or("0");
         std::string blocked = row[6].value_or("");
-        json h = {{"shard", i}, {"trx", trx}, {"thread", std::stoll(thread)},
-                  {"age_s", std::stoll(row[2].value_or("0"))}, {"state", row[3].value_or("")},
-                  {"rows_locked", std::stoll(row[4].value_or("0"))},
-                  {"query", row[5].value_or("")}, {"blocked", blocked}};
+        std::string query = OneLine(row[5].value_or(""));
+        json h = {{"shard", i}, {"trx", trx}, {"thread", ToInt(row[1])},
+                  {"age_s", ToInt(row[2])}, {"state", row[3].value_or("")},
+                  {"rows_locked", ToInt(row[4])}, {"query", query}, {"blocked", blocked}};
         out.push_back(h);
         ++*hung;
         std::string id = "trx:" + std::to_string(i) + ":" + trx;
@@ -553,7 +614,7 @@ class Service::Impl {
                           "seigod:       transaction " + trx + ", " + row[3].value_or("") +
                           ", " + row[4].value_or("0") + " row(s) locked, started " +
                           row[2].value_or("?") + " s ago";
-          if (!row[5].value_or("").empty()) m += "\nseigod:       running: " + *row[5];
+          if (!query.empty()) m += "\nseigod:       running: " + query;
           m += "\nseigod:       blocking: " + (blocked.empty() ? std::string("nobody") : "thread " + blocked);
           new_hung->push_back(m);
         }
@@ -623,11 +684,13 @@ class Service::Impl {
     }
     seigo::Coordinator::Counters k = coord_->counters();
     metrics_.SyncAll(k);
-    std::lock_guard<std::mutex> g(mu_);
+    // Everything is read before mu_ is taken (a frozen shard must not block /v1/status,
+    // /readyz or the page); reported_hung_ is the monitor thread's own.
     std::set<std::string> holders_hung;
     json holders = LongHolders(&hung, &new_hung, &holders_hung);
     json txs = InDoubtJson(rep, waits, &hung, &backlog, &oldest, &new_hung, holders_hung);
     for (const std::string& m : new_hung) Log(m);
+    std::lock_guard<std::mutex> g(mu_);
     metrics_.in_doubt.Set(static_cast<double>(rep.txs.size()));
     metrics_.in_doubt_oldest.Set(oldest / 1000.0);
     metrics_.hung.Set(hung);
@@ -652,22 +715,37 @@ class Service::Impl {
     }
   }
 
+  // Deletes expired idempotency records, 1000 per statement, until a shard has none left or
+  // 5 s of this pass are spent on it (a backlog is caught up over the next passes).
   void CollectRecords() {
     const size_t n = coord_->shard_map().size();
-    for (size_t i = 0; i < n; ++i) {
-      coord_->QueryShard(static_cast<uint32_t>(i),
-                         std::string("DELETE FROM seigo_request WHERE created_ms < ") +
-                             kServerNowMs + " - ? LIMIT 1000",
-                         {static_cast<long long>(config_.idempotency_retention_ms)});
+    for (size_t i = 0; i < n && !stopping_; ++i) {
+      const Clock::time_point until = Clock::now() + std::chrono::seconds(5);
+      while (!stopping_ && Clock::now() < until) {
+        seigo::Result<seigo::QueryResult> d = coord_->QueryShard(
+            static_cast<uint32_t>(i),
+            std::string("DELETE FROM seigo_request WHERE state <> 'running' AND created_ms < ") +
+                kServerNowMs + " - ? LIMIT 1000",
+            {static_cast<long long>(config_.idempotency_retention_ms)});
+        if (!d.ok() || d->affected_rows < 1000) break;
+      }
     }
   }
 
   void MonitorLoop() {
     while (!stopping_) {
-      EnsureTables();
-      MonitorPass();
+      try {
+        EnsureTables();
+        MonitorPass();
+      } catch (const std::exception& e) {
+        Log(std::string("monitor pass failed: ") + e.what());
+      }
       if (WallMs() - last_gc_ms_ > 60'000) {
-        CollectRecords();
+        try {
+          CollectRecords();
+        } catch (const std::exception& e) {
+          Log(std::string("collecting idempotency records failed: ") + e.what());
+        }
         last_gc_ms_ = WallMs();
       }
       std::unique_lock<std::mutex> l(mu_);
@@ -688,7 +766,7 @@ class Service::Impl {
       }
       j["samples"] = {{"columns", {"t_ms", "committed", "aborted", "failed", "retries"}},
                       {"rows", samples}};
-      j["ready"] = ready_;
+      j["ready"] = ready_ && !draining_;
     }
     int64_t last = last_pass_ms_.load();
     std::string err;
@@ -719,9 +797,11 @@ class Service::Impl {
   // ---- Sessions ----
 
   Reply BeginSession(const std::string& body) {
-    if (stopping_) return Error(503, "stopping", "seigod is stopping");
-    json j = json::parse(body.empty() ? "{}" : body, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return Error(400, "bad_request", "malformed JSON");
+    if (stopping_ || draining_) return Error(503, "stopping", "seigod is stopping");
+    json j;
+    std::string perr;
+    if (!ParseJson(body.empty() ? "{}" : body, &j, &perr)) return Error(400, "bad_request", perr);
+    if (!j.is_object()) return Error(400, "bad_request", "the request must be a JSON object");
     int64_t timeout = config_.default_timeout_ms;
     bool read_only = false;
     for (const auto& [k, v] : j.items()) {
@@ -743,21 +823,61 @@ class Service::Impl {
       if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) {
         return Error(503, "too_many_sessions", "too many open sessions (server.max_sessions)");
       }
-      // Unguessable: whoever holds the id can commit or abort the session.
+      // Unguessable (the kernel's generator): whoever holds the id can commit or abort it.
+      uint64_t r[2] = {0, 0};
+      if (getrandom(r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
+        return Error(503, "unavailable", "no random bytes for a session id");
+      }
       char buf[48];
-      std::snprintf(buf, sizeof buf, "s-%016llx%016llx",
-                    static_cast<unsigned long long>(seigo::DefaultEnv()->Random64()),
-                    static_cast<unsigned long long>(seigo::DefaultEnv()->Random64() ^
-                                                    ++session_seq_));
+      std::snprintf(buf, sizeof buf, "s-%016llx%016llx", static_cast<unsigned long long>(r[0]),
+                    static_cast<unsigned long long>(r[1]));
       s->id = buf;
+      s->read_only = read_only;
+      // Threads of ended sessions are joined here, the rest at Stop().
+      for (auto it = session_threads_.begin(); it != session_threads_.end();) {
+        if ((*it)->finished) {
+          (*it)->thread.join();
+          it = session_threads_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      try {
+        s->thread = std::thread([this, s, timeout, read_only] { RunSession(s, timeout, read_only); });
+      } catch (const std::system_error& e) {
+        return Error(503, "unavailable", std::string("cannot start a session thread: ") + e.what());
+      }
       sessions_[s->id] = s;
+      session_threads_.push_back(s);
     }
-    s->thread = std::thread([this, s, timeout, read_only] { RunSession(s, timeout, read_only); });
-    s->thread.detach();
     return JsonReply(201, {{"session", s->id}, {"timeout_ms", timeout}});
   }
 
   void RunSession(std::shared_ptr<Session> s, int64_t timeout, bool read_only) {
+    try {
+      RunSessionBody(s, timeout, read_only);
+    } catch (const std::exception& e) {
+      // Whatever happened, nobody is left waiting on a promise.
+      Log("session " + s->id + ": internal error: " + e.what());
+      std::deque<std::shared_ptr<Session::Command>> rest;
+      {
+        std::lock_guard<std::mutex> g(s->mu);
+        s->done = true;
+        rest.swap(s->queue);
+      }
+      for (auto& c : rest) {
+        try {
+          c->reply.set_value(Error(500, "internal", "the session failed; it did not commit"));
+        } catch (const std::future_error&) {
+        }
+      }
+      std::lock_guard<std::mutex> g(sessions_mu_);
+      sessions_.erase(s->id);
+    }
+    s->finished = true;
+  }
+
+  void RunSessionBody(std::shared_ptr<Session> s, int64_t timeout, bool read_only) {
     Clock::time_point t0 = Clock::now();
     std::shared_ptr<Session::Command> pending;  // the command whose reply is the outcome
     bool conflict = false, idle = false, client_abort = false;
@@ -831,7 +951,12 @@ class Service::Impl {
     if (idle && !r.committed()) {
       Log("session " + s->id + " rolled back: " + r.status.ToString());
     }
-    if (pending) pending->reply.set_value(out);
+    if (pending) {
+      try {
+        pending->reply.set_value(out);
+      } catch (const std::future_error&) {  // it already had its answer
+      }
+    }
     for (auto& c : rest) c->reply.set_value(Error(404, "not_found", "the session has ended"));
     std::lock_guard<std::mutex> g(sessions_mu_);
     sessions_.erase(s->id);  // last: Stop() waits for this before the coordinator closes
@@ -857,12 +982,26 @@ class Service::Impl {
   }
 
   Reply SessionSteps(const std::string& id, const std::string& body) {
-    json j = json::parse(body, nullptr, false);
-    if (j.is_discarded()) return Error(400, "bad_request", "malformed JSON");
+    std::shared_ptr<Session> s = FindSession(id);
+    if (!s) return Error(404, "not_found", "no open session '" + id.substr(0, 64) + "'");
+    json j;
+    std::string perr;
+    std::optional<PlanError> e;
     auto c = std::make_shared<Session::Command>();
     c->kind = Session::Command::Kind::kSteps;
-    if (auto e = ParsePlan(j, Context(), /*declarative=*/false, &c->plan)) {
-      return Error(400, "bad_request", e->message, e->step);
+    if (!ParseJson(body, &j, &perr)) {
+      e = PlanError{perr, -1};
+    } else {
+      PlanContext ctx = Context();
+      ctx.session_read_only = s->read_only;
+      e = ParsePlan(j, ctx, /*declarative=*/false, &c->plan);
+    }
+    if (e) {
+      // A bad step ends the session like a failed one: nothing of it commits, and its locks
+      // are not held until the idle timeout.
+      EndSession(id, /*commit=*/false);
+      return Error(400, "bad_request", e->message + " (the session was rolled back)", e->step,
+                   {{"outcome", "aborted"}});
     }
     return Submit(id, c);
   }
@@ -874,23 +1013,25 @@ class Service::Impl {
   }
 
   void Stop() {
+    draining_ = true;
     if (stopping_.exchange(true)) return;
+    // Each waiter's mutex is taken once after stopping_ is set: none can have checked its
+    // predicate before and be about to wait (a lost wakeup).
+    { std::lock_guard<std::mutex> g(mu_); }
     monitor_cv_.notify_all();
     if (monitor_.joinable()) monitor_.join();
-    std::vector<std::shared_ptr<Session>> open;
+    std::vector<std::shared_ptr<Session>> threads;
     {
       std::lock_guard<std::mutex> g(sessions_mu_);
-      for (auto& [id, s] : sessions_) open.push_back(s);
+      threads.swap(session_threads_);
     }
-    for (auto& s : open) s->cv.notify_all();
-    // Sessions end within their Run's rollback; wait for them (bounded).
-    for (int i = 0; i < 500; ++i) {
-      {
-        std::lock_guard<std::mutex> g(sessions_mu_);
-        if (sessions_.empty()) break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (auto& s : threads) {
+      { std::lock_guard<std::mutex> g(s->mu); }
+      s->cv.notify_all();
     }
+    // Every session ends within its Run: rolled back at once, or bounded by its deadline if a
+    // statement is still running. The coordinator is closed only after.
+    for (auto& s : threads) s->thread.join();
   }
 };
 
@@ -907,6 +1048,11 @@ seigo::Result<std::unique_ptr<Service>> Service::Start(const Config& config) {
     o.redis += (i ? "," : "") + config.redis_urls[i];
   }
   o.amqp = config.amqp_url;
+  // An attempt's deadline is the earlier of start + txn_timeout_ms and the request's own
+  // timeout_ms: let the request's (capped by max_timeout_ms) decide.
+  o.protocol.txn_timeout_ms = std::max<int64_t>(o.protocol.txn_timeout_ms, config.max_timeout_ms);
+  o.lock_wait_timeout_s = config.lock_wait_timeout_s;
+  o.max_connections_per_shard = config.max_connections_per_shard;
   o.log = [raw](std::string_view line) { raw->Log(std::string(line)); };
   o.on_event = [raw](const seigo::Event& e) {
     if (e.kind == seigo::Event::Kind::kResolverPass) {
@@ -936,8 +1082,9 @@ Service::~Service() {
 }
 
 void Service::Stop() { impl_->Stop(); }
+void Service::BeginStop() { impl_->draining_ = true; }
 Reply Service::Transact(const std::string& body) {
-  if (impl_->stopping_) return impl_->Error(503, "stopping", "seigod is stopping");
+  if (impl_->draining_) return impl_->Error(503, "stopping", "seigod is stopping");
   return impl_->Transact(body);
 }
 Reply Service::GetRecord(const std::string& key) { return impl_->GetRecord(key); }
@@ -968,10 +1115,14 @@ Reply Service::Resolve(const std::string& gid, const std::string& authorization)
     if (a.gid == gid) applied.push_back({{"shard", a.shard}, {"outcome", seigo::OutcomeName(a.outcome)}});
   }
   for (const auto& p : rep.pending) {
-    if (p.gid == gid) pending.push_back({{"shards", p.shards}, {"reason", p.reason}});
+    if (p.gid == gid) {
+      pending.push_back({{"shards", p.shards}, {"reason", Scrub(p.reason, impl_->config_.secrets)}});
+    }
   }
   for (const auto& l : rep.limbo) {
-    if (l.gid == gid) limbo.push_back({{"shard", l.shard}, {"message", l.message}});
+    if (l.gid == gid) {
+      limbo.push_back({{"shard", l.shard}, {"message", Scrub(l.message, impl_->config_.secrets)}});
+    }
   }
   for (const auto& f : rep.fenced) fenced = fenced || f == gid;
   seigo::InDoubtReport now = impl_->coord_->InDoubt();
@@ -1001,7 +1152,7 @@ Reply Service::GetMetrics() {
 
 Reply Service::Ready() {
   std::lock_guard<std::mutex> g(impl_->mu_);
-  if (impl_->stopping_) return impl_->Error(503, "stopping", "seigod is stopping");
+  if (impl_->draining_) return impl_->Error(503, "stopping", "seigod is stopping");
   if (!impl_->ready_) {
     return impl_->Error(503, "not_ready", "a store did not answer: " +
                                               Scrub(impl_->not_ready_, impl_->config_.secrets));

@@ -1,6 +1,6 @@
 // seigod's service: the HTTP endpoints' logic (doc/seigod.md) over one seigo::Coordinator, the
 // monitor thread behind /metrics, /v1/status, /readyz and the hung-transaction report, and the
-// interactive sessions. The HTTP glue (seigod/http.cc) only routes requests here.
+// interactive sessions. The HTTP glue (seigod/main.cc) only routes requests here.
 #ifndef SEIGOD_SERVICE_H_
 #define SEIGOD_SERVICE_H_
 
@@ -47,7 +47,11 @@ class Service {
   // Logs one line to stderr (scrubbed of secrets).
   void Log(const std::string& line);
 
-  // Refuses new sessions, rolls back the open ones, stops the monitor. Idempotent.
+  // SIGTERM's first step: /readyz fails and new transactions and sessions are answered 503
+  // `stopping`; what is running goes on.
+  void BeginStop();
+  // Refuses new sessions, rolls back the open ones, waits for their threads, stops the
+  // monitor. Idempotent.
   void Stop();
 
   class Impl;

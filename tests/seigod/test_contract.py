@@ -530,11 +530,19 @@ class Contract(unittest.TestCase):
         self.assertError(status, reply, 400, "bad_request", "unknown field 'bogus'")
         p = 19
         g = gold(p)
+        # A bad step is refused before it runs, and ends the session (rolled back: its locks
+        # are not held until the idle timeout).
         sid = self.begin()
-        # A bad step is refused before it runs; the session stays usable.
+        status, reply, _ = self.post({"steps": [credit(p, 2)]}, path="/v1/sessions/%s/steps" % sid)
+        self.assertEqual(status, 200, reply)
         status, reply, _ = self.post({"steps": [{"sql": "nope", "key": 1}]},
                                      path="/v1/sessions/%s/steps" % sid)
         self.assertError(status, reply, 400, "bad_request", "unknown statement", step=0)
+        self.assertIn("rolled back", reply["error"]["message"])
+        status, reply, _ = self.post({"steps": [credit(p, 2)]}, path="/v1/sessions/%s/steps" % sid)
+        self.assertError(status, reply, 404, "not_found")
+        self.assertEqual(gold(p), g)
+        sid = self.begin()
         status, reply, _ = self.post({"steps": [credit(p, 2)]}, path="/v1/sessions/%s/steps" % sid)
         self.assertEqual(status, 200, reply)
         # A guard failure ends it: rolled back.
