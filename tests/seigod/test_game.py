@@ -26,6 +26,7 @@ class GameThroughSeigod(unittest.TestCase):
 
     def test_trades_raids_and_gacha_pulls_survive_a_seigod_kill(self):
         d = harness.Seigod(36872, amqp=True).start()
+        self.addCleanup(d.kill)
         e = dict(os.environ)
         e["SEIGO_SHARDS"] = os.environ["SEIGO_TEST_SHARDS"]
         e["SEIGO_REDIS"] = os.environ["SEIGO_TEST_REDIS"]
@@ -40,7 +41,7 @@ class GameThroughSeigod(unittest.TestCase):
             env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             time.sleep(4)
-            self.assertEqual(d.kill(signal.SIGKILL), -9)
+            self.assertEqual(d.kill(signal.SIGKILL), -9, d.log_text())
             time.sleep(0.5)
             d.start()
             out, _ = game.communicate(timeout=120)
