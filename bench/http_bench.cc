@@ -211,7 +211,15 @@ int main(int argc, char** argv) {
               "{\"sql\":\"credit\",\"key\":" + std::to_string(seller) + ",\"params\":[7," +
               std::to_string(seller) + "],\"expect_rows\":1}]}";
       auto r = conns[ci]->Post("/v1/transactions", body, "application/json");
-      return r && r->status == 200;
+      if (r && r->status == 200) return true;
+      // The first few failures are shown: a benchmark's failures are findings.
+      static std::atomic<int> shown{0};
+      if (shown++ < 5) {
+        std::fprintf(stderr, "seigo_http_bench: failed: %s\n",
+                     r ? (std::to_string(r->status) + " " + r->body.substr(0, 300)).c_str()
+                       : httplib::to_string(r.error()).c_str());
+      }
+      return false;
     };
   };
   Cell t1 = Measure(clients, seconds, http(false));

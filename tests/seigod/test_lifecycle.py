@@ -107,6 +107,36 @@ class SeigodLifecycle(unittest.TestCase):
         self.assertEqual(d.kill(signal.SIGTERM), 0, d.log_text())
         self.assertEqual(total(), before)
 
+    def test_many_clients_connecting_at_once_are_all_served(self):
+        # 128 connections opened at once are all served. (Debian's cpp-httplib listens with a
+        # backlog of 5; seigod raises it. The benchmark's 32 keep-alive clients saw resets
+        # before that; this test did not reproduce them on the old code: it is a capacity
+        # check, the benchmark's "failed" column is the regression check.)
+        with harness.Seigod(36878, statements=STATEMENTS) as d:
+            n = 128
+            barrier = threading.Barrier(n)
+            failures = []
+
+            def one():
+                barrier.wait()
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+                    c.request("GET", "/healthz")
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        failures.append(r.status)
+                    c.close()
+                except OSError as e:
+                    failures.append(repr(e))
+
+            threads = [threading.Thread(target=one) for _ in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(failures, [])
+
     def test_two_seigod_serve_the_same_stores(self):
         before = total()
         with harness.Seigod(36878, statements=STATEMENTS) as a, \
