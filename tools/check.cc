@@ -2,9 +2,14 @@
 //
 // Reads seigod's GET /v1/status and prints one status line with perfdata:
 //   SEIGO CRITICAL - 3 in doubt (oldest 131.2 s), 1 hung, ... | in_doubt=3;5;20 ...
+// Thresholds follow the Nagios plugin guidelines: "N" means OK while the value <= N, an alert
+// when it is > N. A stale status (the monitor stuck) or an incomplete in-doubt scan is at least
+// WARNING; a store down or `ready: false` is CRITICAL.
 // Exit codes are nagios's, not the rest of the CLI's: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
 // (seigod unreachable, an unreadable answer, bad thresholds).
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -69,12 +74,32 @@ bool ParseThresholds(const std::string& spec, std::vector<Metric>* metrics, bool
   return true;
 }
 
+// A number in plain decimal, without trailing zeros: 60, 0.5, 1000000.
+std::string Plain(double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.3f", x);
+  std::string t = b;
+  while (!t.empty() && t.back() == '0') t.pop_back();
+  if (!t.empty() && t.back() == '.') t.pop_back();
+  return t == "-0" ? "0" : t;
+}
+
+// A metric's value with its unit: counts as integers, seconds with 3 decimals (1.300s).
+std::string Value(const Metric& m, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, m.unit[0] == '\0' ? "%.0f" : "%.3f", x);
+  return std::string(b) + m.unit;
+}
+
+// /v1/status older than this (its now_ms - monitor_ms): seigod's monitor thread is stuck.
+constexpr double kStaleS = 60;
+
 }  // namespace
 
 int Check(const std::string& url, const std::string& warn, const std::string& crit,
           int timeout_s) {
   std::vector<Metric> metrics = {
-      {"in_doubt", "", 5, 20},      {"age", "s", 60, 300},      {"hung", "", 1, 1},
+      {"in_doubt", "", 5, 20},      {"age", "s", 60, 300},      {"hung", "", 0, 0},
       {"backlog", "", 10, 100},     {"outbox_lag", "s", 30, 300}, {"resolver", "s", 10, 60},
   };
   std::string err;
@@ -117,14 +142,14 @@ int Check(const std::string& url, const std::string& warn, const std::string& cr
   }
   Level level = kOk;
   std::vector<std::string> why;
+  // The plugin guidelines' threshold "N" is the range 0..N: OK while the value <= N, an alert
+  // once it is above.
   for (const Metric& m : metrics) {
     double x = v[m.name];
-    Level l = x >= m.crit ? kCritical : x >= m.warn ? kWarning : kOk;
+    Level l = x > m.crit ? kCritical : x > m.warn ? kWarning : kOk;
     if (l != kOk) {
-      char b[128];
-      std::snprintf(b, sizeof b, "%s %.1f%s >= %.1f%s", m.name, x, m.unit,
-                    l == kCritical ? m.crit : m.warn, m.unit);
-      why.push_back(b);
+      why.push_back(std::string(m.name) + " " + Value(m, x) + " > " +
+                    Plain(l == kCritical ? m.crit : m.warn) + m.unit);
     }
     level = std::max(level, l);
   }
@@ -136,18 +161,50 @@ int Check(const std::string& url, const std::string& warn, const std::string& cr
     why.push_back("down: " + down);
     level = kCritical;
   }
+  if (s.contains("ready") && s["ready"].is_boolean() && !s["ready"].get<bool>()) {
+    why.push_back("not ready (a store did not answer the last monitor pass, or seigod is "
+                  "stopping)");
+    level = kCritical;
+  }
+  const json& errors = s["in_doubt"].contains("errors") ? s["in_doubt"]["errors"] : json();
+  if (errors.is_array() && !errors.empty()) {
+    std::string first = errors[0].is_string() ? errors[0].get<std::string>() : errors[0].dump();
+    if (first.size() > 200) first = first.substr(0, 200) + "...";
+    why.push_back("in-doubt scan incomplete (" + std::to_string(errors.size()) +
+                  " error(s)): " + first);
+    level = std::max(level, kWarning);
+  }
+  if (s.contains("now_ms") && s["now_ms"].is_number() && s.contains("monitor_ms") &&
+      s["monitor_ms"].is_number()) {
+    double stale_s = (s["now_ms"].get<double>() - s["monitor_ms"].get<double>()) / 1000.0;
+    if (stale_s > kStaleS) {
+      char b[160];
+      std::snprintf(b, sizeof b,
+                    "status is %.0f s old (seigod's monitor is stuck)",
+                    stale_s);
+      why.push_back(b);
+      level = std::max(level, kWarning);
+    }
+  }
   char line[512];
   std::snprintf(line, sizeof line,
                 "%.0f in doubt (oldest %.1f s), %.0f hung, phase-2 backlog %.0f, outbox lag "
                 "%.1f s, resolver %.1f s ago",
                 v["in_doubt"], v["age"], v["hung"], v["backlog"], v["outbox_lag"], v["resolver"]);
   std::string out = std::string("SEIGO ") + LevelName(level) + " - " + line;
-  for (const std::string& w : why) out += "; " + w;
+  for (std::string w : why) {
+    // An error text must not end the plugin output early ('|' starts perfdata) or add lines.
+    for (char& ch : w) {
+      if (ch == '|') ch = '/';
+      if (ch == '\n' || ch == '\r') ch = ' ';
+    }
+    out += "; " + w;
+  }
+  // Perfdata: plain decimals (never %g's 1e+06), label=value[unit];warn;crit.
   out += " |";
   for (const Metric& m : metrics) {
-    char p[128];
-    std::snprintf(p, sizeof p, " %s=%g%s;%g;%g", m.name, v[m.name], m.unit, m.warn, m.crit);
-    out += p;
+    out += std::string(" ") + m.name + "=" + Value(m, v[m.name]) + ";" + Plain(m.warn) + ";" +
+           Plain(m.crit);
   }
   std::printf("%s\n", out.c_str());
   return level;

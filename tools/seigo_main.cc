@@ -430,6 +430,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // `seigo check` is a nagios plugin: a bad command line is UNKNOWN (3) on stdout, which is
+    // what nagios shows, not the CLI's usage exit 2.
+    if (check->parsed() || (argc > 1 && std::string(argv[1]) == "check")) {
+      std::printf("SEIGO UNKNOWN - bad command line: %s\n", e.what());
+      return 3;
+    }
     app.exit(e);
     return kExitUsage;
   }

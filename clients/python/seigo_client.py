@@ -52,6 +52,7 @@ Errors are typed (``SeigoError`` and its subclasses below) and carry ``.code``, 
 import http.client
 import json
 import random
+import select
 import socket
 import threading
 import time
@@ -66,6 +67,10 @@ __all__ = [
 ]
 
 INT64_MAX = 2 ** 63 - 1
+
+# A kept-alive connection idle this long is not reused: seigod closes idle ones after 5 s, and a
+# request racing that close could not be told apart from one seigod received.
+_KEEPALIVE_IDLE_S = 4.0
 
 
 # ---- Errors ------------------------------------------------------------------------------
@@ -104,7 +109,8 @@ class SeigoError(Exception):
 
 class BadRequest(SeigoError):
     """400: the request was refused before anything ran (malformed, unknown field or statement,
-    wrong type, too many steps, raw SQL not enabled ...). Nothing was written."""
+    wrong type, too many steps, raw SQL not enabled ...; also 415 unsupported_media_type, a POST
+    that is not application/json). Nothing was written."""
 
 
 class BodyTooLarge(BadRequest):
@@ -167,8 +173,11 @@ class DeadlineExceeded(GaveUp):
 
 class OutcomeUnknown(SeigoError):
     """504 outcome_unknown, still so after every resend ran out — or the reply to a request that
-    reached seigod was lost every time. The transaction may or may not have committed: look it up
-    later with ``Client.lookup(e.idempotency_key)``, or send it again with the same key."""
+    reached seigod was lost every time, or seigod still answered 503 ``key_in_flight`` (the first
+    request with the key is running or in doubt) when the resends ran out. The transaction may
+    or may not have committed: look it up later with ``Client.lookup(e.idempotency_key)``, or
+    send it again with the same key. For an interactive session (no key): the reply to its
+    commit was lost; only the data can tell."""
 
 
 class Unavailable(SeigoError):
@@ -184,11 +193,15 @@ _BY_CODE = {
     "guard_failed": GuardFailed, "query_failed": QueryFailed, "aborted": Aborted,
     "conflict": Conflict, "idempotency_key_mismatch": IdempotencyKeyMismatch,
     "gave_up": GaveUp, "deadline_exceeded": DeadlineExceeded,
-    "outcome_unknown": OutcomeUnknown,
+    "outcome_unknown": OutcomeUnknown, "unsupported_media_type": BadRequest,
 }
 _BY_STATUS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
-              405: MethodNotAllowed, 413: BodyTooLarge, 422: Aborted, 503: Unavailable,
-              504: OutcomeUnknown}
+              405: MethodNotAllowed, 413: BodyTooLarge, 415: BadRequest, 422: Aborted,
+              503: Unavailable, 504: OutcomeUnknown}
+
+# 503 key_in_flight: a request with this idempotency key is still running or in doubt in seigod;
+# it may yet commit. Resent like any 503, but never reported as GaveUp.
+KEY_IN_FLIGHT = "key_in_flight"
 
 
 def _error_from(status, body):
@@ -473,10 +486,14 @@ class Session(_StepBuilder):
     several in one request and returns their results. ``commit()`` returns the ``Result``;
     ``abort()`` rolls back. As a context manager: a normal exit commits (unless already ended),
     an exception aborts. Any error answer ends the session (seigod rolls it back): 409 raises
-    ``Conflict`` — run the whole function again (``Client.transactional``).
+    ``Conflict`` — run the whole function again (``Client.transactional``). ``commit()`` after
+    the session ended without committing raises: the error that ended it (also when the caller
+    caught that error and went on), or ``Aborted`` after ``abort()``.
 
-    A session has no idempotency key: if the reply to ``commit()`` is lost, ``OutcomeUnknown``
-    is raised and only the data can tell.
+    A session has no idempotency key, so no request of it that may have reached seigod is ever
+    sent again (only one whose connection was refused): if the reply to ``commit()`` is lost,
+    ``OutcomeUnknown`` is raised and only the data can tell; a lost reply to a step ends the
+    session (rolled back) with ``Unavailable``.
     """
 
     def __init__(self, client, timeout_ms=None, read_only=False):
@@ -486,43 +503,92 @@ class Session(_StepBuilder):
         self.id = None
         self.ended = False
         self.result = None
+        self.error = None  # the error that ended the session without a commit, if any
+
+    def _end(self, err):
+        self.ended = True
+        if self.error is None and self.result is None:
+            self.error = err
+        return err
+
+    def _send(self, path, body, timeout=None):
+        """POSTs once; resends only while the connection is refused (the request certainly
+        never left). Returns (status, reply, resent); raises _Lost or _NotSent."""
+        c = self.client
+        resent = False
+        for attempt in range(c.retries + 1):
+            try:
+                status, _, reply = c._call("POST", path, body, timeout=timeout,
+                                           retry_stale=False)
+                return status, reply, resent
+            except _NotSent:
+                if attempt == c.retries:
+                    raise
+            c._sleep(attempt, None)
+            resent = True
+        raise AssertionError("unreachable")
 
     def begin(self):
         """Opens the session (done by ``__enter__`` and by the first step)."""
         if self.id is not None:
             return self
+        if self.ended:
+            raise self.error or SeigoError("the session has ended", code="session_ended")
         body = {}
         if self.timeout_ms is not None:
             body["timeout_ms"] = int(self.timeout_ms)
         if self.read_only:
             body["read_only"] = True
-        status, _, reply = self.client._call_retrying("POST", "/v1/sessions", body)
-        if status >= 300:
-            raise _error_from(status, reply)
-        self.id = reply["session"]
-        return self
+        c = self.client
+        for attempt in range(c.retries + 1):
+            try:
+                status, reply, _ = self._send("/v1/sessions", body)
+            except _NotSent as e:
+                raise self._end(Unavailable("cannot reach seigod at %s: %s" % (c.url, e.cause),
+                                            code="unavailable")) from e.cause
+            except _Lost as e:
+                # Not sent again: seigod may have opened it (it aborts it after session_idle_ms).
+                raise self._end(Unavailable(
+                    "the reply to opening a session was lost (%s); not sent again" % e.cause,
+                    code="unavailable")) from e.cause
+            if status == 503 and attempt < c.retries:
+                c._sleep(attempt, None)  # an answer: no session was opened
+                continue
+            if status >= 300:
+                raise self._end(_error_from(status, reply))
+            self.id = reply["session"]
+            return self
+        raise AssertionError("unreachable")
 
-    def _post(self, what, body, lost_is_unknown):
+    def _post(self, what, body):
         path = "/v1/sessions/%s/%s" % (urllib.parse.quote(self.id, safe=""), what)
         timeout = self.client._timeout_for(self.timeout_ms)
+        is_commit = what == "commit"
         try:
-            status, _, reply = self.client._call("POST", path, body, timeout=timeout,
-                                                 retry_stale=True)
+            status, reply, resent = self._send(path, body, timeout=timeout)
         except _Lost as e:
-            self.ended = True
-            if lost_is_unknown:
+            if is_commit:
+                self.ended = True
                 err = OutcomeUnknown("the reply to a session's commit was lost: " + str(e.cause),
                                      code="outcome_unknown")
+                self.error = err
                 raise err from e.cause
+            self.ended = True
             self.client._abort_quietly(self.id)
-            raise Unavailable("the reply from seigod was lost (%s); the session was rolled back"
-                              % e.cause, code="unavailable") from e.cause
+            raise self._end(Unavailable(
+                "the reply from seigod was lost (%s); the session was rolled back" % e.cause,
+                code="unavailable")) from e.cause
         except _NotSent as e:
-            self.ended = True
-            raise Unavailable("cannot reach seigod: %s" % e.cause, code="unavailable") from e.cause
+            raise self._end(Unavailable("cannot reach seigod: %s" % e.cause,
+                                        code="unavailable")) from e.cause
         if status >= 300:
-            self.ended = True
-            raise _error_from(status, reply)
+            err = _error_from(status, reply)
+            if is_commit and resent and status == 404:
+                # A resent commit that finds no session: an earlier send may have committed it.
+                err = OutcomeUnknown("the commit was sent again and seigod no longer knows the "
+                                     "session: it may have committed", code="outcome_unknown",
+                                     status=status, body=reply)
+            raise self._end(err)
         return reply
 
     def _add(self, step):
@@ -533,15 +599,19 @@ class Session(_StepBuilder):
         if self.ended:
             raise SeigoError("the session has ended", code="session_ended")
         self.begin()
-        reply = self._post("steps", {"steps": list(steps)}, lost_is_unknown=False)
+        reply = self._post("steps", {"steps": list(steps)})
         return [StepResult(r) for r in reply.get("results", [])]
 
     def commit(self):
-        """Commits; returns the Result."""
+        """Commits; returns the Result. If the session already ended without committing, raises
+        the error that ended it (``Aborted`` after ``abort()``); nothing was written then."""
         if self.ended:
-            return self.result
+            if self.result is not None:
+                return self.result
+            raise self.error or Aborted("the session was aborted; nothing was committed",
+                                        code="aborted")
         self.begin()
-        reply = self._post("commit", {}, lost_is_unknown=True)
+        reply = self._post("commit", {})
         self.ended = True
         self.result = Result(reply)
         return self.result
@@ -552,8 +622,11 @@ class Session(_StepBuilder):
             self.ended = True
             return
         self.ended = True
+        if self.error is None and self.result is None:
+            self.error = Aborted("the session was aborted; nothing was committed",
+                                 code="aborted")
         try:
-            self._post("abort", {}, lost_is_unknown=False)
+            self._post("abort", {})
         except (NotFound, Unavailable):
             pass  # ended meanwhile (idle, deadline) or seigod gone: nothing commits either way
 
@@ -627,6 +700,7 @@ class Client:
             c = cls(self._host, self._port, timeout=self.timeout)
             self._local.conn = c
             self._local.used = False
+            self._local.last_used = 0.0
             with self._conns_lock:
                 self._conns.add(c)
         return c
@@ -668,17 +742,30 @@ class Client:
     def _call(self, method, path, body=None, headers=None, timeout=None, raw=None,
               retry_stale=True):
         """One HTTP exchange: (status, headers, parsed body). Raises _NotSent if the request
-        certainly did not reach seigod, _Lost if it may have and no answer came. A kept-alive
-        connection that seigod had closed is retried once on a new one (``retry_stale``)."""
+        certainly did not reach seigod, _Lost if it may have and no answer came.
+
+        A kept-alive connection is checked before it is reused: one idle for
+        _KEEPALIVE_IDLE_S or that seigod has closed (readable: EOF) is replaced by a new one
+        before anything is sent. ``retry_stale``: a request that still failed on a reused
+        connection as if seigod had closed it is sent once more on a new one — only for
+        requests that are safe to repeat (reads, keyed transactions, abort); seigod may have
+        received the first."""
         data = raw if raw is not None else (None if body is None else
                                             json.dumps(body, separators=(",", ":")))
         if isinstance(data, str):
             data = data.encode("utf-8")
-        h = {"Content-Type": "application/json", "Accept": "application/json"}
+        h = {"Accept": "application/json"}
         h.update(self.headers)
         h.update(headers or {})
+        # seigod answers 415 to a POST that is not application/json: always sent, never
+        # overridden by a caller's header (in any capitalisation).
+        h = {k: v for k, v in h.items() if k.lower() != "content-type"}
+        h["Content-Type"] = "application/json"
         for attempt in (0, 1):
             c = self._conn()
+            if self._local.used and not self._reusable(c):
+                self.close()
+                c = self._conn()
             reused = self._local.used
             c.timeout = timeout or self.timeout
             sent = False
@@ -692,6 +779,7 @@ class Client:
                 r = c.getresponse()
                 payload = r.read()
                 self._local.used = True
+                self._local.last_used = time.monotonic()
             except (OSError, http.client.HTTPException) as e:
                 self.close()
                 stale = reused and isinstance(e, (http.client.RemoteDisconnected,
@@ -714,9 +802,26 @@ class Client:
             return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed
         raise AssertionError("unreachable")
 
+    def _reusable(self, c):
+        """Whether the kept-alive connection ``c`` may carry another request: not idle too
+        long, and nothing readable on it (an idle HTTP connection has nothing to read: EOF or
+        data means seigod closed it or is broken)."""
+        if c.sock is None:
+            return True  # nothing to reuse: _call connects
+        if time.monotonic() - getattr(self._local, "last_used", 0.0) > _KEEPALIVE_IDLE_S:
+            return False
+        try:
+            if hasattr(select, "poll"):
+                p = select.poll()
+                p.register(c.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+                return not p.poll(0)
+            return not select.select([c.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
+
     def _call_retrying(self, method, path, body=None, headers=None):
-        """For requests that are safe to repeat (reads, opening a session): connection failures
-        and 503s are retried up to ``retries`` times."""
+        """For requests that are safe to repeat (reads): connection failures, lost replies and
+        503s are retried up to ``retries`` times. Never for a session's requests."""
         last = None
         for attempt in range(self.retries + 1):
             try:
@@ -774,9 +879,10 @@ class Client:
 
         The request carries ``idempotency_key`` (default: a new uuid4; none for read-only).
         A lost reply, a 504 or a 503 sends the same request again, up to ``retries`` (default:
-        the client's) times; when they run out: ``OutcomeUnknown`` (a reply was lost or 504:
-        look the key up later), ``GaveUp``/``DeadlineExceeded`` (503: nothing committed) or
-        ``Unavailable`` (seigod never got the request).
+        the client's) times; when they run out: ``OutcomeUnknown`` (a reply was lost, a 504, or
+        a 503 ``key_in_flight``: an earlier send may still commit; look the key up later),
+        ``GaveUp``/``DeadlineExceeded`` (503: nothing committed) or ``Unavailable`` (seigod
+        never got the request).
         """
         body = {"steps": list(steps)}
         key = None
@@ -795,8 +901,10 @@ class Client:
         for attempt in range(retries + 1):
             retry_after = None
             try:
+                # A lost reply, stale connection or not, is resent by this loop (same key) and
+                # counted in maybe_ran.
                 status, hdrs, reply = self._call("POST", "/v1/transactions", raw=data,
-                                                 timeout=http_timeout)
+                                                 timeout=http_timeout, retry_stale=False)
             except _NotSent as e:
                 last = Unavailable("cannot reach seigod at %s: %s" % (self.url, e.cause),
                                    code="unavailable")
@@ -810,7 +918,9 @@ class Client:
                 err.idempotency_key = key
                 if status not in (503, 504):
                     raise err
-                if status == 504:
+                if status == 504 or err.code == KEY_IN_FLIGHT:
+                    # 504: the commit's reply was lost inside seigod; key_in_flight: the first
+                    # request with this key is still running or in doubt. Either may commit.
                     maybe_ran = True
                 last = err
                 retry_after = hdrs.get("retry-after")
@@ -838,7 +948,16 @@ class Client:
         session back and runs ``fn`` again, at most ``retries`` more times, with backoff; then
         ``Conflict`` is raised. Usable as ``@client.transactional`` or
         ``@client.transactional(retries=..)``. ``wrapper.runs()`` is how often ``fn`` ran in
-        this thread's last call."""
+        this thread's last call.
+
+        Warning: ``fn`` runs again from the start on every conflict, so whatever it does
+        outside the session ``tx`` — sending mail, calling another service, appending to a
+        list, incrementing a counter, printing — happens once per run, not once per commit.
+        Keep side effects inside the session (its steps, ``tx.publish`` for messages), or do
+        them after the decorated function has returned.
+
+        If ``fn`` catches an error that ended the session (say ``QueryFailed``) and returns
+        normally, nothing is committed: the commit raises that error."""
         def decorate(f):
             stats = threading.local()
 

@@ -143,13 +143,19 @@ class Proxy:
         self.sock.close()
 
 
+DROP = "drop"  # a FakeSeigod script entry: read the request, close without a reply
+
+
 class FakeSeigod:
-    """An HTTP server that answers POST /v1/transactions from a script of (status, headers,
-    body) and records the request bodies and connections."""
+    """An HTTP server that answers every POST from a script of (status, headers, body[,
+    "close"]) — "close": the connection is closed after the reply, without saying so — or DROP,
+    and records the request bodies, paths, headers and connections."""
 
     def __init__(self, port):
         self.script = []
         self.bodies = []
+        self.paths = []
+        self.headers = []  # http.client.HTTPMessage per request
         self.conns = set()
         fake = self
 
@@ -159,9 +165,17 @@ class FakeSeigod:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 fake.bodies.append(self.rfile.read(n))
+                fake.paths.append(self.path)
+                fake.headers.append(self.headers)
                 fake.conns.add(self.client_address)
-                status, headers, body = fake.script.pop(0) if fake.script else (
+                entry = fake.script.pop(0) if fake.script else (
                     500, {}, {"error": {"code": "internal", "message": "script ran out"}})
+                if entry == DROP:
+                    self.close_connection = True  # the request arrived; no reply ever will
+                    return
+                status, headers, body = entry[:3]
+                if len(entry) > 3 and entry[3] == "close":
+                    self.close_connection = True
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 for k, v in headers.items():
@@ -455,7 +469,198 @@ class ClientTest(unittest.TestCase):
         finally:
             fake.close()
 
+    def test_key_in_flight_is_resent_then_outcome_unknown(self):
+        in_flight = (503, {"Retry-After": "0"}, {"error": {
+            "code": "key_in_flight", "message": "a request with this idempotency key is still "
+            "running or in doubt; its outcome is not known yet"}})
+        fake = FakeSeigod(FAKE_PORT)
+        try:
+            c = sc.Client("http://127.0.0.1:%d" % FAKE_PORT, retries=3, backoff=0.01)
+            # Resent like other 503s, with the same key; then it settles.
+            fake.script = [in_flight, in_flight, (200, {}, dict(COMMITTED, replayed=True))]
+            r = c.transact([{"sql": "x", "key": 1}])
+            self.assertTrue(r.replayed)
+            self.assertEqual(len(fake.bodies), 3)
+            self.assertEqual(len(set(fake.bodies)), 1, "the resends differ")
+            # Still in flight when the resends run out: OutcomeUnknown (the first may commit).
+            fake.bodies.clear()
+            fake.script = [in_flight] * 4
+            with self.assertRaises(sc.OutcomeUnknown) as cm:
+                c.transact([{"sql": "x", "key": 1}])
+            self.assertEqual(len(fake.bodies), 4)
+            self.assertEqual(len(set(fake.bodies)), 1)
+            self.assertEqual(cm.exception.idempotency_key,
+                             json.loads(fake.bodies[0])["idempotency_key"])
+            # In flight once, then gave_up: never GaveUp (the in-flight one may commit).
+            fake.bodies.clear()
+            fake.script = [in_flight] + [(503, {"Retry-After": "0"}, {
+                "outcome": "gave_up", "error": {"code": "gave_up", "message": "busy"}})] * 3
+            with self.assertRaises(sc.SeigoError) as cm:
+                c.transact([{"sql": "x", "key": 1}])
+            self.assertIsInstance(cm.exception, sc.OutcomeUnknown)
+            self.assertNotIsInstance(cm.exception, sc.GaveUp)
+            self.assertEqual(len(fake.bodies), 4)
+        finally:
+            fake.close()
+
+    def test_content_type_is_always_json_and_415_is_bad_request(self):
+        fake = FakeSeigod(FAKE_PORT)
+        try:
+            # Even a caller's own Content-Type header does not replace it.
+            c = sc.Client("http://127.0.0.1:%d" % FAKE_PORT, retries=0, backoff=0.01,
+                          headers={"content-type": "text/plain", "X-Trace": "t1"})
+            fake.script = [(200, {}, COMMITTED), (201, {}, {"session": "s-ct"}),
+                           (200, {}, {"results": [{"affected_rows": 1}]}),
+                           (200, {}, COMMITTED), (200, {}, {"gid": "g", "did": "nothing"})]
+            c.transact([{"sql": "x", "key": 1}])
+            with c.session() as tx:
+                tx.sql("x", key=1)
+            c.resolve("g", admin_token="t")
+            self.assertEqual(len(fake.headers), 5, fake.paths)
+            for path, h in zip(fake.paths, fake.headers):
+                self.assertEqual(h.get_all("Content-Type"), ["application/json"], path)
+                self.assertEqual(h.get("X-Trace"), "t1")
+            fake.script = [(415, {}, {"error": {"code": "unsupported_media_type",
+                                                "message": "Content-Type must be "
+                                                           "application/json"}}),
+                           (415, {}, {})]
+            with self.assertRaises(sc.BadRequest) as cm:
+                c.transact([{"sql": "x", "key": 1}])
+            self.assertEqual((cm.exception.status, cm.exception.code),
+                             (415, "unsupported_media_type"))
+            with self.assertRaises(sc.BadRequest) as cm:  # by status alone, too
+                c.transact([{"sql": "x", "key": 1}])
+            self.assertEqual(cm.exception.status, 415)
+            self.assertEqual(len(fake.bodies), 7, "a 415 is not resent")
+        finally:
+            fake.close()
+
     # ---- interactive ----
+
+    def test_commit_after_an_error_ended_the_session_raises(self):
+        p = 18
+        g = gold(p)
+        # The caller catches the error that ended the session, then the block ends normally.
+        with self.assertRaises(sc.QueryFailed):
+            with self.c.session() as tx:
+                tx.sql("trade_credit_gold", key=p, params=[4, p], expect_rows=1)
+                try:
+                    tx.sql("broken", key=p, params=[p])
+                except sc.QueryFailed:
+                    pass
+        self.assertTrue(tx.ended)
+        self.assertIsNone(tx.result)
+        with self.assertRaises(sc.QueryFailed):
+            tx.commit()  # and again
+        self.assertEqual(gold(p), g)
+        # After abort(): Aborted.
+        tx = self.c.session().begin()
+        tx.sql("trade_credit_gold", key=p, params=[4, p], expect_rows=1)
+        tx.abort()
+        with self.assertRaises(sc.Aborted) as cm:
+            tx.commit()
+        self.assertNotIsInstance(cm.exception, sc.GuardFailed)
+        self.assertEqual(gold(p), g)
+        # @transactional: the function swallows it and returns; the call must not look like
+        # a commit.
+        @self.c.transactional(retries=2)
+        def swallow(tx):
+            tx.sql("trade_credit_gold", key=p, params=[4, p], expect_rows=1)
+            try:
+                tx.sql("broken", key=p, params=[p])
+            except sc.QueryFailed:
+                return "looks fine"
+        with self.assertRaises(sc.QueryFailed):
+            swallow()
+        self.assertEqual(swallow.runs(), 1)
+        self.assertEqual(gold(p), g)
+        # A committed session's commit() still returns its Result.
+        with self.c.session() as tx:
+            tx.sql("trade_credit_gold", key=p, params=[1, p], expect_rows=1)
+        self.assertIs(tx.commit(), tx.result)
+        self.assertEqual(gold(p), g + 1)
+
+    def test_session_requests_are_not_resent_after_a_lost_reply(self):
+        fake = FakeSeigod(FAKE_PORT)
+        url = "http://127.0.0.1:%d" % FAKE_PORT
+        not_found = (404, {}, {"error": {"code": "not_found", "message": "no such session"}})
+        try:
+            c = sc.Client(url, retries=3, backoff=0.01)
+            # The commit's reply is lost on the kept-alive connection: OutcomeUnknown, sent once
+            # (a resend would find no session: 404 — and it may have committed).
+            fake.script = [(201, {}, {"session": "s-1"}), DROP, not_found]
+            tx = c.session().begin()
+            with self.assertRaises(sc.OutcomeUnknown):
+                tx.commit()
+            self.assertEqual(fake.paths, ["/v1/sessions", "/v1/sessions/s-1/commit"])
+            self.assertIsInstance(tx.error, sc.OutcomeUnknown)
+            # A step's reply is lost: not resent; the session is rolled back.
+            fake.paths.clear()
+            fake.script = [(201, {}, {"session": "s-2"}), DROP,
+                           (200, {}, {"results": [{"affected_rows": 1}]}),
+                           (200, {}, {"outcome": "aborted"})]
+            tx = c.session().begin()
+            with self.assertRaises(sc.Unavailable):
+                tx.sql("x", key=1)
+            self.assertEqual(fake.paths.count("/v1/sessions/s-2/steps"), 1, fake.paths)
+            self.assertTrue(tx.ended)
+            with self.assertRaises(sc.Unavailable):
+                tx.commit()
+            self.assertNotIn("/v1/sessions/s-2/commit", fake.paths)
+            # begin's reply is lost, on a new connection and on a kept-alive one: not resent
+            # (it would open, and leak, a second session).
+            for warm in (False, True):
+                c2 = sc.Client(url, retries=3, backoff=0.01)
+                if warm:
+                    fake.script = [(200, {}, COMMITTED)]
+                    c2.transact([{"sql": "x", "key": 1}])
+                fake.paths.clear()
+                fake.script = [DROP, (201, {}, {"session": "s-leak"})]
+                with self.assertRaises(sc.Unavailable):
+                    c2.session().begin()
+                self.assertEqual(fake.paths, ["/v1/sessions"], warm)
+                c2.close_all()
+            # A commit may be resent only when its connection was refused (it never left);
+            # a 404 after any resend of a commit is OutcomeUnknown all the same.
+            fake.paths.clear()
+            fake.script = [(201, {}, {"session": "s-3"}), not_found]
+            tx = c.session().begin()
+            real_call = c._call
+            refused = [1]
+
+            def call(method, path, *a, **kw):
+                if path.endswith("/commit") and refused:
+                    refused.pop()
+                    c.close()
+                    raise sc._NotSent(ConnectionRefusedError(111, "Connection refused"))
+                return real_call(method, path, *a, **kw)
+            c._call = call
+            with self.assertRaises(sc.OutcomeUnknown):
+                tx.commit()
+            self.assertEqual(fake.paths, ["/v1/sessions", "/v1/sessions/s-3/commit"])
+            c._call = real_call
+            # Without a resend a 404 stays NotFound (the session expired: nothing committed).
+            fake.script = [(201, {}, {"session": "s-4"}), not_found]
+            with self.assertRaises(sc.NotFound) as cm:
+                with c.session() as tx:
+                    pass
+            self.assertNotIsInstance(cm.exception, sc.OutcomeUnknown)
+            # A kept-alive connection that the server closed after its reply is replaced
+            # before the commit goes out: it commits, sent once.
+            fake.paths.clear()
+            fake.script = [(201, {}, {"session": "s-5"}, "close"), (200, {}, COMMITTED)]
+            tx = c.session().begin()
+            time.sleep(0.3)
+            self.assertEqual(tx.commit().outcome, "committed")
+            self.assertEqual(fake.paths, ["/v1/sessions", "/v1/sessions/s-5/commit"])
+            c.close_all()
+        finally:
+            fake.close()
+
+    def test_transactional_docstring_warns_of_reruns(self):
+        doc = sc.Client.transactional.__doc__
+        self.assertIn("runs again", doc)
+        self.assertIn("side effects", doc)
 
     def test_session_context_manager(self):
         p = 9
