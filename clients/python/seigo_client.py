@@ -49,11 +49,11 @@ Errors are typed (``SeigoError`` and its subclasses below) and carry ``.code``, 
 ``.step`` (the 0-based step to blame, or None) and ``.body`` (the parsed JSON answer).
 """
 
+import base64
 import http.client
 import json
 import random
 import select
-import socket
 import threading
 import time
 import urllib.parse
@@ -194,6 +194,7 @@ _BY_CODE = {
     "conflict": Conflict, "idempotency_key_mismatch": IdempotencyKeyMismatch,
     "gave_up": GaveUp, "deadline_exceeded": DeadlineExceeded,
     "outcome_unknown": OutcomeUnknown, "unsupported_media_type": BadRequest,
+    "key_in_flight": OutcomeUnknown,
 }
 _BY_STATUS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
               405: MethodNotAllowed, 413: BodyTooLarge, 415: BadRequest, 422: Aborted,
@@ -217,12 +218,20 @@ def _error_from(status, body):
 
 # ---- Results -----------------------------------------------------------------------------
 
+def _cell(c):
+    """A cell as seigod sends it: text, None, or {"base64": ...} for bytes that are not UTF-8."""
+    if isinstance(c, dict) and set(c) == {"base64"}:
+        return base64.b64decode(c["base64"])
+    return c
+
+
 class StepResult:
     """One step's result (doc/seigod.md, "Response").
 
     ``name`` (the step's label or None), ``affected_rows``, ``last_insert_id``, ``columns``,
-    ``rows`` (lists of text cells, None for NULL; only for ``returning=True`` steps), ``value``
-    (a Redis read's value), ``members`` (Redis ``ztop``: [(member, score)]), ``message_id`` (a
+    ``rows`` (lists of text cells, None for NULL, ``bytes`` for a cell that is not UTF-8 — seigod
+    sends those as ``{"base64": ...}``; only for ``returning=True`` steps), ``value``
+    (a Redis read's value, str or bytes likewise), ``members`` (Redis ``ztop``: [(member, score)]), ``message_id`` (a
     publish), ``raw`` (the JSON object as received).
     """
 
@@ -232,10 +241,11 @@ class StepResult:
         self.affected_rows = self.raw.get("affected_rows")
         self.last_insert_id = self.raw.get("last_insert_id")
         self.columns = self.raw.get("columns")
-        self.rows = self.raw.get("rows")
-        self.value = self.raw.get("value")
+        rows = self.raw.get("rows")
+        self.rows = None if rows is None else [[_cell(c) for c in r] for r in rows]
+        self.value = _cell(self.raw.get("value"))
         m = self.raw.get("members")
-        self.members = None if m is None else [(x["member"], x["score"]) for x in m]
+        self.members = None if m is None else [(_cell(x["member"]), x["score"]) for x in m]
         self.message_id = self.raw.get("message_id")
 
     @property
@@ -991,7 +1001,9 @@ class Client:
         """The record of the transaction sent with ``idempotency_key`` (GET
         /v1/transactions/{key}) as a ``Result`` with ``state`` ("committed" or "aborted"),
         ``http_status`` (the first answer's) and ``error`` (for an aborted one); None if there
-        is no record (it never committed, or it is older than the retention)."""
+        is no record: none is committed, running or in doubt now (or it is older than the
+        retention). While one is running or in doubt, seigod answers 503 ``key_in_flight``,
+        raised as ``OutcomeUnknown``... ask again later."""
         path = "/v1/transactions/" + urllib.parse.quote(idempotency_key, safe="")
         status, _, reply = self._call_retrying("GET", path)
         if status == 404:

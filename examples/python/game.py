@@ -83,6 +83,26 @@ def do_gacha(client, rng, args):
 KINDS = {"trade": do_trade, "raid": do_raid, "gacha": do_gacha}
 
 
+def settle(client, err, seconds=60):
+    """What became of a transaction whose outcome was unknown: "committed" if its idempotency
+    record says so, "refused" if a guard refused it, "not committed" if no transaction with
+    its key is committed, running or in doubt any more."""
+    key = getattr(err, "idempotency_key", None)
+    if not key:
+        return "failed"
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            rec = client.lookup(key)
+        except seigo_client.SeigoError:
+            time.sleep(0.5)  # still in doubt, or seigod is restarting
+            continue
+        if rec is None:
+            return "not committed"
+        return "committed" if rec.outcome == "committed" else "refused"
+    return "failed"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("SEIGOD_URL", "http://127.0.0.1:8640"))
@@ -99,7 +119,7 @@ def main(argv=None):
     kinds = [args.only] if args.only else sorted(KINDS)
     client = seigo_client.Client(args.url, retries=5)
     lock = threading.Lock()
-    counts = {k: {"committed": 0, "refused": 0, "failed": 0} for k in kinds}
+    counts = {k: {"committed": 0, "refused": 0, "not committed": 0, "failed": 0} for k in kinds}
     errors = []
     end = time.time() + args.seconds
 
@@ -112,6 +132,10 @@ def main(argv=None):
                 outcome = "committed"
             except seigo_client.GuardFailed:
                 outcome = "refused"
+            except seigo_client.OutcomeUnknown as e:
+                # The reply was lost (seigod died mid-commit) and its resends could not learn
+                # the outcome in time: ask for the key's record until it is known.
+                outcome = settle(client, e)
             except seigo_client.SeigoError as e:
                 outcome = "failed"
                 with lock:
@@ -128,8 +152,9 @@ def main(argv=None):
     for k in kinds:
         c = counts[k]
         failed += c["failed"]
-        print("%-6s %6d committed, %6d refused by a guard, %d failed" % (
-            k, c["committed"], c["refused"], c["failed"]))
+        print("%-6s %6d committed, %6d refused by a guard, %d not committed after a lost "
+              "reply, %d failed" % (k, c["committed"], c["refused"], c["not committed"],
+                                    c["failed"]))
     for e in errors[:10]:
         print("error: " + e)
     return 0 if failed == 0 else 1

@@ -2,9 +2,7 @@
 nested body, bytes that are not UTF-8, a cross-site POST, a resend while the first request with
 its key still holds the record, a lookup at that moment, a transient failure pinned as the
 key's answer, a multi-shard session longer than 10 s, SIGTERM during startup."""
-import http.client
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -73,6 +71,11 @@ class SeigodHardening(unittest.TestCase):
         status, reply, _ = self.post({}, path="/v1/sessions/%s/commit" % s["session"])
         self.assertEqual(status, 200, reply)
         self.alive()
+        # The Python client turns such a cell back into bytes.
+        import seigo_client
+        with seigo_client.Client(self.d.url()).transaction() as tx:
+            tx.sql("hard_get", key=3, params=[3], returning=True)
+        self.assertEqual(tx.result.results[0].rows[0][1], b"\xff\x00\xfeA")
 
     def test_a_post_that_is_not_json_is_refused_before_it_runs(self):
         before = total()
