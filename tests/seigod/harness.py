@@ -62,6 +62,39 @@ def without_password(url):
     return urllib.parse.urlunparse((u.scheme, netloc, u.path, "", "", ""))
 
 
+def isolate(db):
+    """Points SEIGO_TEST_SHARDS (and so the harness) at database `db` on the same servers: a
+    test file's own tables, untouched by the others'."""
+    urls = []
+    for u in shard_urls():
+        mysql(u, "CREATE DATABASE IF NOT EXISTS `%s`" % db)
+        urls.append(urllib.parse.urlunparse(urllib.parse.urlparse(u)._replace(path="/" + db)))
+    os.environ["SEIGO_TEST_SHARDS"] = ",".join(urls)
+
+
+def on_all(sql):
+    """`sql` on every shard: the outputs, in shard order."""
+    return [mysql(u, sql) for u in shard_urls()]
+
+
+def gold(p):
+    """Player p's gold (`seigo demo setup`'s players table), from whichever shard holds it."""
+    for out in on_all("SELECT gold FROM players WHERE player_id = %d" % p):
+        if out.strip():
+            return int(out)
+    raise AssertionError("no player %d" % p)
+
+
+def shard_of_players():
+    """player_id -> the shard that holds it (`seigo demo setup`'s players table)."""
+    shard_of = {}
+    for s, url in enumerate(shard_urls()):
+        for line in mysql(url, "SELECT player_id FROM players").split("\n"):
+            if line:
+                shard_of[int(line)] = s
+    return shard_of
+
+
 def seigo_cli(*args, env=None):
     """Runs the seigo CLI against the test shards; returns (rc, stdout+stderr)."""
     e = dict(os.environ)

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import unittest
-import urllib.parse
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,24 +34,7 @@ PORT, PROXY_PORT, FAKE_PORT, WEB_PORT, DEAD_PORT = 36854, 36855, 36856, 36857, 3
 PLAYERS = 200
 
 
-def isolate(db):
-    """Points SEIGO_TEST_SHARDS (and so the harness) at database `db` on the same servers."""
-    urls = []
-    for u in harness.shard_urls():
-        harness.mysql(u, "CREATE DATABASE IF NOT EXISTS `%s`" % db)
-        urls.append(urllib.parse.urlunparse(urllib.parse.urlparse(u)._replace(path="/" + db)))
-    os.environ["SEIGO_TEST_SHARDS"] = ",".join(urls)
-
-
-def on_all(sql):
-    return [harness.mysql(u, sql) for u in harness.shard_urls()]
-
-
-def gold(p):
-    for out in on_all("SELECT gold FROM players WHERE player_id = %d" % p):
-        if out.strip():
-            return int(out)
-    raise AssertionError("no player %d" % p)
+isolate, on_all, gold = harness.isolate, harness.on_all, harness.gold
 
 
 def qty(p, item):

@@ -94,11 +94,7 @@ class CrashTest(unittest.TestCase):
         rc, out = harness.seigo_cli("demo", "setup", "--players", str(PLAYERS))
         self.assertEqual(rc, 0, out)
         # Which shard holds each player: trades are cross-shard (two-phase commit), as the demo's.
-        self.shard_of = {}
-        for s, url in enumerate(harness.shard_urls()):
-            for line in harness.mysql(url, "SELECT player_id FROM players").split("\n"):
-                if line:
-                    self.shard_of[int(line)] = s
+        self.shard_of = harness.shard_of_players()
         self.assertEqual(len(self.shard_of), PLAYERS)
         self.d = harness.Seigod(PORT)
         self.run_id = "%x" % int(time.time() * 1000)

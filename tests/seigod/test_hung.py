@@ -38,11 +38,7 @@ class HungTest(unittest.TestCase):
     def setUpClass(cls):
         rc, out = harness.seigo_cli("demo", "setup", "--players", "20")
         assert rc == 0, out
-        cls.shard_of = {}
-        for s, url in enumerate(harness.shard_urls()):
-            for line in harness.mysql(url, "SELECT player_id FROM players").split("\n"):
-                if line:
-                    cls.shard_of[int(line)] = s
+        cls.shard_of = harness.shard_of_players()
         cls.b = harness.Seigod(PORT_B, server={"hung_threshold_s": "1"}).start()
 
     @classmethod

@@ -83,11 +83,7 @@ class PageTest(unittest.TestCase):
     def setUp(self):
         rc, out = harness.seigo_cli("demo", "setup", "--players", "20")
         self.assertEqual(rc, 0, out)
-        self.shard_of = {}
-        for s, url in enumerate(harness.shard_urls()):
-            for line in harness.mysql(url, "SELECT player_id FROM players").split("\n"):
-                if line:
-                    self.shard_of[int(line)] = s
+        self.shard_of = harness.shard_of_players()
         self.b = harness.Seigod(PORT_B, server={"hung_threshold_s": "1"}).start()
         self.a = harness.Seigod(PORT_A, env={"SEIGO_CRASH_AT": "before_decision"})
         self.profile = tempfile.mkdtemp(prefix="seigod-page-chromium-")
