@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
     // refused before anything runs. An empty body needs no type.
     if (req.method == "POST" && !(req.body.empty() && !req.has_header("Content-Type"))) {
       std::string type = req.get_header_value("Content-Type");
+      for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       if (type.rfind("application/json", 0) != 0) {
         Reply out = svc->Error(415, "unsupported_media_type",
                                "a POST must be Content-Type: application/json");

@@ -194,6 +194,9 @@ struct Session {
   std::thread thread;
   std::atomic<bool> finished{false};  // RunSession returned: the thread may be joined
   bool read_only = false;
+  // The session thread's own: the command being run, and the one whose answer is the outcome
+  // (commit, abort, a failed step). RunSession answers them if the body throws.
+  std::shared_ptr<Command> current, pending;
 };
 
 // ---- The service -------------------------------------------------------------------------
@@ -390,7 +393,9 @@ class Service::Impl {
               // The claim could not be made: it waited for the record's lock (1205; or the
               // deadline cut that wait, a lost connection), or the record's shard is away. A
               // request with this key may be running or in doubt: the outcome is not known.
-              key_busy = !duplicate && !table_missing;
+              const Status& cs = ins.status();
+              key_busy = cs.server_errno() == 1205 || cs.Is(Code::kConflict) ||
+                         cs.Is(Code::kDeadlineExceeded) || cs.Is(Code::kUnavailable);
               return ins.status();
             }
           }
@@ -444,11 +449,24 @@ class Service::Impl {
       // during a failover, a full disk) may pass: they are not recorded, a resend runs again.
       json rec = json::parse(reply.body);
       rec["http_status"] = reply.status;
-      coord_->QueryShard(home,
-                         std::string("INSERT IGNORE INTO seigo_request (idem_key, body_hash, "
-                                     "state, response, created_ms) VALUES (?, ?, 'aborted', ?, ") +
-                             kServerNowMs + ")",
-                         {Value::Bytes(key), plan.body_hash, Value::Bytes(Dump(rec))});
+      seigo::Result<seigo::QueryResult> ins = coord_->QueryShard(
+          home,
+          std::string("INSERT IGNORE INTO seigo_request (idem_key, body_hash, state, response, "
+                      "created_ms) VALUES (?, ?, 'aborted', ?, ") + kServerNowMs + ")",
+          {Value::Bytes(key), plan.body_hash, Value::Bytes(Dump(rec))});
+      // Not recorded: another send of this key (the client's resend while this one ran) got
+      // there first and may have committed: its record is the answer, not this refusal.
+      if (!ins.ok()) {
+        return Error(503, "key_in_flight",
+                     "another request with idempotency key '" + key.substr(0, 64) +
+                         "' is running or in doubt: its outcome is not known yet");
+      }
+      if (ins->affected_rows == 0) {
+        seigo::Result<std::optional<std::array<std::string, 3>>> first = ReadRecord(key);
+        if (first.ok() && first->has_value()) return Replay(plan, **first);
+        return Error(503, "key_in_flight", "another request with idempotency key '" +
+                                               key.substr(0, 64) + "' answered first; ask again");
+      }
     }
     return reply;
   }
@@ -603,6 +621,9 @@ class Service::Impl {
                   {"age_s", ToInt(row[2])}, {"state", row[3].value_or("")},
                   {"rows_locked", ToInt(row[4])}, {"query", query}, {"blocked", blocked}};
         out.push_back(h);
+        // Hung (counted, reported): a holder that blocks someone. A prepared branch without a
+        // session (thread 0) is the in-doubt report's; one that blocks nobody is only listed.
+        if (blocked.empty() || thread == "0") continue;
         ++*hung;
         std::string id = "trx:" + std::to_string(i) + ":" + trx;
         now_hung->insert(id);
@@ -722,12 +743,25 @@ class Service::Impl {
     for (size_t i = 0; i < n && !stopping_; ++i) {
       const Clock::time_point until = Clock::now() + std::chrono::seconds(5);
       while (!stopping_ && Clock::now() < until) {
-        seigo::Result<seigo::QueryResult> d = coord_->QueryShard(
+        // The expired keys first, skipping rows a prepared branch holds (a DELETE would wait
+        // on them and fail the whole statement), then those keys.
+        seigo::Result<seigo::QueryResult> q = coord_->QueryShard(
             static_cast<uint32_t>(i),
-            std::string("DELETE FROM seigo_request WHERE state <> 'running' AND created_ms < ") +
-                kServerNowMs + " - ? LIMIT 1000",
+            std::string("SELECT idem_key FROM seigo_request WHERE created_ms < ") + kServerNowMs +
+                " - ? LIMIT 1000 FOR UPDATE SKIP LOCKED",
             {static_cast<long long>(config_.idempotency_retention_ms)});
-        if (!d.ok() || d->affected_rows < 1000) break;
+        if (!q.ok() || q->rows.empty()) break;
+        std::string sql = "DELETE FROM seigo_request WHERE idem_key IN (";
+        std::vector<Value> keys;
+        for (const auto& row : q->rows) {
+          sql += keys.empty() ? "?" : ",?";
+          keys.push_back(Value::Bytes(row[0].value_or("")));
+        }
+        sql += std::string(") AND created_ms < ") + kServerNowMs + " - ?";
+        keys.emplace_back(static_cast<long long>(config_.idempotency_retention_ms));
+        seigo::Result<seigo::QueryResult> d =
+            coord_->QueryShard(static_cast<uint32_t>(i), sql, std::span<const Value>(keys));
+        if (!d.ok() || q->rows.size() < 1000) break;
       }
     }
   }
@@ -820,6 +854,8 @@ class Service::Impl {
     auto s = std::make_shared<Session>();
     {
       std::lock_guard<std::mutex> g(sessions_mu_);
+      // Stop() sets stopping_ under this mutex: a session started here is joined by it.
+      if (stopping_) return Error(503, "stopping", "seigod is stopping");
       if (sessions_.size() >= static_cast<size_t>(config_.max_sessions)) {
         return Error(503, "too_many_sessions", "too many open sessions (server.max_sessions)");
       }
@@ -871,6 +907,16 @@ class Service::Impl {
         } catch (const std::future_error&) {
         }
       }
+      for (auto* c : {&s->current, &s->pending}) {
+        if (!*c) continue;
+        try {
+          (*c)->reply.set_value(
+              (*c)->kind == Session::Command::Kind::kCommit
+                  ? Error(504, "outcome_unknown", "the session failed during its commit")
+                  : Error(500, "internal", "the session failed; it did not commit"));
+        } catch (const std::future_error&) {  // it had its answer
+        }
+      }
       std::lock_guard<std::mutex> g(sessions_mu_);
       sessions_.erase(s->id);
     }
@@ -909,13 +955,14 @@ class Service::Impl {
               }
               c = s->queue.front();
               s->queue.pop_front();
+              s->current = c;
             }
             if (c->kind == Session::Command::Kind::kCommit) {
-              pending = c;
+              pending = s->pending = c;
               return Status::OK();
             }
             if (c->kind == Session::Command::Kind::kAbort) {
-              pending = c;
+              pending = s->pending = c;
               client_abort = true;
               return Status::Aborted("aborted by the client");
             }
@@ -923,11 +970,12 @@ class Service::Impl {
             int failed = -1;
             Status st = RunSteps(tx, c->plan, &results, &failed);
             if (!st.ok()) {
-              pending = c;
+              pending = s->pending = c;
               if (st.Is(Code::kConflict)) conflict = true;
               return st;
             }
             c->reply.set_value(JsonReply(200, {{"results", results}}));
+            s->current.reset();
           }
         },
         ro);
@@ -1014,7 +1062,10 @@ class Service::Impl {
 
   void Stop() {
     draining_ = true;
-    if (stopping_.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> g(sessions_mu_);
+      if (stopping_.exchange(true)) return;
+    }
     // Each waiter's mutex is taken once after stopping_ is set: none can have checked its
     // predicate before and be about to wait (a lost wakeup).
     { std::lock_guard<std::mutex> g(mu_); }
@@ -1065,8 +1116,12 @@ seigo::Result<std::unique_ptr<Service>> Service::Start(const Config& config) {
   seigo::Result<std::unique_ptr<Coordinator>> c = Coordinator::Open(o);
   if (!c.ok()) return Status(c.status().code(), Scrub(c.status().message(), config.secrets));
   raw->coord_ = std::move(*c);
-  raw->EnsureTables();
-  raw->MonitorPass();
+  try {
+    raw->EnsureTables();
+    raw->MonitorPass();
+  } catch (const std::exception& e) {
+    raw->Log(std::string("first monitor pass failed: ") + e.what());
+  }
   raw->monitor_ = std::thread([raw] { raw->MonitorLoop(); });
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }

@@ -929,12 +929,17 @@ Coordinator::Counters Coordinator::counters() const { return impl_->counters(); 
 
 Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,
                                             std::initializer_list<Value> params) {
+  return QueryShard(shard, sql, std::span<const Value>(params.begin(), params.size()));
+}
+
+Result<QueryResult> Coordinator::QueryShard(uint32_t shard, std::string_view sql,
+                                            std::span<const Value> params) {
   if (shard >= impl_->map().size()) {
     return Status::InvalidArgument("no shard " + std::to_string(shard));
   }
   Result<mariadb::MariaDbParticipant*> p = impl_->shard(shard)->Get();
   if (!p.ok()) return p.status();
-  return (*p)->Query(sql, std::span<const Value>(params.begin(), params.size()));
+  return (*p)->Query(sql, params);
 }
 
 }  // namespace seigo

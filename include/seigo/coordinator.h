@@ -225,6 +225,9 @@ class Coordinator {
   // tests: schema setup, audits. Not atomic with anything.
   Result<QueryResult> QueryShard(uint32_t shard, std::string_view sql,
                                  std::initializer_list<Value> params = {});
+  // The same with values built at run time (an IN (...) list).
+  Result<QueryResult> QueryShard(uint32_t shard, std::string_view sql,
+                                 std::span<const Value> params);
 
   struct Counters {
     uint64_t committed = 0, aborted = 0, gave_up = 0, unknown = 0;
