@@ -81,8 +81,13 @@ constexpr const char* kCreateRequestTable =
     " response MEDIUMBLOB NOT NULL,"
     " created_ms BIGINT NOT NULL,"
     " KEY by_time (created_ms)) ENGINE=InnoDB";
-// The server's clock, in unix ms: UNIX_TIMESTAMP is UTC whatever the session's time zone.
-constexpr const char* kServerNowMs = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+// The server's clock in unix ms, as the participant computes it (kServerNowMs in
+// src/mariadb/mariadb_participant.cc): UTC_TIMESTAMP and TIMESTAMPDIFF on DATETIME do no zone
+// conversion. UNIX_TIMESTAMP(NOW()) does, through the session zone: on a DST host it is an hour
+// off in the repeated hour, which made a record look an hour old at birth — collected at once
+// with the minimum retention, and then a resend would run the transaction again.
+constexpr const char* kServerNowMs =
+    "(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)";
 
 }  // namespace
 
@@ -356,6 +361,14 @@ class Service::Impl {
     return r;
   }
 
+  // One declarative transaction. With an idempotency key its record is written inside the
+  // transaction (claimed first, filled last), so it is durable exactly when the transaction is.
+  // seigod killed at any point: before the commit point nothing of it, record included, commits
+  // (the resolver rolls prepared branches back after their deadline) and a resend runs it;
+  // after it, the record commits with the rest (phase 2 or the resolver) and a resend replays
+  // it — waiting on the record's lock, or answered key_in_flight, while it is in doubt. Killed
+  // while recording a guard's refusal: no record, and a resend runs again (and is refused
+  // again, or commits if the state changed: either answer is the resend's own).
   Reply Transact(const std::string& body) {
     Clock::time_point t0 = Clock::now();
     json j;
